@@ -1,0 +1,504 @@
+//! Command-line interface. Every command returns a JSON value (printed alone on stdout with
+//! `--json`) and a human rendering; errors map to documented exit codes (docs/cli.md).
+
+mod demo;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::store::ingest::{IngestOptions, Progress};
+use crate::store::manifest::EntryJson;
+use crate::store::snapshot::Counts;
+use crate::Store;
+
+/// Exit status when `verify` finds problems.
+pub const EXIT_PROBLEMS: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "execroot", version, about = "Disposable copy-on-write execution roots backed by a snapshot store")]
+struct Cli {
+    /// Store directory [default: $EXECROOT_STORE, else /var/lib/execroot for root,
+    /// else $XDG_DATA_HOME/execroot or ~/.local/share/execroot]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Print one JSON document on stdout and nothing else.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, inspect, check out and remove snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Name snapshots.
+    #[command(subcommand)]
+    Ref(RefCmd),
+    /// Re-hash every object and check every manifest and ref.
+    Verify {
+        /// Move corrupt objects and manifests to quarantine/ so a later ingest heals them.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Generate deterministic workload trees.
+    #[command(subcommand)]
+    Fixture(FixtureCmd),
+    /// Run the store's main job on a built-in fixture and print the figures.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// Ingest a directory (or a tar archive with --tar) as a snapshot.
+    Create(CreateArgs),
+    /// List snapshots.
+    List,
+    /// Show a snapshot's summary (and entries with --entries).
+    Show {
+        /// Snapshot id, id prefix, or ref.
+        snapshot: String,
+        /// List every entry.
+        #[arg(long)]
+        entries: bool,
+    },
+    /// Remove a snapshot (objects are freed by gc). Refused while a ref names it.
+    Rm {
+        /// Snapshot id, id prefix, or ref.
+        snapshot: String,
+        /// Also remove the refs that name it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a snapshot to DEST as a plain writable tree.
+    Checkout {
+        /// Snapshot id, id prefix, or ref.
+        snapshot: String,
+        /// Destination: must not exist, or be an empty directory.
+        dest: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// Directory to ingest.
+    #[arg(required_unless_present = "tar", conflicts_with = "tar")]
+    dir: Option<PathBuf>,
+    /// Ingest a tar archive from FILE, or from stdin with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    tar: Option<String>,
+    /// Point this ref at the new snapshot.
+    #[arg(long, value_name = "REF")]
+    name: Option<String>,
+    /// Record a label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Skip devices, FIFOs and sockets (reported as warnings) instead of refusing them.
+    #[arg(long)]
+    skip_special: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RefCmd {
+    /// Point NAME at a snapshot.
+    Set {
+        /// Ref name.
+        name: String,
+        /// Snapshot id, id prefix, or ref.
+        snapshot: String,
+    },
+    /// Remove a ref.
+    Rm {
+        /// Ref name.
+        name: String,
+    },
+    /// List refs.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum FixtureCmd {
+    /// List built-in shapes.
+    List,
+    /// Generate SHAPE (a built-in name or a shape file) into DEST.
+    Generate {
+        /// Built-in shape name or path to a shape TOML file.
+        shape: String,
+        /// Destination: must not exist, or be empty.
+        dest: PathBuf,
+        /// Random seed: the same seed gives the same tree.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Multiply file and directory counts.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+/// A command's result: the JSON document and the human rendering.
+pub(crate) struct Output {
+    json: Value,
+    human: String,
+    exit: i32,
+}
+
+impl Output {
+    fn new(json: Value, human: impl Into<String>) -> Output {
+        Output { json, human: human.into(), exit: 0 }
+    }
+}
+
+/// Run the CLI with the process arguments; returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_logging(cli.verbose);
+    let json = cli.json;
+    match run(cli) {
+        Ok(out) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out.json).expect("serializable"));
+            } else if !out.human.is_empty() {
+                println!("{}", out.human.trim_end());
+            }
+            out.exit
+        }
+        Err(e) => {
+            if json {
+                let doc = json!({ "error": { "code": e.code(), "message": e.to_string() } });
+                println!("{}", serde_json::to_string_pretty(&doc).expect("serializable"));
+            }
+            eprintln!("execroot: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn store_path(cli: &Cli) -> PathBuf {
+    cli.store
+        .clone()
+        .or_else(|| std::env::var_os("EXECROOT_STORE").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(Store::default_path)
+}
+
+fn run(cli: Cli) -> Result<Output> {
+    let json = cli.json;
+    let open = || Store::open(store_path(&cli));
+    match &cli.cmd {
+        Cmd::Snapshot(c) => snapshot_cmd(&open()?, c, json),
+        Cmd::Ref(c) => ref_cmd(&open()?, c),
+        Cmd::Verify { repair } => verify_cmd(&open()?, *repair),
+        Cmd::Fixture(c) => fixture_cmd(c),
+        Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
+    }
+}
+
+fn to_json(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("serializable")
+}
+
+fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::BadInput(format!("label {kv:?} is not KEY=VALUE"))),
+        })
+        .collect()
+}
+
+/// A progress bar on stderr, drawn only on a terminal and never with `--json`.
+pub(crate) struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    pub(crate) fn new(json: bool) -> Bar {
+        if json || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} files  {msg}  [{elapsed_precise}]")
+                .expect("valid template"),
+        );
+        Bar(Some(pb))
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, files: u64, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(files);
+            pb.set_message(format!("of {}", human_bytes(bytes)));
+        }
+    }
+    fn advance(&self, _bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(1);
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Bytes in binary units for human output.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
+    let opts = IngestOptions { name: a.name.clone(), labels: parse_labels(&a.label)?, skip_special: a.skip_special };
+    let bar = Bar::new(json);
+    let report = match (&a.tar, &a.dir) {
+        (Some(t), _) if t == "-" => store.ingest_tar(std::io::stdin().lock(), "-", &opts, &bar)?,
+        (Some(t), _) => {
+            let f = std::fs::File::open(t).map_err(|e| Error::BadInput(format!("{t}: cannot open archive: {e}")))?;
+            store.ingest_tar(std::io::BufReader::new(f), t, &opts, &bar)?
+        }
+        (None, Some(d)) => store.ingest_dir(d, &opts, &bar)?,
+        (None, None) => return Err(Error::BadInput("give a DIR or --tar FILE".into())),
+    };
+    drop(bar);
+    let mut human = format!(
+        "snapshot {}\n  {} entries: {} files, {} dirs, {} symlinks, {}\n  new objects {} ({}), reused {} ({}), {:.0} ms",
+        report.id,
+        report.entries,
+        report.files,
+        report.dirs,
+        report.symlinks,
+        human_bytes(report.bytes),
+        report.new_objects,
+        human_bytes(report.new_bytes),
+        report.reused_objects,
+        human_bytes(report.reused_bytes),
+        report.elapsed_ms
+    );
+    if let Some(n) = &report.name {
+        human.push_str(&format!("\n  ref {n}"));
+    }
+    for w in &report.warnings {
+        human.push_str(&format!("\n  warning: {w}"));
+    }
+    Ok(Output::new(to_json(&report), human))
+}
+
+fn snapshot_summary(store: &Store, id: &crate::Hash) -> Result<Value> {
+    let m = store.load_manifest(id)?;
+    let meta = store.snapshot_meta(id)?;
+    let mut v = to_json(&Counts::of(&m));
+    let obj = v.as_object_mut().expect("object");
+    obj.insert("id".into(), json!(id.to_hex()));
+    obj.insert("parents".into(), json!(m.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()));
+    obj.insert("refs".into(), json!(store.refs_to(id)?));
+    obj.insert("created".into(), json!(meta.created));
+    obj.insert("source".into(), json!(meta.source));
+    obj.insert("labels".into(), json!(meta.labels));
+    Ok(v)
+}
+
+fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
+    match c {
+        SnapshotCmd::Create(a) => ingest_cmd(store, a, json),
+        SnapshotCmd::List => {
+            let mut list = Vec::new();
+            let mut human = String::new();
+            for id in store.list_snapshots()? {
+                let v = match snapshot_summary(store, &id) {
+                    Ok(v) => v,
+                    Err(e) => json!({ "id": id.to_hex(), "error": e.to_string() }),
+                };
+                human.push_str(&format!(
+                    "{}  {:>7} entries  {:>10}  {}  {}\n",
+                    &id.to_hex()[..16],
+                    v["entries"].as_u64().unwrap_or(0),
+                    human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+                    v["created"].as_str().unwrap_or("?"),
+                    v["refs"]
+                        .as_array()
+                        .map(|r| r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default()
+                ));
+                list.push(v);
+            }
+            Ok(Output::new(json!({ "snapshots": list }), human))
+        }
+        SnapshotCmd::Show { snapshot, entries } => {
+            let id = store.resolve(snapshot)?;
+            let mut v = snapshot_summary(store, &id)?;
+            let mut human = serde_json::to_string_pretty(&v).expect("serializable");
+            if *entries {
+                let m = store.load_manifest(&id)?;
+                let list: Vec<EntryJson> = m.entries.iter().map(EntryJson::from).collect();
+                human.push('\n');
+                for e in &m.entries {
+                    let extra = match &e.node {
+                        crate::store::Node::File { size, hash } => format!("{size} {}", &hash.to_hex()[..16]),
+                        crate::store::Node::Symlink { target } => format!("-> {}", String::from_utf8_lossy(target)),
+                        _ => String::new(),
+                    };
+                    human.push_str(&format!(
+                        "{:<8} {:04o} {} {}\n",
+                        e.node.kind_name(),
+                        e.mode,
+                        if e.path.is_empty() { ".".into() } else { String::from_utf8_lossy(&e.path).into_owned() },
+                        extra
+                    ));
+                }
+                v["entryList"] = to_json(&list);
+            }
+            Ok(Output::new(v, human))
+        }
+        SnapshotCmd::Rm { snapshot, force } => {
+            let id = store.resolve(snapshot)?;
+            let refs = store.remove_snapshot(&id, *force)?;
+            Ok(Output::new(json!({ "removed": id.to_hex(), "refsRemoved": refs }), format!("removed snapshot {id}")))
+        }
+        SnapshotCmd::Checkout { snapshot, dest } => {
+            let id = store.resolve(snapshot)?;
+            let r = store.checkout(&id, dest)?;
+            let human = format!(
+                "checked out {} into {}: {} entries, {} ({} reflinked, {} copied), {:.0} ms",
+                r.id,
+                dest.display(),
+                r.entries,
+                human_bytes(r.bytes),
+                r.reflinked,
+                r.copied,
+                r.elapsed_ms
+            );
+            Ok(Output::new(to_json(&r), human))
+        }
+    }
+}
+
+fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
+    match c {
+        RefCmd::Set { name, snapshot } => {
+            let id = store.resolve(snapshot)?;
+            store.set_ref(name, &id)?;
+            Ok(Output::new(json!({ "name": name, "id": id.to_hex() }), format!("{name} -> {id}")))
+        }
+        RefCmd::Rm { name } => {
+            let id = store.remove_ref(name)?;
+            Ok(Output::new(json!({ "name": name, "id": id.to_hex() }), format!("removed ref {name} (was {id})")))
+        }
+        RefCmd::List => {
+            let refs = store.list_refs()?;
+            let human: String = refs.iter().map(|(n, h)| format!("{n}  {h}\n")).collect();
+            let list: Vec<Value> = refs.iter().map(|(n, h)| json!({ "name": n, "id": h.to_hex() })).collect();
+            Ok(Output::new(json!({ "refs": list }), human))
+        }
+    }
+}
+
+fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
+    let r = store.verify(repair)?;
+    let mut human = format!(
+        "{}: {} objects ({}) re-hashed, {} snapshots, {} refs, {:.0} ms",
+        if r.ok { "ok" } else { "PROBLEMS" },
+        r.objects,
+        human_bytes(r.bytes),
+        r.snapshots,
+        r.refs,
+        r.elapsed_ms
+    );
+    for p in &r.object_problems {
+        human.push_str(&format!("\n  object {} {}: breaks {} snapshot(s)", p.object, p.problem, p.snapshots.len()));
+        for s in &p.snapshots {
+            human.push_str(&format!("\n    {s}"));
+        }
+        if p.moved_to.is_some() {
+            human.push_str("\n    moved to quarantine");
+        }
+    }
+    for p in &r.snapshot_problems {
+        human.push_str(&format!("\n  snapshot {}: {}", p.id, p.error));
+    }
+    for p in &r.ref_problems {
+        human.push_str(&format!("\n  ref {}: {}", p.name, p.error));
+    }
+    let mut out = Output::new(to_json(&r), human);
+    if !r.ok {
+        out.exit = EXIT_PROBLEMS;
+    }
+    Ok(out)
+}
+
+fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
+    match c {
+        FixtureCmd::List => {
+            let mut list = Vec::new();
+            let mut human = String::new();
+            for n in crate::fixture::Shape::builtin_names() {
+                let s = crate::fixture::Shape::load(n)?;
+                human.push_str(&format!("{:<14} {}\n", s.name, s.description));
+                list.push(to_json(&s));
+            }
+            Ok(Output::new(json!({ "shapes": list }), human))
+        }
+        FixtureCmd::Generate { shape, dest, seed, scale } => {
+            if scale.is_nan() || *scale <= 0.0 {
+                return Err(Error::BadInput("--scale must be positive".into()));
+            }
+            let r = crate::fixture::generate_named(shape, *scale, *seed, dest)?;
+            let human = format!(
+                "generated {} (seed {}) in {}: {} entries, {} files, {} dirs, {} symlinks, {}",
+                r.shape,
+                r.seed,
+                dest.display(),
+                r.entries,
+                r.files,
+                r.dirs,
+                r.symlinks,
+                human_bytes(r.bytes)
+            );
+            Ok(Output::new(to_json(&r), human))
+        }
+    }
+}
+
+/// Shared by commands that work in a directory they create and remove afterwards.
+pub(crate) fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| Error::io(Path::new("/tmp"), e))
+}

@@ -1,0 +1,80 @@
+//! One error type for the library, with a stable machine-readable code and an exit status per
+//! kind so that the CLI and (later) the service report failures the same way.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, grouped by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O failure on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path the operation was working on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input (a directory, an archive, an argument) is unacceptable.
+    #[error("{0}")]
+    BadInput(String),
+    /// Something asked for does not exist (snapshot, ref, object).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the store's state (ref points at a snapshot, DEST not empty).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data is damaged or hostile (bad manifest, unknown format version).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// Stable identifier for JSON output (`error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::BadInput(_) => "bad-input",
+            Error::NotFound(_) => "not-found",
+            Error::Conflict(_) => "conflict",
+            Error::Corrupt(_) => "corrupt",
+        }
+    }
+
+    /// Process exit status for this kind of error (documented in docs/cli.md).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => 1,
+            Error::BadInput(_) => 2,
+            Error::NotFound(_) => 4,
+            Error::Conflict(_) => 5,
+            Error::Corrupt(_) => 6,
+        }
+    }
+}
+
+/// Attach a path to `std::io::Result`s.
+pub trait IoContext<T> {
+    /// Convert an I/O error into [`Error::Io`] naming `path`.
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, std::io::Error::from(e)))
+    }
+}

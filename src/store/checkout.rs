@@ -1,0 +1,256 @@
+//! Checkout: write a snapshot out as a plain, writable tree, and the flattened view of a stack
+//! of layers that it (and the copy backend) writes.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::pathenc::PathJson;
+use crate::store::{Entry, Manifest, Node, Store};
+
+/// What a checkout wrote.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutReport {
+    /// The snapshot written.
+    pub id: String,
+    /// Destination directory.
+    pub dest: PathJson,
+    /// Entries written (root included).
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// Files cloned with a reflink (shared extents, no data copied).
+    pub reflinked: u64,
+    /// Files copied byte for byte.
+    pub copied: u64,
+    /// Wall time.
+    pub elapsed_ms: f64,
+}
+
+/// Sort key equal to the canonical order (see [`crate::store::manifest::cmp_paths`]).
+fn key(path: &[u8]) -> Vec<u8> {
+    path.iter().map(|&c| if c == b'/' { 0 } else { c }).collect()
+}
+
+/// Apply one layer's entries on top of `view` with overlay semantics.
+fn apply_layer(view: &mut BTreeMap<Vec<u8>, Entry>, layer: Vec<Entry>) {
+    for e in layer {
+        let k = key(&e.path);
+        let keeps_children = matches!((&e.node, view.get(&k).map(|x| &x.node)), (Node::Dir, Some(old)) if old.is_dir());
+        let drop_descendants = !keeps_children;
+        if drop_descendants && !k.is_empty() {
+            let mut lo = k.clone();
+            lo.push(0);
+            let mut hi = k.clone();
+            hi.push(1);
+            let doomed: Vec<Vec<u8>> = view.range(lo..hi).map(|(k, _)| k.clone()).collect();
+            for d in doomed {
+                view.remove(&d);
+            }
+        }
+        match e.node {
+            Node::Whiteout => {
+                view.remove(&k);
+            }
+            Node::OpaqueDir => {
+                view.insert(k, Entry { node: Node::Dir, ..e });
+            }
+            _ => {
+                view.insert(k, e);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// The complete tree a snapshot presents: for a snapshot with parents, the parents stacked
+    /// bottom first with this snapshot's change applied on top. Validated like a base manifest.
+    pub fn flatten(&self, id: &Hash) -> Result<Vec<Entry>> {
+        let m = self.load_manifest(id)?;
+        if m.parents.is_empty() {
+            return Ok(m.entries);
+        }
+        let mut view = BTreeMap::new();
+        for p in &m.parents {
+            apply_layer(&mut view, self.flatten(p)?);
+        }
+        apply_layer(&mut view, m.entries);
+        Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
+    }
+
+    /// Write snapshot `id` to `dest` (absent, or an empty directory) as ordinary files owned by
+    /// the caller, restoring permission bits, symlinks and mtimes. Files are reflinked from
+    /// their objects where the filesystem can, else copied; never hardlinked.
+    pub fn checkout(&self, id: &Hash, dest: &Path) -> Result<CheckoutReport> {
+        let started = Instant::now();
+        let entries = self.flatten(id)?;
+        for e in &entries {
+            if let Node::File { hash, .. } = &e.node {
+                if !self.has_object(hash) {
+                    return Err(Error::Corrupt(format!(
+                        "object {hash} of {} is missing from the store; run `execroot verify`",
+                        crate::store::manifest::show(&e.path)
+                    )));
+                }
+            }
+        }
+        let created = prepare_dest(dest)?;
+        let result = self.write_tree(&entries, dest);
+        if result.is_err() && created {
+            let _ = std::fs::remove_dir_all(dest);
+        }
+        let (reflinked, copied) = result?;
+        let (mut files, mut bytes) = (0, 0);
+        for e in &entries {
+            if let Node::File { size, .. } = e.node {
+                files += 1;
+                bytes += size;
+            }
+        }
+        Ok(CheckoutReport {
+            id: id.to_hex(),
+            dest: PathJson::from(dest),
+            entries: entries.len() as u64,
+            files,
+            bytes,
+            reflinked,
+            copied,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    fn write_tree(&self, entries: &[Entry], dest: &Path) -> Result<(u64, u64)> {
+        let abs = |e: &Entry| -> PathBuf {
+            if e.path.is_empty() {
+                dest.to_path_buf()
+            } else {
+                dest.join(std::ffi::OsStr::from_bytes(&e.path))
+            }
+        };
+        // Directories first, private until their contents are in place.
+        for e in entries.iter().skip(1).filter(|e| e.node.is_dir()) {
+            let p = abs(e);
+            std::fs::DirBuilder::new().mode(0o700).create(&p).at(&p)?;
+        }
+        let reflinked = AtomicU64::new(0);
+        let copied = AtomicU64::new(0);
+        entries.par_iter().filter(|e| !e.node.is_dir()).try_for_each(|e| -> Result<()> {
+            let p = abs(e);
+            match &e.node {
+                Node::File { hash, .. } => {
+                    let src_path = self.object_path(hash);
+                    let mut src = std::fs::File::open(&src_path).at(&src_path)?;
+                    let mut dst = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&p)
+                        .at(&p)?;
+                    // SAFETY: FICLONE takes the source descriptor as its argument; both fds
+                    // are open for the duration of the call.
+                    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+                    if rc == 0 {
+                        reflinked.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        std::io::copy(&mut src, &mut dst).at(&p)?;
+                        copied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
+                    set_mtime(&p, e)
+                }
+                Node::Symlink { target } => {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p).at(&p)?;
+                    set_mtime(&p, e)
+                }
+                _ => Ok(()),
+            }
+        })?;
+        // Directory modes and mtimes last, deepest first: writing inside a directory would
+        // change its mtime, and a read-only directory could not be filled.
+        for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
+            let p = abs(e);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode)).at(&p)?;
+            set_mtime(&p, e)?;
+        }
+        Ok((reflinked.into_inner(), copied.into_inner()))
+    }
+}
+
+fn set_mtime(p: &Path, e: &Entry) -> Result<()> {
+    let t = TimeSpec::new(e.mtime_sec, e.mtime_nsec as i64);
+    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).at(p)
+}
+
+/// Make sure `dest` is a fresh or empty directory; returns whether this call created it.
+fn prepare_dest(dest: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(md) => {
+            if !md.is_dir() {
+                return Err(Error::Conflict(format!("{}: exists and is not a directory", dest.display())));
+            }
+            if std::fs::read_dir(dest).at(dest)?.next().is_some() {
+                return Err(Error::Conflict(format!("{}: directory is not empty", dest.display())));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(dest).at(dest)?;
+            Ok(true)
+        }
+        Err(e) => Err(Error::io(dest, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(p: &str, node: Node) -> Entry {
+        Entry { path: p.as_bytes().to_vec(), mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node }
+    }
+
+    #[test]
+    fn overlay_semantics() {
+        let f = |b: &[u8]| Node::File { size: b.len() as u64, hash: Hash::of(b) };
+        let mut view = BTreeMap::new();
+        apply_layer(
+            &mut view,
+            vec![
+                e("", Node::Dir),
+                e("a", Node::Dir),
+                e("a/x", f(b"1")),
+                e("b", Node::Dir),
+                e("b/y", f(b"2")),
+                e("c", f(b"3")),
+            ],
+        );
+        apply_layer(
+            &mut view,
+            vec![
+                e("", Node::Dir),
+                e("a", Node::OpaqueDir),
+                e("a/z", f(b"4")),
+                e("b", Node::Whiteout),
+                e("c", Node::Dir),
+            ],
+        );
+        let paths: Vec<String> = view.values().map(|e| String::from_utf8(e.path.clone()).unwrap()).collect();
+        assert_eq!(paths, vec!["", "a", "a/z", "c"]);
+        assert_eq!(view[&key(b"a")].node, Node::Dir);
+    }
+}

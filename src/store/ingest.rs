@@ -1,0 +1,405 @@
+//! Ingest: turn a directory tree or a tar stream into a snapshot.
+//!
+//! Directory ingest walks without following symlinks, then hashes and stores regular files in
+//! parallel (rayon), streaming large files. Tar ingest reads the stream once, storing each file
+//! as it passes. Both build a [`Manifest`], which validates the tree, and publish it with one
+//! filesystem sync (see [`Store::publish_snapshot`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::store::lock::sweep_dead_leases;
+use crate::store::manifest::{parent_of, show, validate_path};
+use crate::store::object::Stored;
+use crate::store::snapshot::SnapshotMeta;
+use crate::store::{Entry, Lease, Manifest, Node, Store, StoreLock};
+
+/// Receives ingest progress (the CLI draws a bar; the library default does nothing).
+pub trait Progress: Sync {
+    /// The walk found `files` regular files totalling `bytes`.
+    fn start(&self, _files: u64, _bytes: u64) {}
+    /// One more file of `bytes` bytes is stored.
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What to ingest and how.
+#[derive(Clone, Debug, Default)]
+pub struct IngestOptions {
+    /// Ref to point at the new snapshot.
+    pub name: Option<String>,
+    /// Labels recorded in the snapshot's meta.json.
+    pub labels: BTreeMap<String, String>,
+    /// Skip devices, FIFOs and sockets (listed as warnings) instead of refusing them.
+    pub skip_special: bool,
+}
+
+/// What an ingest did. JSON names are a contract (docs/cli.md).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestReport {
+    /// The snapshot id.
+    pub id: String,
+    /// The ref set, if any.
+    pub name: Option<String>,
+    /// Entries in the manifest (root included).
+    pub entries: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Directories (root included).
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Total bytes of regular files.
+    pub bytes: u64,
+    /// Objects this ingest added to the store.
+    pub new_objects: u64,
+    /// Bytes of those objects.
+    pub new_bytes: u64,
+    /// Files whose content was already stored (by earlier ingests or earlier in this one).
+    pub reused_objects: u64,
+    /// Bytes of those files.
+    pub reused_bytes: u64,
+    /// Whether the snapshot did not exist before.
+    pub new_snapshot: bool,
+    /// Wall time of the whole ingest.
+    pub elapsed_ms: f64,
+    /// Skipped special files and similar notices.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    new_objects: AtomicU64,
+    new_bytes: AtomicU64,
+    reused_objects: AtomicU64,
+    reused_bytes: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, stored: Stored, bytes: u64) {
+        let (n, b) = match stored {
+            Stored::New => (&self.new_objects, &self.new_bytes),
+            Stored::Present => (&self.reused_objects, &self.reused_bytes),
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The state every ingest holds: the shared store lock (gc waits) and a lease for temp files.
+struct Session<'a> {
+    store: &'a Store,
+    lease: Lease,
+    _lock: StoreLock,
+    started: Instant,
+    tally: Tally,
+    warnings: Vec<String>,
+}
+
+impl<'a> Session<'a> {
+    fn begin(store: &'a Store, opts: &IngestOptions) -> Result<Session<'a>> {
+        if let Some(n) = &opts.name {
+            crate::store::refs::validate_name(n)?;
+        }
+        for k in opts.labels.keys() {
+            if k.is_empty() {
+                return Err(Error::BadInput("label key is empty".into()));
+            }
+        }
+        let lock = StoreLock::acquire(store, false)?;
+        sweep_dead_leases(store)?;
+        Ok(Session {
+            store,
+            lease: Lease::new(store)?,
+            _lock: lock,
+            started: Instant::now(),
+            tally: Tally::default(),
+            warnings: Vec::new(),
+        })
+    }
+
+    fn finish(self, entries: Vec<Entry>, source: String, opts: &IngestOptions) -> Result<IngestReport> {
+        let m = Manifest::new(vec![], entries)?;
+        let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
+        let (id, new_snapshot) = self.store.publish_snapshot(&self.lease, &m, meta)?;
+        if let Some(n) = &opts.name {
+            self.store.set_ref(n, &id)?;
+        }
+        let c = crate::store::snapshot::Counts::of(&m);
+        let t = &self.tally;
+        Ok(IngestReport {
+            id: id.to_hex(),
+            name: opts.name.clone(),
+            entries: c.entries,
+            files: c.files,
+            dirs: c.dirs,
+            symlinks: c.symlinks,
+            bytes: c.bytes,
+            new_objects: t.new_objects.load(Ordering::Relaxed),
+            new_bytes: t.new_bytes.load(Ordering::Relaxed),
+            reused_objects: t.reused_objects.load(Ordering::Relaxed),
+            reused_bytes: t.reused_bytes.load(Ordering::Relaxed),
+            new_snapshot,
+            elapsed_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            warnings: self.warnings,
+        })
+    }
+}
+
+fn mtime_of(md: &std::fs::Metadata) -> (i64, u32) {
+    (md.mtime(), md.mtime_nsec() as u32)
+}
+
+/// Relative path of `p` under `root` as raw bytes (`""` for the root).
+fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
+    p.strip_prefix(root).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default()
+}
+
+impl Store {
+    /// Ingest the directory `dir`.
+    pub fn ingest_dir(&self, dir: &Path, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestReport> {
+        let md = std::fs::metadata(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::BadInput(format!("{}: no such directory", dir.display())),
+            _ => Error::io(dir, e),
+        })?;
+        if !md.is_dir() {
+            return Err(Error::BadInput(format!("{}: not a directory", dir.display())));
+        }
+        let mut session = Session::begin(self, opts)?;
+        let root = dir.to_path_buf();
+        let mut entries: Vec<Entry> = Vec::new();
+        // (index into entries, absolute path, size at walk time)
+        let mut files: Vec<(usize, PathBuf, u64)> = Vec::new();
+        let mut total_bytes = 0u64;
+        for item in walkdir::WalkDir::new(&root).follow_links(false) {
+            let item = item.map_err(|e| {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
+                match e.into_io_error() {
+                    Some(io) => Error::io(path, io),
+                    None => Error::BadInput(format!("{}: filesystem loop", path.display())),
+                }
+            })?;
+            let path = item.path();
+            let md =
+                if item.depth() == 0 { md.clone() } else { item.metadata().map_err(|e| Error::io(path, e.into()))? };
+            let rel = rel_bytes(&root, path);
+            let ft = md.file_type();
+            let (mtime_sec, mtime_nsec) = mtime_of(&md);
+            let mode = md.mode() & 0o7777;
+            let node = if ft.is_dir() {
+                Node::Dir
+            } else if ft.is_file() {
+                files.push((entries.len(), path.to_path_buf(), md.len()));
+                total_bytes += md.len();
+                // Hash filled in after the parallel pass.
+                Node::File { size: md.len(), hash: Hash([0; 32]) }
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(path).at(path)?;
+                Node::Symlink { target: target.as_os_str().as_bytes().to_vec() }
+            } else {
+                let what = if ft.is_fifo() {
+                    "a FIFO"
+                } else if ft.is_socket() {
+                    "a socket"
+                } else if ft.is_block_device() {
+                    "a block device"
+                } else {
+                    "a character device"
+                };
+                if opts.skip_special {
+                    session.warnings.push(format!("{}: skipped {what}", path.display()));
+                    continue;
+                }
+                return Err(Error::BadInput(format!(
+                    "{}: is {what}; execroot stores only directories, regular files and symlinks (use --skip-special to skip it)",
+                    path.display()
+                )));
+            };
+            entries.push(Entry { path: rel, mode, mtime_sec, mtime_nsec, node });
+        }
+        progress.start(files.len() as u64, total_bytes);
+        let hashes: Vec<(usize, Hash)> = {
+            let s = &session;
+            files
+                .par_iter()
+                .map(|(idx, path, size)| {
+                    let (h, stored) = s.store.put_file(&s.lease, path, *size)?;
+                    s.tally.add(stored, *size);
+                    progress.advance(*size);
+                    Ok((*idx, h))
+                })
+                .collect::<Result<_>>()?
+        };
+        for (idx, h) in hashes {
+            if let Node::File { hash, .. } = &mut entries[idx].node {
+                *hash = h;
+            }
+        }
+        session.finish(entries, format!("dir:{}", dir.display()), opts)
+    }
+
+    /// Ingest a tar archive read from `input` (`source` names it in meta.json and errors).
+    pub fn ingest_tar(
+        &self,
+        input: impl Read,
+        source: &str,
+        opts: &IngestOptions,
+        progress: &dyn Progress,
+    ) -> Result<IngestReport> {
+        let mut session = Session::begin(self, opts)?;
+        let mut tree = TarTree::default();
+        let mut archive = tar::Archive::new(input);
+        let bad = |what: String| Error::BadInput(format!("{source}: {what}"));
+        let src_path = PathBuf::from(source);
+        for item in archive.entries().map_err(|e| Error::io(&src_path, e))? {
+            let mut item = item.map_err(|e| bad(format!("unreadable archive: {e}")))?;
+            let header = item.header();
+            let et = header.entry_type();
+            if matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+                continue;
+            }
+            let raw = item.path_bytes().into_owned();
+            let path = normalize_tar_path(&raw).map_err(|why| bad(format!("entry {}: {why}", show(&raw))))?;
+            let mode = header.mode().map_err(|e| bad(format!("entry {}: {e}", show(&raw))))? & 0o7777;
+            let mtime = header.mtime().unwrap_or(0) as i64;
+            let node = match et {
+                tar::EntryType::Directory => Node::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    tree.check_parent(&path).map_err(bad)?;
+                    let (h, n, stored) = self.put_stream(&session.lease, &mut item)?;
+                    session.tally.add(stored, n);
+                    progress.advance(n);
+                    Node::File { size: n, hash: h }
+                }
+                tar::EntryType::Symlink => {
+                    let target = item
+                        .link_name_bytes()
+                        .ok_or_else(|| bad(format!("entry {}: symlink without target", show(&raw))))?;
+                    Node::Symlink { target: target.into_owned() }
+                }
+                tar::EntryType::Link => {
+                    let target = item
+                        .link_name_bytes()
+                        .ok_or_else(|| bad(format!("entry {}: hardlink without target", show(&raw))))?;
+                    let target = normalize_tar_path(&target)
+                        .map_err(|why| bad(format!("entry {}: hardlink target: {why}", show(&raw))))?;
+                    match tree.get(&target).map(|e| &e.node) {
+                        Some(n @ Node::File { size, .. }) => {
+                            session.tally.add(Stored::Present, *size);
+                            n.clone()
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "entry {}: hardlink to {}, which is not an earlier regular file",
+                                show(&raw),
+                                show(&target)
+                            )))
+                        }
+                    }
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    if opts.skip_special {
+                        session.warnings.push(format!("{source}: entry {}: skipped special file", show(&raw)));
+                        continue;
+                    }
+                    return Err(bad(format!(
+                        "entry {}: is a device or FIFO (use --skip-special to skip it)",
+                        show(&raw)
+                    )));
+                }
+                other => return Err(bad(format!("entry {}: unsupported entry type {other:?}", show(&raw)))),
+            };
+            tree.insert(Entry { path, mode, mtime_sec: mtime, mtime_nsec: 0, node }).map_err(bad)?;
+        }
+        session.finish(tree.into_entries(), format!("tar:{source}"), opts)
+    }
+}
+
+/// Turn a tar member name into a manifest path: strip `./` prefixes and a trailing `/`, then
+/// apply the manifest path rules (so `..`, absolute and empty-component names are refused).
+fn normalize_tar_path(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut p = raw;
+    while let Some(rest) = p.strip_prefix(b"./") {
+        p = rest;
+    }
+    while let Some(rest) = p.strip_suffix(b"/") {
+        p = rest;
+    }
+    if p.is_empty() || p == b"." {
+        return Ok(Vec::new());
+    }
+    validate_path(p).map_err(|e| e.to_string())?;
+    Ok(p.to_vec())
+}
+
+/// The tree a tar stream builds, with directories the archive leaves implicit.
+#[derive(Default)]
+struct TarTree {
+    entries: Vec<Entry>,
+    index: HashMap<Vec<u8>, usize>,
+    /// Directories made up for a parent the archive did not list (an explicit entry may follow).
+    implicit: std::collections::HashSet<Vec<u8>>,
+}
+
+impl TarTree {
+    fn get(&self, path: &[u8]) -> Option<&Entry> {
+        self.index.get(path).map(|&i| &self.entries[i])
+    }
+
+    /// Refuse an entry below something that is not a directory (a symlink used as a parent).
+    fn check_parent(&self, path: &[u8]) -> std::result::Result<(), String> {
+        let mut p = path;
+        while !p.is_empty() {
+            p = parent_of(p);
+            if let Some(e) = self.get(p) {
+                if !e.node.is_dir() {
+                    return Err(format!("entry {}: parent {} is a {}", show(path), show(p), e.node.kind_name()));
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, e: Entry) -> std::result::Result<(), String> {
+        if !e.path.is_empty() {
+            self.check_parent(&e.path)?;
+            let parent = parent_of(&e.path).to_vec();
+            if !self.index.contains_key(&parent) {
+                self.insert(Entry { path: parent.clone(), mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir })?;
+                self.implicit.insert(parent);
+            }
+        }
+        if let Some(&i) = self.index.get(&e.path) {
+            if e.node == Node::Dir && self.implicit.remove(&e.path) {
+                self.entries[i] = e;
+                return Ok(());
+            }
+            return Err(format!("duplicate entry {}", show(&e.path)));
+        }
+        self.index.insert(e.path.clone(), self.entries.len());
+        self.entries.push(e);
+        Ok(())
+    }
+
+    fn into_entries(mut self) -> Vec<Entry> {
+        if !self.index.contains_key(&Vec::new()) {
+            self.entries.push(Entry { path: vec![], mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir });
+        }
+        self.entries
+    }
+}

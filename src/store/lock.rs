@@ -1,0 +1,113 @@
+//! Locks and leases, as values that release themselves when dropped.
+//!
+//! - [`StoreLock`]: an flock on `STORE/lock`, shared by every operation that writes objects or
+//!   snapshots, exclusive for a sweep that deletes them (gc), so a sweep never deletes an object
+//!   an unfinished ingest has written or counted as present.
+//! - [`Lease`]: a private directory under `STORE/tmp/` holding an operation's temporary files.
+//!   The directory is flock-ed for as long as the operation lives; a lease whose lock can be
+//!   taken belongs to a dead process and is removed by [`sweep_dead_leases`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+use rand::Rng;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::Store;
+
+/// A held flock on the store lock file.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+impl StoreLock {
+    /// Take the store lock shared (writers) or exclusive (sweeps), waiting for it.
+    pub fn acquire(store: &Store, exclusive: bool) -> Result<StoreLock> {
+        let path = store.root().join("lock");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+        let lock = Flock::lock(file, arg).map_err(|(_, e)| e).at(&path)?;
+        Ok(StoreLock { _lock: lock })
+    }
+}
+
+/// A live operation's scratch directory; removed on drop.
+#[derive(Debug)]
+pub struct Lease {
+    dir: PathBuf,
+    _lock: Flock<File>,
+    counter: AtomicU64,
+}
+
+impl Lease {
+    /// Create and lock a new lease directory under the store's `tmp/`.
+    pub fn new(store: &Store) -> Result<Lease> {
+        loop {
+            let name = format!("{}-{:016x}", std::process::id(), rand::thread_rng().gen::<u64>());
+            let dir = store.tmp_dir().join(name);
+            std::fs::create_dir(&dir).at(&dir)?;
+            let file = File::open(&dir).at(&dir)?;
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).at(&dir)?;
+            // A sweeper may have taken the lock between mkdir and flock and deleted the
+            // directory; then start again with a fresh one.
+            if dir.exists() {
+                return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0) });
+            }
+        }
+    }
+
+    /// The lease directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A fresh, unused path inside the lease.
+    pub fn temp_path(&self) -> PathBuf {
+        self.dir.join(self.counter.fetch_add(1, Ordering::Relaxed).to_string())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(path = %self.dir.display(), "could not remove lease: {e}");
+        }
+    }
+}
+
+/// Remove leases (and stray files) under `tmp/` whose owner is gone. Returns how many.
+pub fn sweep_dead_leases(store: &Store) -> Result<usize> {
+    let tmp = store.tmp_dir();
+    let mut removed = 0;
+    for ent in std::fs::read_dir(&tmp).at(&tmp)? {
+        let ent = ent.at(&tmp)?;
+        let path = ent.path();
+        let is_dir = ent.file_type().at(&path)?.is_dir();
+        if !is_dir {
+            // Only the format file's creation writes loose files here, for an instant; anything
+            // older than a minute is debris.
+            let old = ent
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+            continue;
+        }
+        let Ok(file) = File::open(&path) else { continue };
+        if let Ok(_dead) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,93 @@
+//! Refs: human names for snapshots, one small file each under `refs/`.
+
+use std::io::Write;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::store::{fsync_dir, Lease, Store};
+
+/// Longest accepted ref name, in bytes.
+pub const MAX_REF_NAME: usize = 200;
+
+/// Check a ref name: 1 to 200 bytes of UTF-8, no `/`, no control characters or whitespace, not
+/// starting with `.` (so `.`, `..` and hidden names are out) and not containing `..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::BadInput(format!("invalid ref name {name:?}: {why}")));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_REF_NAME {
+        return bad("longer than 200 bytes");
+    }
+    if name.contains('/') {
+        return bad("contains '/'");
+    }
+    if name.contains("..") {
+        return bad("contains '..'");
+    }
+    if name.starts_with('.') {
+        return bad("starts with '.'");
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("contains a control or whitespace character");
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The snapshot a ref points at, if the ref exists.
+    pub fn get_ref(&self, name: &str) -> Result<Option<Hash>> {
+        validate_name(name)?;
+        let path = self.refs_dir().join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Hash::from_hex(s.trim_end())
+                .map(Some)
+                .map_err(|_| Error::Corrupt(format!("{}: ref file does not hold a snapshot id", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Point `name` at snapshot `id` (which must exist), atomically replacing any old value.
+    pub fn set_ref(&self, name: &str, id: &Hash) -> Result<()> {
+        validate_name(name)?;
+        if !self.snapshot_dir(id).exists() {
+            return Err(Error::NotFound(format!("snapshot {id} does not exist")));
+        }
+        let lease = Lease::new(self)?;
+        let tmp = lease.temp_path();
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        writeln!(f, "{id}").at(&tmp)?;
+        drop(f);
+        let dest = self.refs_dir().join(name);
+        std::fs::rename(&tmp, &dest).at(&dest)?;
+        // A ref is what a user relies on to find their snapshot again: make it durable.
+        fsync_dir(&self.refs_dir())
+    }
+
+    /// Remove a ref; returns the snapshot it pointed at.
+    pub fn remove_ref(&self, name: &str) -> Result<Hash> {
+        let id = self.get_ref(name)?.ok_or_else(|| Error::NotFound(format!("no ref named {name:?}")))?;
+        let path = self.refs_dir().join(name);
+        std::fs::remove_file(&path).at(&path)?;
+        Ok(id)
+    }
+
+    /// All refs, sorted by name. Unreadable ref files are reported by `verify`, skipped here.
+    pub fn list_refs(&self) -> Result<Vec<(String, Hash)>> {
+        let dir = self.refs_dir();
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir).at(&dir)? {
+            let ent = ent.at(&dir)?;
+            let Ok(name) = ent.file_name().into_string() else { continue };
+            if validate_name(&name).is_err() {
+                continue;
+            }
+            if let Ok(Some(id)) = self.get_ref(&name) {
+                out.push((name, id));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
