@@ -279,7 +279,8 @@ impl Store {
             let node = match et {
                 tar::EntryType::Directory => Node::Dir,
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    tree.check_parent(&path).map_err(bad)?;
+                    // Refuse before the content is stored, so a bad archive adds nothing.
+                    tree.admit(&path, false).map_err(bad)?;
                     let (h, n, stored) = self.put_stream(&session.lease, &mut item)?;
                     session.tally.add(stored, n);
                     progress.advance(n);
@@ -360,8 +361,12 @@ impl TarTree {
         self.index.get(path).map(|&i| &self.entries[i])
     }
 
-    /// Refuse an entry below something that is not a directory (a symlink used as a parent).
-    fn check_parent(&self, path: &[u8]) -> std::result::Result<(), String> {
+    /// Refuse a duplicate entry, or one below something that is not a directory (a symlink
+    /// used as a parent). An explicit directory may replace one the tree made up.
+    fn admit(&self, path: &[u8], is_dir: bool) -> std::result::Result<(), String> {
+        if self.index.contains_key(path) && !(is_dir && self.implicit.contains(path)) {
+            return Err(format!("duplicate entry {}", show(path)));
+        }
         let mut p = path;
         while !p.is_empty() {
             p = parent_of(p);
@@ -376,8 +381,8 @@ impl TarTree {
     }
 
     fn insert(&mut self, e: Entry) -> std::result::Result<(), String> {
+        self.admit(&e.path, e.node == Node::Dir)?;
         if !e.path.is_empty() {
-            self.check_parent(&e.path)?;
             let parent = parent_of(&e.path).to_vec();
             if !self.index.contains_key(&parent) {
                 self.insert(Entry { path: parent.clone(), mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir })?;
@@ -385,11 +390,10 @@ impl TarTree {
             }
         }
         if let Some(&i) = self.index.get(&e.path) {
-            if e.node == Node::Dir && self.implicit.remove(&e.path) {
-                self.entries[i] = e;
-                return Ok(());
-            }
-            return Err(format!("duplicate entry {}", show(&e.path)));
+            // admit() allowed it: an explicit directory replacing an implicit one.
+            self.implicit.remove(&e.path);
+            self.entries[i] = e;
+            return Ok(());
         }
         self.index.insert(e.path.clone(), self.entries.len());
         self.entries.push(e);

@@ -28,6 +28,12 @@ impl Env {
         c.arg("--store").arg(self.store()).arg("--json").args(args);
         c
     }
+    /// The same as [`Env::cmd`] as a plain `std::process::Command`, for spawning.
+    pub fn spawnable(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("execroot"));
+        c.arg("--store").arg(self.store()).arg("--json").args(args);
+        c
+    }
     /// Run, expect success, parse stdout as the one JSON document.
     pub fn ok(&self, args: &[&str]) -> Value {
         let out = self.cmd(args).output().unwrap();
