@@ -132,10 +132,16 @@ impl<'a> Session<'a> {
         })
     }
 
+    fn ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
     fn finish(self, entries: Vec<Entry>, source: String, opts: &IngestOptions) -> Result<IngestReport> {
         let m = Manifest::new(vec![], entries)?;
         let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
+        tracing::info!(ms = self.ms(), "manifest built");
         let (id, new_snapshot) = self.store.publish_snapshot(&self.lease, &m, meta)?;
+        tracing::info!(ms = self.ms(), "snapshot published");
         if let Some(n) = &opts.name {
             self.store.set_ref(n, &id)?;
         }
@@ -231,6 +237,7 @@ impl Store {
             };
             entries.push(Entry { path: rel, mode, mtime_sec, mtime_nsec, node });
         }
+        tracing::info!(entries = entries.len(), files = files.len(), ms = session.ms(), "walked");
         progress.start(files.len() as u64, total_bytes);
         let hashes: Vec<(usize, Hash)> = {
             let s = &session;
@@ -244,6 +251,7 @@ impl Store {
                 })
                 .collect::<Result<_>>()?
         };
+        tracing::info!(ms = session.ms(), "files stored");
         for (idx, h) in hashes {
             if let Node::File { hash, .. } = &mut entries[idx].node {
                 *hash = h;

@@ -1,15 +1,18 @@
 //! Content objects: write once, atomically, never clobber.
 //!
-//! An object is written to a temporary file inside the writer's [`Lease`], hashed from exactly
-//! the bytes written, made read-only, then renamed to `objects/ab/cdef...` with
-//! `RENAME_NOREPLACE`. If the name already exists (an earlier or concurrent writer), the object
-//! counts as present and the temporary file is dropped with the lease. No per-object fsync: a
+//! An object is written to an unnamed temporary file (`O_TMPFILE`) in `objects/`, or where the
+//! filesystem lacks that, a named one inside the writer's [`Lease`]; it is hashed from exactly
+//! the bytes written, created read-only, then linked to `objects/ab/cdef...` with `linkat(2)`
+//! (or renamed with `RENAME_NOREPLACE`), both of which refuse to replace an existing name. If
+//! the name already exists (an earlier or concurrent writer), the object counts as present and
+//! the temporary is dropped. No per-object fsync: a
 //! finished ingest syncs the filesystem once (see docs/format.md, "Durability").
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::{hash_reader, Hash, STREAM_BUF};
@@ -36,36 +39,22 @@ impl Store {
         std::fs::symlink_metadata(self.object_path(h)).is_ok()
     }
 
-    /// Publish a finished temporary file as object `h`.
-    fn publish_object(&self, tmp: &Path, h: &Hash) -> Result<Stored> {
-        if rename_noreplace(tmp, &self.object_path(h))? {
-            Ok(Stored::New)
-        } else {
-            let _ = std::fs::remove_file(tmp);
-            Ok(Stored::Present)
-        }
-    }
-
     /// Store `bytes` whose hash the caller computed from these very bytes.
     pub fn put_bytes(&self, lease: &Lease, h: &Hash, bytes: &[u8]) -> Result<Stored> {
         if self.has_object(h) {
             return Ok(Stored::Present);
         }
-        let tmp = lease.temp_path();
-        let mut f = create_temp(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
-        drop(f);
-        self.publish_object(&tmp, h)
+        let mut t = TempObject::new(self, lease)?;
+        t.file.write_all(bytes).at(&t.path)?;
+        t.publish(self, h)
     }
 
     /// Store everything `r` yields, hashing exactly the bytes written (one pass: for streams
     /// that cannot be read twice, such as a tar entry).
     pub fn put_stream(&self, lease: &Lease, mut r: impl Read) -> Result<(Hash, u64, Stored)> {
-        let tmp = lease.temp_path();
-        let mut f = create_temp(&tmp)?;
-        let (h, n) = copy_hashing(&mut r, &mut f, &tmp)?;
-        drop(f);
-        Ok((h, n, self.publish_object(&tmp, &h)?))
+        let mut t = TempObject::new(self, lease)?;
+        let (h, n) = copy_hashing(&mut r, &mut t.file, &t.path)?;
+        Ok((h, n, t.publish(self, &h)?))
     }
 
     /// Store the regular file at `path`, which the walk saw with `expected` bytes. Fails, naming
@@ -98,14 +87,12 @@ impl Store {
                 // Second pass (from the page cache) writes the object; its hash must match the
                 // first pass, so the object is exactly the bytes it is named after.
                 f.rewind().at(path)?;
-                let tmp = lease.temp_path();
-                let mut out = create_temp(&tmp)?;
-                let (h2, n2) = copy_hashing(&mut f, &mut out, &tmp)?;
+                let mut t = TempObject::new(self, lease)?;
+                let (h2, n2) = copy_hashing(&mut f, &mut t.file, &t.path)?;
                 if h2 != h || n2 != n {
                     return Err(changed(path, "changed while being read"));
                 }
-                drop(out);
-                (h, self.publish_object(&tmp, &h)?)
+                (h, t.publish(self, &h)?)
             }
         };
         let after = f.metadata().at(path)?;
@@ -116,12 +103,56 @@ impl Store {
     }
 }
 
-fn changed(path: &Path, what: &str) -> Error {
-    Error::BadInput(format!("{}: {what}; ingest aborted", path.display()))
+/// An object being written. Preferably an unnamed `O_TMPFILE` inode in `objects/` that is
+/// linked into place when complete, so that a crash leaves nothing behind at all; where the
+/// filesystem lacks `O_TMPFILE`, a named file in the writer's lease.
+struct TempObject {
+    file: File,
+    /// The lease path of a named temporary, or `objects/` for an unnamed one (for errors).
+    path: PathBuf,
+    named: bool,
 }
 
-fn create_temp(tmp: &Path) -> Result<File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(OBJECT_MODE).open(tmp).at(tmp)
+impl TempObject {
+    fn new(store: &Store, lease: &Lease) -> Result<TempObject> {
+        let dir = store.objects_dir();
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(OBJECT_MODE).open(&dir) {
+            Ok(file) => Ok(TempObject { file, path: dir, named: false }),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)) => {
+                let path = lease.temp_path();
+                let file =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(OBJECT_MODE).open(&path).at(&path)?;
+                Ok(TempObject { file, path, named: true })
+            }
+            Err(e) => Err(Error::io(&dir, e)),
+        }
+    }
+
+    /// Give the finished content its name, never replacing an existing object.
+    fn publish(self, store: &Store, h: &Hash) -> Result<Stored> {
+        let dest = store.object_path(h);
+        if self.named {
+            drop(self.file);
+            return if rename_noreplace(&self.path, &dest)? {
+                Ok(Stored::New)
+            } else {
+                let _ = std::fs::remove_file(&self.path);
+                Ok(Stored::Present)
+            };
+        }
+        // linkat(2) through /proc names an O_TMPFILE inode without CAP_DAC_READ_SEARCH, and
+        // like link(2) it fails rather than replace an existing name.
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        match nix::unistd::linkat(None, &proc_path, None, &dest, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW) {
+            Ok(()) => Ok(Stored::New),
+            Err(nix::errno::Errno::EEXIST) => Ok(Stored::Present),
+            Err(e) => Err(Error::io(&dest, e.into())),
+        }
+    }
+}
+
+fn changed(path: &Path, what: &str) -> Error {
+    Error::BadInput(format!("{}: {what}; ingest aborted", path.display()))
 }
 
 fn copy_hashing(r: &mut impl Read, w: &mut File, wpath: &Path) -> Result<(Hash, u64)> {

@@ -86,7 +86,9 @@ impl Store {
             meta.created = now_rfc3339();
         }
         write_meta(&staging, &meta)?;
+        let t = std::time::Instant::now();
         self.sync()?;
+        tracing::info!(ms = t.elapsed().as_secs_f64() * 1000.0, "store synced");
         let new = rename_noreplace(&staging, &dest)?;
         if new {
             fsync_dir(&self.snapshots_dir())?;
