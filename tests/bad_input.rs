@@ -195,8 +195,11 @@ fn hostile_manifests_are_rejected_before_anything_is_written() {
     assert!(message(&v).contains("truncated") || message(&v).contains("exceeds its size"), "{v}");
 }
 
+/// A tar member: raw name, type, data, raw link target.
+type Member<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
 /// Build a tar with raw member names the `tar` crate's safe setters would refuse.
-fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
+fn raw_tar(members: &[Member]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, data, link) in members {
         let mut h = tar::Header::new_gnu();
@@ -217,7 +220,7 @@ fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
 fn hostile_archives_are_rejected_and_add_nothing() {
     use tar::EntryType::{Block, Directory, Regular, Symlink};
     let env = Env::new();
-    let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, &[u8], &[u8])>)> = vec![
+    let cases: Vec<(&str, Vec<Member>)> = vec![
         ("absolute", vec![(b"/etc/evil", Regular, b"x", b"")]),
         ("dotdot", vec![(b"../evil", Regular, b"x", b"")]),
         ("inner dotdot", vec![(b"a/../../evil", Regular, b"x", b"")]),
