@@ -232,20 +232,22 @@ fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// A progress bar on stderr, drawn only on a terminal and never with `--json`.
-pub(crate) struct Bar(Option<indicatif::ProgressBar>);
+/// A progress bar on stderr, drawn only on a terminal and never with `--json`: files stored
+/// out of files found, and bytes stored out of bytes found (a tar stream has no totals).
+pub(crate) struct Bar(Option<indicatif::ProgressBar>, std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64);
 
 impl Bar {
     pub(crate) fn new(json: bool) -> Bar {
+        let zero = || std::sync::atomic::AtomicU64::new(0);
         if json || !std::io::stderr().is_terminal() {
-            return Bar(None);
+            return Bar(None, zero(), zero());
         }
         let pb = indicatif::ProgressBar::new(0);
         pb.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} files  {msg}  [{elapsed_precise}]")
                 .expect("valid template"),
         );
-        Bar(Some(pb))
+        Bar(Some(pb), zero(), zero())
     }
 }
 
@@ -253,12 +255,19 @@ impl Progress for Bar {
     fn start(&self, files: u64, bytes: u64) {
         if let Some(pb) = &self.0 {
             pb.set_length(files);
-            pb.set_message(format!("of {}", human_bytes(bytes)));
+            self.2.store(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    fn advance(&self, _bytes: u64) {
+    fn advance(&self, bytes: u64) {
         if let Some(pb) = &self.0 {
+            let done = self.1.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+            let total = self.2.load(std::sync::atomic::Ordering::Relaxed);
             pb.inc(1);
+            if total > 0 {
+                pb.set_message(format!("{} of {}", human_bytes(done), human_bytes(total)));
+            } else {
+                pb.set_message(human_bytes(done));
+            }
         }
     }
 }
