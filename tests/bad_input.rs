@@ -115,19 +115,24 @@ fn file_changing_while_hashed_fails_the_ingest() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("growing.log"), vec![b'x'; 64 * 1024]).unwrap();
+    // Large enough to take the streaming path, so reading it takes a while.
+    std::fs::write(src.join("growing.log"), vec![b'x'; 24 << 20]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let writer = {
         let stop = stop.clone();
         let path = src.join("growing.log");
         std::thread::spawn(move || {
             let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(b"first\n").unwrap();
+            started_tx.send(()).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 f.write_all(b"more\n").unwrap();
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
         })
     };
+    started_rx.recv().unwrap();
     let v = env.fails(&["snapshot", "create", src.to_str().unwrap()], 2);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

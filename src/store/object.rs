@@ -18,8 +18,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::{hash_reader, Hash, STREAM_BUF};
 use crate::store::{rename_noreplace, Lease, Store};
 
-/// Permission bits of every object: nobody writes through an object.
-pub const OBJECT_MODE: u32 = 0o444;
+/// Permission bits of every object. Layers hardlink objects for entries with exactly these bits
+/// (by far the most common mode), so an object presents the inode such an entry needs; entries
+/// with other modes get a per-(content, mode) copy (see `store::layer`). Objects are never
+/// written after they are named.
+pub const OBJECT_MODE: u32 = 0o644;
 
 /// Files up to this size are read once into memory, hashed, and written from the same buffer.
 const SMALL_FILE: u64 = 1 << 20;
@@ -131,6 +134,8 @@ impl TempObject {
     /// Give the finished content its name, never replacing an existing object.
     fn publish(self, store: &Store, h: &Hash) -> Result<Stored> {
         let dest = store.object_path(h);
+        // Fixed mode (whatever the umask) and the normalized mtime every layer presents.
+        fchmod_and_normalize(&self.file, &self.path)?;
         if self.named {
             drop(self.file);
             return if rename_noreplace(&self.path, &dest)? {
@@ -149,6 +154,14 @@ impl TempObject {
             Err(e) => Err(Error::io(&dest, e.into())),
         }
     }
+}
+
+/// Set `OBJECT_MODE` and the normalized mtime (the epoch) on an open file.
+pub(crate) fn fchmod_and_normalize(f: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(OBJECT_MODE)).at(path)?;
+    let t = nix::sys::time::TimeSpec::new(0, 0);
+    nix::sys::stat::futimens(f.as_raw_fd(), &t, &t).at(path)
 }
 
 fn changed(path: &Path, what: &str) -> Error {
