@@ -10,11 +10,18 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod fixture;
+pub mod git;
 pub mod hash;
+pub mod idmap;
+pub mod mount;
 pub mod pathenc;
+pub mod policy;
+pub mod procs;
+pub mod root;
 pub mod store;
 
 pub use error::{Error, Result};

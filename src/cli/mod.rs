@@ -44,6 +44,16 @@ enum Cmd {
     /// Name snapshots.
     #[command(subcommand)]
     Ref(RefCmd),
+    /// Create, inspect and destroy execution roots.
+    #[command(subcommand)]
+    Root(RootCmd),
+    /// Find and (with --repair) fix what a crash or reboot left: stuck roots, lost mounts,
+    /// stray mounts, leftover temporary files.
+    Doctor {
+        /// Fix what is found.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Re-hash every object and check every manifest and ref.
     Verify {
         /// Move corrupt objects and manifests to quarantine/ so a later ingest heals them.
@@ -105,6 +115,64 @@ struct CreateArgs {
     /// Skip devices, FIFOs and sockets (reported as warnings) instead of refusing them.
     #[arg(long)]
     skip_special: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RootCmd {
+    /// Create a root for a run (idempotent with --key).
+    Create(RootCreateArgs),
+    /// List roots.
+    List,
+    /// Show a root: state, backend, cwd, layers, what the run wrote, git status for worktrees.
+    Show {
+        /// Root id or key.
+        root: String,
+    },
+    /// Destroy a root. Refuses to lose uncommitted work unless --force.
+    Destroy {
+        /// Root id or key.
+        root: String,
+        /// Discard uncommitted changes and untracked files of a worktree.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RootCreateArgs {
+    /// Workload class.
+    #[arg(long, value_enum)]
+    class: crate::policy::Class,
+    /// Snapshot to present (repeatable; bottom first).
+    #[arg(long, value_name = "ID|REF")]
+    from: Vec<String>,
+    /// Mount an overlay of a snapshot at SUBDIR inside the root (repeatable).
+    #[arg(long, value_name = "SUBDIR=ID|REF")]
+    mount: Vec<String>,
+    /// Backend; auto picks by class (docs/roots.md).
+    #[arg(long, default_value = "auto", value_name = "auto|overlay|copy|worktree")]
+    backend: String,
+    /// Idempotency key: the same key returns the same root.
+    #[arg(long)]
+    key: Option<String>,
+    /// User owning what the run can touch (name or uid).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Overlay without `volatile`: the upper directory survives a crash, unmount syncs.
+    #[arg(long)]
+    durable: bool,
+    /// Repository for the worktree backend.
+    #[arg(long, value_name = "PATH")]
+    repo: Option<PathBuf>,
+    /// Base ref for the worktree backend.
+    #[arg(long, value_name = "REF")]
+    base_ref: Option<String>,
+    /// Branch for the worktree backend (default: from the key).
+    #[arg(long, value_name = "NAME")]
+    branch: Option<String>,
+    /// Record a label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,6 +282,8 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Snapshot(c) => snapshot_cmd(&open()?, c, json),
         Cmd::Ref(c) => ref_cmd(&open()?, c),
         Cmd::Verify { repair } => verify_cmd(&open()?, *repair),
+        Cmd::Root(c) => root_cmd(&open()?, c),
+        Cmd::Doctor { repair } => doctor_cmd(&open()?, *repair),
         Cmd::Fixture(c) => fixture_cmd(c),
         Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
     }
@@ -466,6 +536,114 @@ fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
     }
     for p in &r.ref_problems {
         human.push_str(&format!("\n  ref {}: {}", p.name, p.error));
+    }
+    let mut out = Output::new(to_json(&r), human);
+    if !r.ok {
+        out.exit = EXIT_PROBLEMS;
+    }
+    Ok(out)
+}
+
+fn root_cmd(store: &Store, c: &RootCmd) -> Result<Output> {
+    use crate::policy::BackendKind;
+    match c {
+        RootCmd::Create(a) => {
+            let backend = match a.backend.as_str() {
+                "auto" => None,
+                "overlay" => Some(BackendKind::Overlay),
+                "copy" => Some(BackendKind::Copy),
+                "worktree" => Some(BackendKind::Worktree),
+                other => {
+                    return Err(Error::BadInput(format!("--backend {other:?}: use auto, overlay, copy or worktree")))
+                }
+            };
+            let req = crate::root::CreateRequest {
+                class: Some(a.class),
+                from: a.from.clone(),
+                mounts: a.mount.clone(),
+                backend,
+                key: a.key.clone(),
+                owner: a.owner.clone(),
+                durable: a.durable,
+                repo: a.repo.clone(),
+                base_ref: a.base_ref.clone(),
+                branch: a.branch.clone(),
+                labels: parse_labels(&a.label)?,
+            };
+            let r = store.create_root(&req)?;
+            let mut human = format!(
+                "{} root {} ({}, {}) at {}  [{:.1} ms]",
+                if r.created { "created" } else { "existing" },
+                r.id,
+                r.class,
+                r.backend,
+                r.cwd.display(),
+                r.timings_ms.get("total").copied().unwrap_or(0.0)
+            );
+            for w in &r.warnings {
+                human.push_str(&format!("\n  warning: {w}"));
+            }
+            Ok(Output::new(to_json(&r), human))
+        }
+        RootCmd::List => {
+            let roots = store.list_roots()?;
+            let human: String = roots
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}  {:<10} {:<9} {:<8} {}  {}\n",
+                        r.id,
+                        format!("{:?}", r.state).to_lowercase(),
+                        r.class,
+                        r.backend,
+                        r.cwd.display(),
+                        r.key.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            let list: Vec<Value> = roots
+                .iter()
+                .map(|r| {
+                    let mut v = to_json(r);
+                    v.as_object_mut().expect("object").remove("request");
+                    v
+                })
+                .collect();
+            Ok(Output::new(json!({ "roots": list }), human))
+        }
+        RootCmd::Show { root } => {
+            let v = store.show_root(root)?;
+            let human = serde_json::to_string_pretty(&v).expect("serializable");
+            Ok(Output::new(v, human))
+        }
+        RootCmd::Destroy { root, force } => {
+            let d = store.destroy_root(root, *force)?;
+            let mut human =
+                format!("{} {}", if d.cleaned { "destroyed" } else { "NOT destroyed:" }, d.cleaned_path.display());
+            for w in &d.warnings {
+                human.push_str(&format!("\n  warning: {w}"));
+            }
+            let mut out = Output::new(to_json(&d), human);
+            if !d.cleaned {
+                out.exit = 5;
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn doctor_cmd(store: &Store, repair: bool) -> Result<Output> {
+    let r = store.doctor(repair)?;
+    let mut human = format!("{}: {} finding(s)", if r.ok { "ok" } else { "PROBLEMS" }, r.findings.len());
+    for f in &r.findings {
+        human.push_str(&format!(
+            "\n  {} {} {}: {}{}",
+            f.kind,
+            f.root.as_deref().unwrap_or("-"),
+            f.path.display(),
+            f.action,
+            if f.repaired { " (done)" } else { "" }
+        ));
     }
     let mut out = Output::new(to_json(&r), human);
     if !r.ok {

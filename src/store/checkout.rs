@@ -92,13 +92,34 @@ impl Store {
         Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
     }
 
-    /// Write snapshot `id` to `dest` (absent, or an empty directory) as ordinary files owned by
-    /// the caller, restoring permission bits, symlinks and mtimes. Files are reflinked from
-    /// their objects where the filesystem can, else copied; never hardlinked.
-    pub fn checkout(&self, id: &Hash, dest: &Path) -> Result<CheckoutReport> {
-        let started = Instant::now();
-        let entries = self.flatten(id)?;
-        for e in &entries {
+    /// Permission bits of the root directory of snapshot `id` (0755 without a snapshot).
+    pub fn flatten_root_mode(&self, id: Option<&Hash>) -> Result<u32> {
+        match id {
+            Some(id) => Ok(self.load_manifest(id)?.entries.first().map(|e| e.mode).unwrap_or(0o755)),
+            None => Ok(0o755),
+        }
+    }
+
+    /// The tree a stack of snapshots presents (bottom first), as a root of them shows it.
+    pub fn flatten_stack(&self, ids: &[Hash]) -> Result<Vec<Entry>> {
+        if let [one] = ids {
+            return self.flatten(one);
+        }
+        let mut view = BTreeMap::new();
+        for id in ids {
+            apply_layer(&mut view, self.flatten(id)?);
+        }
+        if view.is_empty() {
+            view.insert(Vec::new(), Entry { path: vec![], mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir });
+        }
+        Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
+    }
+
+    /// Write validated `entries` (a flattened tree) to `dest`, which must be absent or empty.
+    /// Objects are checked present first; a `dest` this call created is removed on failure.
+    /// Returns (reflinked, copied) file counts.
+    pub fn write_entries(&self, entries: &[Entry], dest: &Path) -> Result<(u64, u64)> {
+        for e in entries {
             if let Node::File { hash, .. } = &e.node {
                 if !self.has_object(hash) {
                     return Err(Error::Corrupt(format!(
@@ -109,11 +130,20 @@ impl Store {
             }
         }
         let created = prepare_dest(dest)?;
-        let result = self.write_tree(&entries, dest);
+        let result = self.write_tree(entries, dest);
         if result.is_err() && created {
             let _ = std::fs::remove_dir_all(dest);
         }
-        let (reflinked, copied) = result?;
+        result
+    }
+
+    /// Write snapshot `id` to `dest` (absent, or an empty directory) as ordinary files owned by
+    /// the caller, restoring permission bits, symlinks and mtimes. Files are reflinked from
+    /// their objects where the filesystem can, else copied; never hardlinked.
+    pub fn checkout(&self, id: &Hash, dest: &Path) -> Result<CheckoutReport> {
+        let started = Instant::now();
+        let entries = self.flatten(id)?;
+        let (reflinked, copied) = self.write_entries(&entries, dest)?;
         let (mut files, mut bytes) = (0, 0);
         for e in &entries {
             if let Node::File { size, .. } = e.node {

@@ -16,8 +16,10 @@
 //! item or nothing but a dead lease, which the next ingest or verify removes.
 
 pub mod checkout;
+pub mod config;
 pub mod format;
 pub mod ingest;
+pub mod layer;
 pub mod lock;
 pub mod manifest;
 pub mod object;

@@ -1,0 +1,111 @@
+//! The overlay backend: shared read-only layers plus a private upper directory, mounted with
+//! overlayfs. Creating a root costs a few mkdirs and one mount, whatever the size of the tree.
+
+use std::os::unix::fs::DirBuilderExt;
+
+use super::{tree_usage, Backend, Usage};
+use crate::error::{Error, IoContext, Result};
+use crate::mount::{self, OverlaySpec, Unmounted};
+use crate::policy::BackendKind;
+use crate::root::{Owner, RootRecord};
+use crate::Store;
+
+/// See the module documentation.
+pub struct Overlay;
+
+/// Build the overlay of `snapshots` (bottom first) for a root directory `dir`: materialize the
+/// layers, make a private upper and work directory (random names) owned by `owner`, and mount
+/// it at `target`. Used for a root's cwd and for its `--mount` sub-roots alike.
+pub fn mount_stack(
+    store: &Store,
+    snapshots: &[crate::Hash],
+    dir: &std::path::Path,
+    target: &std::path::Path,
+    owner: Owner,
+    volatile: bool,
+) -> Result<OverlaySpec> {
+    let stack = store.layer_stack(snapshots)?;
+    let lowers = lowers_for(store, &stack, owner)?;
+    let tag: u64 = rand::random();
+    let upper = dir.join(format!("upper-{tag:016x}"));
+    let work = dir.join(format!("work-{tag:016x}"));
+    let top_mode = store.flatten_root_mode(stack.last())?;
+    std::fs::DirBuilder::new().mode(top_mode).create(&upper).at(&upper)?;
+    std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(top_mode)).at(&upper)?;
+    std::os::unix::fs::lchown(&upper, Some(owner.uid), Some(owner.gid)).at(&upper)?;
+    std::fs::DirBuilder::new().mode(0o700).create(&work).at(&work)?;
+    let spec = OverlaySpec { lowers, upper, work, volatile };
+    spec.mount(target)?.keep();
+    Ok(spec)
+}
+
+/// The lower directories (top first) presenting `stack` (bottom first) to `owner`:
+/// materialized layers, idmapped when the owner is not the store's owner.
+pub fn lowers_for(store: &Store, stack: &[crate::Hash], owner: Owner) -> Result<Vec<std::path::PathBuf>> {
+    let mut lowers = Vec::with_capacity(stack.len().max(1));
+    for id in stack.iter().rev() {
+        let layer = store.materialize(id)?;
+        lowers.push(crate::idmap::lower_for(store, &layer, owner)?);
+    }
+    if lowers.is_empty() {
+        let empty = store.root().join("layers").join("empty");
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&empty).at(&empty)?;
+        lowers.push(crate::idmap::lower_for(store, &empty, owner)?);
+    }
+    Ok(lowers)
+}
+
+impl Backend for Overlay {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Overlay
+    }
+
+    fn create(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
+        let dir = rec.dir(store);
+        let merged = dir.join("merged");
+        std::fs::create_dir(&merged).at(&merged)?;
+        rec.cwd = merged.clone();
+        let spec = mount_stack(store, &rec.layer_ids()?, &dir, &merged, rec.owner, !rec.durable)?;
+        rec.upper = Some(spec.upper);
+        rec.work = Some(spec.work);
+        rec.lowers = spec.lowers;
+        rec.cwd = merged;
+        Ok(())
+    }
+
+    fn is_live(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+        mount::is_mounted(&rec.cwd)
+    }
+
+    fn revive(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
+        let (Some(upper), Some(work)) = (rec.upper.clone(), rec.work.clone()) else {
+            return Err(Error::Corrupt(format!("root {} has no upper directory recorded", rec.id)));
+        };
+        if !rec.durable && work.join("work/incompat/volatile").exists() {
+            return Err(Error::Conflict(format!(
+                "root {} was volatile and the system went down under it; the kernel will not remount its upper directory",
+                rec.id
+            )));
+        }
+        // Idmapped views of the layers do not survive a reboot either: make them again.
+        let lowers = lowers_for(store, &store.layer_stack(&rec.layer_ids()?)?, rec.owner)?;
+        let spec = OverlaySpec { lowers, upper, work, volatile: !rec.durable };
+        spec.mount(&rec.cwd)?.keep();
+        Ok(())
+    }
+
+    fn check_destroy(&self, _store: &Store, _rec: &RootRecord, _force: bool) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    fn destroy(&self, _store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
+        match mount::unmount(&rec.cwd)? {
+            Unmounted::Done | Unmounted::NotMounted => Ok(vec![]),
+            Unmounted::Busy => Err(Error::Conflict(format!("{} is busy", rec.cwd.display()))),
+        }
+    }
+
+    fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
+        Ok(rec.upper.as_ref().map(|u| tree_usage(u)).unwrap_or_default())
+    }
+}

@@ -1,0 +1,314 @@
+//! The worktree backend: `git worktree add -b BRANCH PATH BASE-REF` for runs that need branch
+//! semantics. Destroy never loses work: it refuses while there are uncommitted changes or
+//! untracked files (unless forced), and keeps a branch that holds commits found nowhere else.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+
+use super::{chown_tree, tree_usage, Backend, Usage};
+use crate::error::{Error, IoContext, Result};
+use crate::git;
+use crate::policy::BackendKind;
+use crate::root::{Owner, RootRecord};
+use crate::Store;
+
+/// See the module documentation.
+pub struct Worktree;
+
+/// Longest branch name execroot derives from a key.
+pub const MAX_BRANCH: usize = 120;
+
+/// Git's view of a worktree: the fields the caller checks before closing a workspace.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitStatus {
+    /// Tracked files with changes (staged or not).
+    pub dirty_entry_count: u64,
+    /// Untracked files that are not ignored.
+    pub untracked_entry_count: u64,
+    /// Ignored files (disposable).
+    pub ignored_entry_count: u64,
+    /// Commits on HEAD not on the base.
+    pub ahead_count: u64,
+    /// Commits on the base not on HEAD.
+    pub behind_count: u64,
+    /// HEAD is an ancestor of the base.
+    pub is_merged_into_base: bool,
+    /// Paths of dirty and untracked entries (at most 50).
+    pub paths: Vec<String>,
+}
+
+/// A branch name from a key: `[A-Za-z0-9._/-]`, other runs of characters become `-`, at most
+/// 120 characters, no leading `-`, `.` or `/`, no `..`, not ending in `.lock` or `/`.
+pub fn sanitize_branch(key: &str) -> String {
+    let mut s = String::new();
+    for c in key.chars() {
+        let ok = c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-');
+        if ok {
+            s.push(c);
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    while s.contains("//") {
+        s = s.replace("//", "/");
+    }
+    let mut s: String = s.trim_start_matches(['-', '.', '/']).chars().take(MAX_BRANCH).collect();
+    while s.ends_with(['/', '.', '-']) || s.ends_with(".lock") {
+        s = s.trim_end_matches(['/', '.', '-']).trim_end_matches(".lock").to_string();
+    }
+    if s.is_empty() {
+        s = "execroot".into();
+    }
+    s
+}
+
+fn timeout(store: &Store) -> Duration {
+    Duration::from_secs(store.config().ok().and_then(|c| c.git_timeout_secs).unwrap_or(120))
+}
+
+/// The repository's owner: git runs as this user, so no root-owned file lands in the repo.
+fn repo_owner(repo: &Path) -> Result<Owner> {
+    let md = std::fs::metadata(repo).at(repo)?;
+    Ok(Owner { uid: md.uid(), gid: md.gid() })
+}
+
+/// Serialises execroot's git commands on one repository.
+struct RepoLock(#[allow(dead_code)] Flock<std::fs::File>);
+
+impl RepoLock {
+    fn acquire(store: &Store, repo: &Path) -> Result<RepoLock> {
+        let dir = store.root().join("locks");
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let name = crate::Hash::of(repo.as_os_str().as_encoded_bytes()).to_hex();
+        let path = dir.join(format!("repo-{}", &name[..32]));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        Ok(RepoLock(Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).at(&path)?))
+    }
+}
+
+struct Ctx {
+    repo: PathBuf,
+    git_owner: Owner,
+    timeout: Duration,
+}
+
+impl Ctx {
+    fn of(store: &Store, rec: &RootRecord) -> Result<Ctx> {
+        let repo = rec.repo.clone().ok_or_else(|| Error::Corrupt(format!("root {} has no repository", rec.id)))?;
+        Ok(Ctx { git_owner: repo_owner(&repo)?, repo, timeout: timeout(store) })
+    }
+
+    /// git in `dir`, trusting the worktree even if its files belong to another user.
+    fn git(&self, dir: &Path, args: &[&str]) -> Result<git::GitOutput> {
+        let safe = format!("safe.directory={}", dir.display());
+        let mut all = vec!["-c", safe.as_str()];
+        all.extend_from_slice(args);
+        git::run(dir, self.git_owner, &all, self.timeout)
+    }
+
+    fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+        let o = self.git(dir, args)?;
+        if !o.ok() {
+            return Err(Error::BadInput(format!("git {} in {} failed: {}", args.join(" "), dir.display(), o.stderr)));
+        }
+        Ok(o.stdout)
+    }
+}
+
+fn status(ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
+    let wt = rec.worktree_path.as_ref().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
+    let out = ctx.check(wt, &["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"])?;
+    let mut st = GitStatus::default();
+    let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
+    while let Some(f) = fields.next() {
+        if f.len() < 4 {
+            continue;
+        }
+        let (code, path) = (&f[..2], String::from_utf8_lossy(&f[3..]).into_owned());
+        match code {
+            b"??" => st.untracked_entry_count += 1,
+            b"!!" => {
+                st.ignored_entry_count += 1;
+                continue;
+            }
+            _ => {
+                st.dirty_entry_count += 1;
+                // A rename or copy carries its source path in the next field.
+                if code[0] == b'R' || code[0] == b'C' {
+                    fields.next();
+                }
+            }
+        }
+        if st.paths.len() < 50 {
+            st.paths.push(path);
+        }
+    }
+    if let Some(base) = &rec.base_ref {
+        let range = format!("{base}...HEAD");
+        if let Ok(out) = ctx.check(wt, &["rev-list", "--left-right", "--count", &range]) {
+            let text = String::from_utf8_lossy(&out);
+            let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
+            st.behind_count = it.next().unwrap_or(0);
+            st.ahead_count = it.next().unwrap_or(0);
+        }
+        st.is_merged_into_base = ctx.git(wt, &["merge-base", "--is-ancestor", "HEAD", base])?.ok();
+    }
+    Ok(st)
+}
+
+impl Backend for Worktree {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Worktree
+    }
+
+    fn create(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
+        let repo = rec.repo.clone().ok_or_else(|| Error::BadInput("--repo is required".into()))?;
+        let repo = repo.canonicalize().map_err(|e| Error::BadInput(format!("--repo {}: {e}", repo.display())))?;
+        rec.repo = Some(repo.clone());
+        let ctx = Ctx::of(store, rec)?;
+        let base = rec.base_ref.clone().ok_or_else(|| Error::BadInput("--base-ref is required".into()))?;
+        let branch = match (&rec.request.branch, &rec.key) {
+            (Some(b), _) => b.clone(),
+            (None, Some(k)) => sanitize_branch(k),
+            (None, None) => format!("execroot/{}", rec.id),
+        };
+        let _lock = RepoLock::acquire(store, &repo)?;
+        ctx.check(&repo, &["rev-parse", "--git-dir"])
+            .map_err(|_| Error::BadInput(format!("--repo {} is not a git repository", repo.display())))?;
+        if !ctx.git(&repo, &["check-ref-format", "--branch", &branch])?.ok() {
+            return Err(Error::BadInput(format!("invalid branch name {branch:?}")));
+        }
+        let path = match store.config()?.worktree_dir {
+            Some(d) => d.join(&rec.id),
+            None => rec.dir(store).join("worktree"),
+        };
+        // An empty directory the repository's owner can fill: git creates nothing as root.
+        std::fs::create_dir_all(&path).at(&path)?;
+        std::os::unix::fs::lchown(&path, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&path)?;
+        // Recorded before git runs, so that doctor can finish or undo a killed create.
+        rec.branch_name = Some(branch.clone());
+        rec.worktree_path = Some(path.clone());
+        rec.cwd = path.clone();
+        rec.save(store)?;
+        let path_s = path.to_string_lossy().into_owned();
+        let exists = ctx.git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])?.ok();
+        if exists {
+            ctx.check(&repo, &["worktree", "add", &path_s, &branch])?;
+            rec.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
+        } else {
+            ctx.check(&repo, &["worktree", "add", "-b", &branch, &path_s, &base])?;
+            rec.created_branch = true;
+        }
+        if rec.owner != ctx.git_owner {
+            chown_tree(&path, rec.owner)?;
+        }
+        Ok(())
+    }
+
+    fn is_live(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+        Ok(rec.cwd.join(".git").exists())
+    }
+
+    fn revive(&self, _store: &Store, rec: &mut RootRecord) -> Result<()> {
+        if rec.cwd.join(".git").exists() {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("worktree {} is gone", rec.cwd.display())))
+        }
+    }
+
+    fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>> {
+        if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
+            return Ok(vec![]);
+        }
+        let ctx = Ctx::of(store, rec)?;
+        let st = status(&ctx, rec)?;
+        let lose = st.dirty_entry_count + st.untracked_entry_count;
+        let mut warnings = Vec::new();
+        if lose > 0 && !force {
+            return Err(Error::Conflict(format!(
+                "worktree {} has {} uncommitted change(s) and {} untracked file(s); commit them or use --force: {}",
+                rec.cwd.display(),
+                st.dirty_entry_count,
+                st.untracked_entry_count,
+                st.paths.join(", ")
+            )));
+        }
+        if lose > 0 {
+            warnings
+                .push(format!("--force: discarded {lose} uncommitted or untracked entries: {}", st.paths.join(", ")));
+        }
+        if st.ignored_entry_count > 0 {
+            warnings.push(format!("discarded {} ignored entries", st.ignored_entry_count));
+        }
+        Ok(warnings)
+    }
+
+    fn destroy(&self, store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
+        let ctx = Ctx::of(store, rec)?;
+        let _lock = RepoLock::acquire(store, &ctx.repo)?;
+        let mut warnings = Vec::new();
+        if let Some(wt) = &rec.worktree_path {
+            if wt.join(".git").exists() {
+                ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
+            }
+            if wt.exists() {
+                std::fs::remove_dir_all(wt).at(wt)?;
+            }
+        }
+        ctx.check(&ctx.repo, &["worktree", "prune"])?;
+        if let (Some(branch), true) = (&rec.branch_name, rec.created_branch) {
+            let full = format!("refs/heads/{branch}");
+            if ctx.git(&ctx.repo, &["rev-parse", "--verify", "--quiet", &full])?.ok() {
+                let exclude = format!("--exclude={full}");
+                let unique = ctx.check(
+                    &ctx.repo,
+                    &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
+                )?;
+                let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
+                if n == 0 {
+                    ctx.check(&ctx.repo, &["branch", "-D", branch])?;
+                } else {
+                    warnings
+                        .push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
+                }
+            }
+        } else if let Some(branch) = &rec.branch_name {
+            warnings.push(format!("branch {branch} kept: execroot did not create it"));
+        }
+        Ok(warnings)
+    }
+
+    fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
+        Ok(tree_usage(&rec.cwd))
+    }
+
+    fn status(&self, store: &Store, rec: &RootRecord) -> Result<Option<serde_json::Value>> {
+        if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
+            return Ok(None);
+        }
+        let st = status(&Ctx::of(store, rec)?, rec)?;
+        Ok(Some(serde_json::to_value(st).expect("serializable")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize_branch;
+
+    #[test]
+    fn branch_names_from_keys() {
+        assert_eq!(sanitize_branch("PAP-12 fix the thing!"), "PAP-12-fix-the-thing");
+        assert_eq!(sanitize_branch("..//weird..lock"), "weird");
+        assert_eq!(sanitize_branch("???"), "execroot");
+        assert!(sanitize_branch(&"x".repeat(300)).len() <= 120);
+    }
+}

@@ -1,0 +1,101 @@
+//! Running git: as a given user, with a clean environment and a timeout, always.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::root::Owner;
+
+/// The output of a finished git command.
+pub struct GitOutput {
+    /// Exit status code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl GitOutput {
+    /// True on exit status 0.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Run `git -C dir ARGS` as `owner` with `GIT_DIR`, `GIT_INDEX_FILE`, `GIT_WORK_TREE` and
+/// friends cleared, killing it after `timeout`.
+pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<GitOutput> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    for v in [
+        "GIT_DIR",
+        "GIT_INDEX_FILE",
+        "GIT_WORK_TREE",
+        "GIT_COMMON_DIR",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_CEILING_DIRECTORIES",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
+    if owner != Owner::current() {
+        cmd.uid(owner.uid).gid(owner.gid);
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(owner.uid.into()) {
+            cmd.env("HOME", u.dir);
+        }
+        // SAFETY: setgroups is async-signal-safe; it drops root's supplementary groups.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let what = format!("git {}", args.join(" "));
+    let mut child = cmd.spawn().map_err(|e| Error::io(dir, std::io::Error::other(format!("{what}: {e}"))))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let mut nap = Duration::from_micros(200);
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| Error::io(dir, e))? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Conflict(format!("{what} in {} timed out after {}s", dir.display(), timeout.as_secs())));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).trim().to_string();
+    Ok(GitOutput { code: status.code(), stdout, stderr })
+}
+
+/// Like [`run`], failing with git's message unless it exits 0.
+pub fn check(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<Vec<u8>> {
+    let o = run(dir, owner, args, timeout)?;
+    if !o.ok() {
+        return Err(Error::BadInput(format!("git {} in {} failed: {}", args.join(" "), dir.display(), o.stderr)));
+    }
+    Ok(o.stdout)
+}

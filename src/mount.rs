@@ -1,0 +1,156 @@
+//! Mount syscalls and /proc/self/mountinfo, with mounts modelled as values that clean up.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Longest overlay option string the kernel accepts (one page).
+pub const MAX_OPTIONS: usize = 4095;
+
+/// The overlayfs mount of one root.
+#[derive(Debug, Clone)]
+pub struct OverlaySpec {
+    /// Lower directories, top first (overlayfs order).
+    pub lowers: Vec<PathBuf>,
+    /// The private upper directory.
+    pub upper: PathBuf,
+    /// The private work directory (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// Skip all syncs of the upper filesystem (`volatile`).
+    pub volatile: bool,
+}
+
+impl OverlaySpec {
+    /// The option string, every option explicit (docs/roots.md justifies each).
+    pub fn options(&self) -> String {
+        let lowers: Vec<String> = self.lowers.iter().map(|p| escape(p)).collect();
+        let mut o = format!(
+            "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=on,metacopy=off,xino=off",
+            lowers.join(":"),
+            escape(&self.upper),
+            escape(&self.work)
+        );
+        if self.volatile {
+            o.push_str(",volatile");
+        }
+        o
+    }
+
+    /// Mount at `target` (nosuid, nodev). Returns a guard that unmounts on drop unless kept.
+    pub fn mount(&self, target: &Path) -> Result<MountGuard> {
+        let opts = self.options();
+        if opts.len() > MAX_OPTIONS {
+            return Err(Error::BadInput(format!(
+                "overlay options for {} are {} bytes, over the kernel's {MAX_OPTIONS}; use a shorter --store path or fewer layers",
+                target.display(),
+                opts.len()
+            )));
+        }
+        mount(Some("execroot"), target, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
+            .map_err(|e| Error::io(target, std::io::Error::other(format!("mount overlay: {e} (options: {opts})"))))?;
+        Ok(MountGuard { target: target.to_path_buf(), armed: true })
+    }
+}
+
+/// Overlay's lowerdir syntax uses `:` and `,` as separators; escape them.
+fn escape(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    s.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+}
+
+/// A mount that is unmounted when dropped, unless [`MountGuard::keep`] was called.
+#[derive(Debug)]
+pub struct MountGuard {
+    target: PathBuf,
+    armed: bool,
+}
+
+impl MountGuard {
+    /// Keep the mount: it now belongs to the root's state, not to this scope.
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = umount2(&self.target, MntFlags::UMOUNT_NOFOLLOW);
+        }
+    }
+}
+
+/// What an unmount found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// It was mounted and is not any more.
+    Done,
+    /// Nothing was mounted there.
+    NotMounted,
+    /// Something (a process's cwd or open file) still uses it.
+    Busy,
+}
+
+/// Unmount `target` (never lazily: a busy mount is reported, not hidden).
+pub fn unmount(target: &Path) -> Result<Unmounted> {
+    match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) => Ok(Unmounted::Done),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(Unmounted::NotMounted),
+        Err(nix::errno::Errno::EBUSY) => Ok(Unmounted::Busy),
+        Err(e) => Err(Error::io(target, e.into())),
+    }
+}
+
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    /// Mount point.
+    pub target: PathBuf,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Superblock options (for overlay: lowerdir, upperdir, ...).
+    pub options: String,
+}
+
+/// Mounts whose mount point is `prefix` or below it, deepest first (the unmount order).
+pub fn mounts_under(prefix: &Path) -> Result<Vec<MountInfo>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").at("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
+        if fields.len() < dash + 4 || fields.len() < 5 {
+            continue;
+        }
+        let target = PathBuf::from(unescape(fields[4]));
+        if target.starts_with(prefix) {
+            out.push(MountInfo { target, fstype: fields[dash + 1].to_string(), options: fields[dash + 3].to_string() });
+        }
+    }
+    out.sort_by_key(|m| std::cmp::Reverse(m.target.components().count()));
+    Ok(out)
+}
+
+/// True when something is mounted exactly at `path`.
+pub fn is_mounted(path: &Path) -> Result<bool> {
+    Ok(mounts_under(path)?.iter().any(|m| m.target == path))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,119 @@
+//! Which backend serves which workload class: the one table, and the overlay availability probe.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Workload classes of the plan's Phase 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Class {
+    /// Routine runs: read configuration, write a small result.
+    Routine,
+    /// Ephemeral preview/test environments: read sources and dependencies.
+    Preview,
+    /// Document/artifact generation: write outputs.
+    Artifact,
+    /// Repository editing: needs branch semantics.
+    RepoEdit,
+}
+
+/// The backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// overlayfs mount of shared read-only layers plus a private upper directory.
+    Overlay,
+    /// A private checkout of the layers (reflinks where possible).
+    Copy,
+    /// A `git worktree` on its own branch.
+    Worktree,
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Class::Routine => "routine",
+            Class::Preview => "preview",
+            Class::Artifact => "artifact",
+            Class::RepoEdit => "repo-edit",
+        })
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Overlay => "overlay",
+            BackendKind::Copy => "copy",
+            BackendKind::Worktree => "worktree",
+        })
+    }
+}
+
+/// The policy table: the preferred backend of each class and the fallback when it cannot run.
+/// docs/roots.md shows the same table.
+pub fn preferred(class: Class) -> (BackendKind, Option<BackendKind>) {
+    match class {
+        Class::Routine | Class::Preview | Class::Artifact => (BackendKind::Overlay, Some(BackendKind::Copy)),
+        Class::RepoEdit => (BackendKind::Worktree, None),
+    }
+}
+
+/// Why a backend cannot run here, or `None` when it can.
+pub fn unavailable(kind: BackendKind, store_root: &Path) -> Option<String> {
+    match kind {
+        BackendKind::Overlay => overlay_unavailable(store_root),
+        BackendKind::Copy | BackendKind::Worktree => None,
+    }
+}
+
+/// Pick the backend for `class`: `requested` (an explicit choice that cannot work is an error)
+/// or the policy table with its fallback (and a warning saying why).
+pub fn choose(class: Class, requested: Option<BackendKind>, store_root: &Path) -> Result<(BackendKind, Vec<String>)> {
+    if let Some(kind) = requested {
+        if let Some(why) = unavailable(kind, store_root) {
+            return Err(Error::BadInput(format!("backend {kind} cannot be used here: {why}")));
+        }
+        return Ok((kind, vec![]));
+    }
+    let (want, fallback) = preferred(class);
+    match (unavailable(want, store_root), fallback) {
+        (None, _) => Ok((want, vec![])),
+        (Some(why), Some(fb)) => Ok((fb, vec![format!("using the {fb} backend: {want} is unavailable ({why})")])),
+        (Some(why), None) => Err(Error::BadInput(format!("backend {want} cannot be used here: {why}"))),
+    }
+}
+
+
+fn overlay_unavailable(store_root: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("mounting overlayfs needs root (CAP_SYS_ADMIN)".into());
+    }
+    match nix::sys::statfs::statfs(store_root) {
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => {
+            return Some(format!("the store {} is itself on overlayfs (nested overlay)", store_root.display()))
+        }
+        Ok(_) => {}
+        Err(e) => return Some(format!("cannot statfs {}: {e}", store_root.display())),
+    }
+    if !has_filesystem("overlay") {
+        return Some("the kernel has no overlay filesystem".into());
+    }
+    let probe = store_root.join("roots");
+    let _ = std::fs::create_dir_all(&probe);
+    if let Err(e) = crate::store::layer::xattr_set(&probe, "trusted.execroot.probe", b"1") {
+        return Some(format!("the store's filesystem lacks trusted xattrs for an upper directory: {e}"));
+    }
+    None
+}
+
+fn has_filesystem(name: &str) -> bool {
+    // A module that is not loaded yet is loaded by the first mount; only a missing one counts.
+    std::fs::read_to_string("/proc/filesystems").map(|t| t.lines().any(|l| l.ends_with(name))).unwrap_or(true)
+        || Path::new("/sys/module/overlay").exists()
+}

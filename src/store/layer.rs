@@ -1,0 +1,184 @@
+//! Layers: snapshots materialized as directories that overlayfs can use as lower layers.
+//!
+//! `layers/<id>/` holds the snapshot's own entries (a base snapshot: the whole tree; a change
+//! snapshot: its change, with whiteouts as overlay whiteouts and opaque directories marked with
+//! `trusted.overlay.opaque`). Files are hardlinks, so a layer costs directory entries, not data:
+//! an entry whose mode is the object mode links the object itself; other modes link a shared
+//! per-(content, mode) copy in `variants/<mode>/`. Every inode presents mtime 0, as in OSTree and
+//! Nix (a checkout and the copy backend restore real mtimes). When a hardlink count would pass
+//! the filesystem's limit (EMLINK), the layer gets a private copy.
+//!
+//! A layer is built in a lease and renamed into place, so concurrent first uses build it at most
+//! once each and one wins; a layer directory that exists is complete. `l/<12 hex>` is a short
+//! symlink to it that keeps overlay option strings short.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use rayon::prelude::*;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::store::object::{fchmod_and_normalize, OBJECT_MODE};
+use crate::store::{rename_noreplace, Lease, Node, Store};
+
+/// Deepest layer stack a root accepts (docs/roots.md): bounded so that the overlay option string
+/// stays far below the kernel's page limit.
+pub const MAX_STACK: usize = 64;
+
+impl Store {
+    /// Directory of materialized layer `id`.
+    pub fn layer_dir(&self, id: &Hash) -> PathBuf {
+        self.root().join("layers").join(id.to_hex())
+    }
+
+    /// Short path of layer `id`, used in overlay options.
+    pub fn layer_link(&self, id: &Hash) -> PathBuf {
+        self.root().join("l").join(&id.to_hex()[..12])
+    }
+
+    /// The layers a stack of snapshots presents, bottom first: each snapshot's parents' layers
+    /// (recursively), then its own.
+    pub fn layer_stack(&self, snapshots: &[Hash]) -> Result<Vec<Hash>> {
+        let mut out = Vec::new();
+        for id in snapshots {
+            let m = self.load_manifest(id)?;
+            out.extend(self.layer_stack(&m.parents)?);
+            out.push(*id);
+        }
+        if out.len() > MAX_STACK {
+            return Err(Error::BadInput(format!(
+                "the layer stack is {} deep, over the limit of {MAX_STACK}; flatten it first",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Materialize layer `id` if needed; returns its short path.
+    pub fn materialize(&self, id: &Hash) -> Result<PathBuf> {
+        let dir = self.layer_dir(id);
+        let link = self.layer_link(id);
+        if !dir.exists() {
+            let m = self.load_manifest(id)?;
+            let lease = Lease::new(self)?;
+            let staging = lease.temp_path();
+            self.build_layer(&m.entries, &staging)?;
+            let parent = self.root().join("layers");
+            std::fs::create_dir_all(&parent).at(&parent)?;
+            rename_noreplace(&staging, &dir)?;
+        }
+        match std::fs::read_link(&link) {
+            Ok(t) if t == dir => {}
+            Ok(t) => {
+                return Err(Error::Corrupt(format!("{} points at {}, not at layer {id}", link.display(), t.display())))
+            }
+            Err(_) => {
+                let parent = self.root().join("l");
+                std::fs::create_dir_all(&parent).at(&parent)?;
+                let tmp = parent.join(format!(".{}-{}", &id.to_hex()[..12], std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&dir, &tmp).at(&tmp)?;
+                if !rename_noreplace(&tmp, &link)? {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+        Ok(link)
+    }
+
+    /// The shared inode presenting `hash` with permission bits `mode`.
+    fn variant(&self, hash: &Hash, mode: u32) -> Result<PathBuf> {
+        if mode == OBJECT_MODE {
+            return Ok(self.object_path(hash));
+        }
+        let dir = self.root().join("variants").join(format!("{mode:04o}"));
+        let path = dir.join(hash.to_hex());
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let src_path = self.object_path(hash);
+        let mut src = std::fs::File::open(&src_path).at(&src_path)?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).at(&tmp)?;
+        std::io::copy(&mut src, &mut f).at(&tmp)?;
+        fchmod_and_normalize(&f, &tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).at(&tmp)?;
+        drop(f);
+        if !rename_noreplace(&tmp, &path)? {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(path)
+    }
+
+    fn build_layer(&self, entries: &[crate::store::Entry], staging: &Path) -> Result<()> {
+        let abs = |p: &[u8]| if p.is_empty() { staging.to_path_buf() } else { staging.join(OsStr::from_bytes(p)) };
+        for e in entries.iter().filter(|e| e.node.is_dir()) {
+            let p = abs(&e.path);
+            std::fs::DirBuilder::new().mode(0o700).create(&p).at(&p)?;
+            if e.node == Node::OpaqueDir {
+                xattr_set(&p, "trusted.overlay.opaque", b"y")?;
+            }
+        }
+        entries.par_iter().filter(|e| !e.node.is_dir()).try_for_each(|e| -> Result<()> {
+            let p = abs(&e.path);
+            match &e.node {
+                Node::File { hash, .. } => {
+                    let v = self.variant(hash, e.mode)?;
+                    match std::fs::hard_link(&v, &p) {
+                        Ok(()) => Ok(()),
+                        Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
+                            let mut src = std::fs::File::open(&v).at(&v)?;
+                            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p).at(&p)?;
+                            std::io::copy(&mut src, &mut f).at(&p)?;
+                            f.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
+                            drop(f);
+                            zero_mtime(&p)
+                        }
+                        Err(err) => Err(Error::io(&p, err)),
+                    }
+                }
+                Node::Symlink { target } => {
+                    std::os::unix::fs::symlink(OsStr::from_bytes(target), &p).at(&p)?;
+                    zero_mtime(&p)
+                }
+                Node::Whiteout => nix::sys::stat::mknod(
+                    &p,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    nix::sys::stat::makedev(0, 0),
+                )
+                .at(&p),
+                _ => Ok(()),
+            }
+        })?;
+        for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
+            let p = abs(&e.path);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode)).at(&p)?;
+            zero_mtime(&p)?;
+        }
+        Ok(())
+    }
+}
+
+fn zero_mtime(p: &Path) -> Result<()> {
+    let t = TimeSpec::new(0, 0);
+    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).at(p)
+}
+
+/// Set an extended attribute (no symlink following).
+pub fn xattr_set(p: &Path, name: &str, value: &[u8]) -> Result<()> {
+    let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::BadInput("NUL in path".into()))?;
+    let cname = std::ffi::CString::new(name).expect("static name");
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe { libc::lsetxattr(cpath.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc != 0 {
+        return Err(Error::io(p, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
