@@ -89,7 +89,6 @@ pub fn choose(class: Class, requested: Option<BackendKind>, store_root: &Path) -
     }
 }
 
-
 fn overlay_unavailable(store_root: &Path) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("mounting overlayfs needs root (CAP_SYS_ADMIN)".into());

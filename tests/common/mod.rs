@@ -94,3 +94,60 @@ pub fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     let t = nix::sys::time::TimeSpec::new(sec, nsec);
     nix::sys::stat::utimensat(None, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
 }
+
+/// Mount tests need root. In CI (`EXECROOT_REQUIRE_MOUNT=1`) their absence is a failure;
+/// elsewhere they skip with a message. Returns false when the test should return early.
+pub fn can_mount() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("EXECROOT_REQUIRE_MOUNT").as_deref() == Ok("1") {
+        panic!("EXECROOT_REQUIRE_MOUNT=1 but this test cannot mount (not root)");
+    }
+    eprintln!("skipped: mount tests need root");
+    false
+}
+
+/// Run a shell snippet as `nobody` (uid 65534); returns (success, stdout+stderr).
+pub fn as_nobody(script: &str) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Mount points below `dir` (from /proc/self/mountinfo).
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    execroot::mount::mounts_under(dir).unwrap().into_iter().map(|m| m.target).collect()
+}
+
+impl Env {
+    /// A store with the `small` fixture ingested as ref `base`; returns the source tree.
+    pub fn with_base(&self) -> PathBuf {
+        let src = self.fixture("small", 42, "src");
+        std::fs::create_dir(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+        std::fs::set_permissions(src.join("bin/run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("bin/run.sh", src.join("run-link")).unwrap();
+        self.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base"]);
+        src
+    }
+    /// `root create` with extra args; returns the JSON.
+    pub fn root(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["root", "create"];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Never leave mounts behind in a temporary directory, even when a test fails.
+        if is_root() {
+            for m in execroot::mount::mounts_under(self.dir.path()).unwrap_or_default() {
+                let _ = nix::mount::umount2(&m.target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
