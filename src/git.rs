@@ -47,15 +47,7 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
         if let Ok(Some(u)) = nix::unistd::User::from_uid(owner.uid.into()) {
             cmd.env("HOME", u.dir);
         }
-        // SAFETY: setgroups is async-signal-safe; it drops root's supplementary groups.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // std drops root's supplementary groups itself when it switches uid.
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let what = format!("git {}", args.join(" "));

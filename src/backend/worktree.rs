@@ -181,18 +181,27 @@ impl Backend for Worktree {
             (None, None) => format!("execroot/{}", rec.id),
         };
         let _lock = RepoLock::acquire(store, &repo)?;
-        ctx.check(&repo, &["rev-parse", "--git-dir"])
-            .map_err(|_| Error::BadInput(format!("--repo {} is not a git repository", repo.display())))?;
+        let probe = ctx.git(&repo, &["rev-parse", "--git-dir"])?;
+        if !probe.ok() {
+            return Err(Error::BadInput(format!(
+                "--repo {} is not a git repository: {}",
+                repo.display(),
+                probe.stderr
+            )));
+        }
         if !ctx.git(&repo, &["check-ref-format", "--branch", &branch])?.ok() {
             return Err(Error::BadInput(format!("invalid branch name {branch:?}")));
         }
-        let path = match store.config()?.worktree_dir {
+        // git runs as the repository's owner, who must be able to create and remove the
+        // worktree directory: it lives in a directory of its own that the owner owns (never in
+        // the root's directory, whose state file the owner must not be able to replace).
+        let parent = match store.config()?.worktree_dir {
             Some(d) => d.join(&rec.id),
-            None => rec.dir(store).join("worktree"),
+            None => rec.dir(store).join("wt"),
         };
-        // An empty directory the repository's owner can fill: git creates nothing as root.
-        std::fs::create_dir_all(&path).at(&path)?;
-        std::os::unix::fs::lchown(&path, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&path)?;
+        std::fs::create_dir_all(&parent).at(&parent)?;
+        std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
+        let path = parent.join("worktree");
         // Recorded before git runs, so that doctor can finish or undo a killed create.
         rec.branch_name = Some(branch.clone());
         rec.worktree_path = Some(path.clone());
@@ -206,6 +215,10 @@ impl Backend for Worktree {
         } else {
             ctx.check(&repo, &["worktree", "add", "-b", &branch, &path_s, &base])?;
             rec.created_branch = true;
+        }
+        if rec.request.owner.is_none() && store.config()?.owner.is_none() {
+            // A worktree belongs to whoever owns the repository unless told otherwise.
+            rec.owner = ctx.git_owner;
         }
         if rec.owner != ctx.git_owner {
             chown_tree(&path, rec.owner)?;
@@ -253,6 +266,10 @@ impl Backend for Worktree {
     }
 
     fn destroy(&self, store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
+        if rec.worktree_path.is_none() {
+            // Killed or failed before git was asked for anything: nothing to undo in the repo.
+            return Ok(vec![]);
+        }
         let ctx = Ctx::of(store, rec)?;
         let _lock = RepoLock::acquire(store, &ctx.repo)?;
         let mut warnings = Vec::new();
@@ -263,12 +280,18 @@ impl Backend for Worktree {
             if wt.exists() {
                 std::fs::remove_dir_all(wt).at(wt)?;
             }
+            if let Some(parent) =
+                wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == rec.id.as_str()))
+            {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
         ctx.check(&ctx.repo, &["worktree", "prune"])?;
         if let (Some(branch), true) = (&rec.branch_name, rec.created_branch) {
             let full = format!("refs/heads/{branch}");
             if ctx.git(&ctx.repo, &["rev-parse", "--verify", "--quiet", &full])?.ok() {
-                let exclude = format!("--exclude={full}");
+                // --exclude patterns for --branches are branch names, not full refs.
+                let exclude = format!("--exclude={branch}");
                 let unique = ctx.check(
                     &ctx.repo,
                     &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
