@@ -38,6 +38,10 @@ impl Backend for Copy {
         }
     }
 
+    fn detach(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+        Ok(super::detach_unmounted(rec))
+    }
+
     fn check_destroy(&self, _store: &Store, _rec: &RootRecord, _force: bool) -> Result<Vec<String>> {
         Ok(vec![])
     }

@@ -39,6 +39,9 @@ pub trait Backend: Sync {
     fn is_live(&self, store: &Store, rec: &RootRecord) -> Result<bool>;
     /// Bring back a root that is not live (after a reboot). May refuse, with the reason.
     fn revive(&self, store: &Store, rec: &mut RootRecord) -> Result<()>;
+    /// Make the working directory unreachable so teardown can start (overlay: unmount), or
+    /// report that processes still use it (`false`), leaving the root as it was.
+    fn detach(&self, store: &Store, rec: &RootRecord) -> Result<bool>;
     /// Refuse (with a conflict naming what would be lost) unless destroying is safe or `force`;
     /// otherwise return warnings about what will be discarded.
     fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>>;
@@ -50,6 +53,11 @@ pub trait Backend: Sync {
     fn status(&self, _store: &Store, _rec: &RootRecord) -> Result<Option<serde_json::Value>> {
         Ok(None)
     }
+}
+
+/// `detach` for backends without a mount: free unless a process is inside.
+pub fn detach_unmounted(rec: &RootRecord) -> bool {
+    crate::procs::users_of(&rec.cwd).is_empty()
 }
 
 /// The backend implementing `kind`.

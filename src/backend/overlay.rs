@@ -1,7 +1,7 @@
 //! The overlay backend: shared read-only layers plus a private upper directory, mounted with
 //! overlayfs. Creating a root costs a few mkdirs and one mount, whatever the size of the tree.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use super::{tree_usage, Backend, Usage};
 use crate::error::{Error, IoContext, Result};
@@ -29,9 +29,13 @@ pub fn mount_stack(
     let tag: u64 = rand::random();
     let upper = dir.join(format!("upper-{tag:016x}"));
     let work = dir.join(format!("work-{tag:016x}"));
-    let top_mode = store.flatten_root_mode(stack.last())?;
+    // The merged root directory shows the upper's attributes: give it the top layer's mode.
+    let top_mode = match stack.last() {
+        Some(id) => std::fs::metadata(store.layer_dir(id)).at(store.layer_dir(id))?.permissions().mode() & 0o7777,
+        None => 0o755,
+    };
     std::fs::DirBuilder::new().mode(top_mode).create(&upper).at(&upper)?;
-    std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(top_mode)).at(&upper)?;
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(top_mode)).at(&upper)?;
     std::os::unix::fs::lchown(&upper, Some(owner.uid), Some(owner.gid)).at(&upper)?;
     std::fs::DirBuilder::new().mode(0o700).create(&work).at(&work)?;
     let spec = OverlaySpec { lowers, upper, work, volatile };
@@ -92,6 +96,11 @@ impl Backend for Overlay {
         let spec = OverlaySpec { lowers, upper, work, volatile: !rec.durable };
         spec.mount(&rec.cwd)?.keep();
         Ok(())
+    }
+
+    fn detach(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+        // The kernel knows whether anything uses the mount: EBUSY is the authoritative answer.
+        Ok(mount::unmount(&rec.cwd)? != Unmounted::Busy)
     }
 
     fn check_destroy(&self, _store: &Store, _rec: &RootRecord, _force: bool) -> Result<Vec<String>> {

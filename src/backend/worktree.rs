@@ -238,6 +238,10 @@ impl Backend for Worktree {
         }
     }
 
+    fn detach(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+        Ok(super::detach_unmounted(rec))
+    }
+
     fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>> {
         if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
             return Ok(vec![]);

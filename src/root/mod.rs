@@ -441,13 +441,11 @@ impl Store {
         let t1 = Instant::now();
         let result = (|| -> Result<()> {
             backend::get(kind).create(self, &mut rec)?;
-            rec.save(self)?;
             timings.insert("backend".into(), elapsed_ms(t1));
             let t2 = Instant::now();
             for (sub, snap) in &mounts {
                 let m = self.mount_sub(&rec, sub, snap)?;
                 rec.mounts.push(m);
-                rec.save(self)?;
             }
             if !mounts.is_empty() {
                 timings.insert("mounts".into(), elapsed_ms(t2));
@@ -491,23 +489,32 @@ impl Store {
         // Re-read under the key lock: a concurrent destroy may have finished.
         let mut rec = self.load_root(&found.id)?;
         let cleaned_path = rec.cwd.clone();
-        let users = crate::procs::users_of(&rec.cwd);
-        if !users.is_empty() {
-            return Ok(Destroyed {
-                cleaned_path,
-                cleaned: false,
-                warnings: vec![format!("root {} is in use by: {}; retry when they are done", rec.id, users.join(", "))],
-            });
-        }
+        let busy = |rec: &RootRecord| Destroyed {
+            cleaned_path: rec.cwd.clone(),
+            cleaned: false,
+            warnings: vec![format!(
+                "root {} is in use by: {}; retry when they are done",
+                rec.id,
+                crate::procs::users_of(&rec.cwd).join(", ")
+            )],
+        };
         // Sub-mounts go first: nothing inspects a tree with foreign mounts in it.
-        self.unmount_subs(&rec)?;
-        let mut warnings = match backend::get(rec.backend).check_destroy(self, &rec, force) {
+        if let Err(Error::Conflict(_)) = self.unmount_subs(&rec) {
+            self.remount_subs(&rec)?;
+            return Ok(busy(&rec));
+        }
+        let b = backend::get(rec.backend);
+        let mut warnings = match b.check_destroy(self, &rec, force) {
             Ok(w) => w,
             Err(e) => {
-                let _ = self.remount_subs(&rec);
+                self.remount_subs(&rec)?;
                 return Err(e);
             }
         };
+        if !b.detach(self, &rec)? {
+            self.remount_subs(&rec)?;
+            return Ok(busy(&rec));
+        }
         match self.teardown(&mut rec, force) {
             Ok(w) => warnings.extend(w),
             Err(Error::Conflict(msg)) => {

@@ -92,14 +92,6 @@ impl Store {
         Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
     }
 
-    /// Permission bits of the root directory of snapshot `id` (0755 without a snapshot).
-    pub fn flatten_root_mode(&self, id: Option<&Hash>) -> Result<u32> {
-        match id {
-            Some(id) => Ok(self.load_manifest(id)?.entries.first().map(|e| e.mode).unwrap_or(0o755)),
-            None => Ok(0o755),
-        }
-    }
-
     /// The tree a stack of snapshots presents (bottom first), as a root of them shows it.
     pub fn flatten_stack(&self, ids: &[Hash]) -> Result<Vec<Entry>> {
         if let [one] = ids {

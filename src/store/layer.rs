@@ -46,8 +46,7 @@ impl Store {
     pub fn layer_stack(&self, snapshots: &[Hash]) -> Result<Vec<Hash>> {
         let mut out = Vec::new();
         for id in snapshots {
-            let m = self.load_manifest(id)?;
-            out.extend(self.layer_stack(&m.parents)?);
+            out.extend(self.layer_stack(&self.parents_of(id)?)?);
             out.push(*id);
         }
         if out.len() > MAX_STACK {
@@ -57,6 +56,33 @@ impl Store {
             )));
         }
         Ok(out)
+    }
+
+    /// The parents of snapshot `id`, read from the manifest's header alone: creating a root
+    /// must not cost a full manifest decode. (A layer is built from a fully validated
+    /// manifest; the header of a damaged manifest fails here or there.)
+    pub fn parents_of(&self, id: &Hash) -> Result<Vec<Hash>> {
+        use std::io::Read;
+        let path = self.snapshot_dir(id).join("manifest");
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("snapshot {id} does not exist")))
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut head = [0u8; 12];
+        f.read_exact(&mut head).at(&path)?;
+        if &head[..8] != crate::store::manifest::MAGIC {
+            return Err(Error::Corrupt(format!("{}: not an execroot manifest", path.display())));
+        }
+        let n = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+        if n > MAX_STACK {
+            return Err(Error::Corrupt(format!("{}: {n} parents", path.display())));
+        }
+        let mut ids = vec![0u8; 32 * n];
+        f.read_exact(&mut ids).at(&path)?;
+        Ok(ids.chunks(32).map(|c| Hash(c.try_into().expect("32 bytes"))).collect())
     }
 
     /// Materialize layer `id` if needed; returns its short path.
@@ -181,4 +207,18 @@ pub fn xattr_set(p: &Path, name: &str, value: &[u8]) -> Result<()> {
         return Err(Error::io(p, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Read an extended attribute (no symlink following); `None` when absent or unsupported.
+pub fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
 }
