@@ -289,3 +289,66 @@ fn twenty_processes_create_and_destroy_at_once() {
     assert!(mounts_below(&env.store().join("roots")).is_empty());
     assert_eq!(env.ok(&["doctor"])["ok"], true);
 }
+
+#[test]
+fn stacks_deeper_than_the_limit_are_refused() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.with_base();
+    let mut args = vec!["root", "create", "--class", "routine"];
+    for _ in 0..65 {
+        args.extend(["--from", "base"]);
+    }
+    let v = env.fails(&args, 2);
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 64"), "{v}");
+    assert_eq!(std::fs::read_dir(env.store().join("roots")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_refused_destroy_leaves_volatile_mounts_usable() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.with_base();
+    let deps = env.fixture("small", 5, "deps");
+    env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
+    let r = env.root(&["--class", "preview", "--from", "base", "--mount", "deps=deps"]);
+    let c = cwd(&r);
+    std::fs::write(c.join("deps/mine"), b"kept").unwrap();
+    // A process inside the root (not the mount) makes destroy refuse after the sub-mount was
+    // taken down; it must come back with what was written in it.
+    let mut sleeper = std::process::Command::new("sleep").arg("30").current_dir(c.join("bin")).spawn().unwrap();
+    let v = env.fails(&["root", "destroy", r["id"].as_str().unwrap()], 5);
+    assert_eq!(v["cleaned"], false);
+    assert_eq!(std::fs::read(c.join("deps/mine")).unwrap(), b"kept");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap()])["cleaned"], true);
+}
+
+#[test]
+fn hardlink_limit_falls_back_to_copies() {
+    if !can_mount() {
+        return;
+    }
+    // ext4 allows 65,000 links to one inode; 66,000 empty files share one object.
+    let env = Env::new();
+    let src = env.path("empties");
+    std::fs::create_dir(&src).unwrap();
+    for d in 0..66 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::File::create(dir.join(format!("f{f}"))).unwrap();
+        }
+    }
+    env.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "empties"]);
+    let r = env.root(&["--class", "routine", "--from", "empties"]);
+    let c = cwd(&r);
+    assert_eq!(std::fs::read_dir(c.join("d65")).unwrap().count(), 1000);
+    assert_eq!(std::fs::metadata(c.join("d65/f999")).unwrap().len(), 0);
+    env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+}

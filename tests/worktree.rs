@@ -137,3 +137,35 @@ fn worktree_needs_its_arguments() {
     assert!(v["error"]["message"].as_str().unwrap().contains("not a git repository"), "{v}");
     assert_eq!(std::fs::read_dir(env.store().join("roots")).unwrap().count(), 0);
 }
+
+#[test]
+fn a_worktree_with_a_mounted_dependency_tree() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = repo(&env);
+    let deps = env.fixture("small", 99, "deps");
+    env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--mount",
+        "node_modules=deps",
+    ]);
+    let wt = PathBuf::from(r["cwd"].as_str().unwrap());
+    assert!(wt.join("node_modules").read_dir().unwrap().count() > 0);
+    std::fs::write(wt.join("node_modules/installed-by-run"), b"x").unwrap();
+    // The mounted tree is not the run's uncommitted work.
+    let show = env.ok(&["root", "show", r["id"].as_str().unwrap()]);
+    assert_eq!(show["git"]["untrackedEntryCount"], 0, "{show}");
+    assert!(wt.join("node_modules/installed-by-run").exists(), "show unmounted a live mount");
+    let d = env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+    assert_eq!(d["cleaned"], true, "{d}");
+    assert!(!wt.exists());
+    assert!(mounts_below(&env.store().join("roots")).is_empty());
+}

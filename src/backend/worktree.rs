@@ -125,7 +125,13 @@ impl Ctx {
 
 fn status(ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
     let wt = rec.worktree_path.as_ref().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
-    let out = ctx.check(wt, &["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"])?;
+    // --mount trees are not part of the worktree. They are excluded by pathspec rather than
+    // unmounted, so that inspecting a live root never pulls a mount from under its run
+    // (destroy unmounts them before its own check).
+    let excludes: Vec<String> = rec.mounts.iter().map(|m| format!(":(exclude,top){}", m.subdir)).collect();
+    let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."];
+    args.extend(excludes.iter().map(String::as_str));
+    let out = ctx.check(wt, &args)?;
     let mut st = GitStatus::default();
     let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
     while let Some(f) = fields.next() {

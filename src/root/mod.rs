@@ -535,9 +535,14 @@ impl Store {
         Ok(())
     }
 
+    /// Mount again sub-mounts that this process unmounted cleanly (a refused destroy).
     fn remount_subs(&self, rec: &RootRecord) -> Result<()> {
         for m in &rec.mounts {
             if !mount::is_mounted(&m.path)? {
+                // A volatile overlay leaves a marker that makes the kernel refuse a remount, as
+                // it cannot know the unmount was clean. We do: the upper is intact, so the
+                // marker may go (the kernel documentation allows exactly this case).
+                let _ = std::fs::remove_dir_all(m.work.join("work/incompat/volatile"));
                 let spec = crate::mount::OverlaySpec {
                     lowers: m.lowers.clone(),
                     upper: m.upper.clone(),
