@@ -27,6 +27,8 @@ fn setup(scale: f64, name: &str) -> Setup {
     let opts = IngestOptions { name: Some(name.into()), ..Default::default() };
     let id = store.ingest_dir(&tree, &opts, &NoProgress).unwrap().id;
     store.materialize(&execroot::Hash::from_hex(&id).unwrap()).unwrap();
+    // Measure the steady state, not the writeback of the fixture just written.
+    nix::unistd::sync();
     Setup { _dir: dir, store, tree }
 }
 

@@ -103,6 +103,12 @@ fn overlay_unavailable(store_root: &Path) -> Option<String> {
     if !has_filesystem("overlay") {
         return Some("the kernel has no overlay filesystem".into());
     }
+    if !has_d_type(store_root) {
+        return Some(format!(
+            "the filesystem of {} does not report d_type, which overlayfs needs",
+            store_root.display()
+        ));
+    }
     let probe = store_root.join("roots");
     let _ = std::fs::create_dir_all(&probe);
     // Probe once per store: the attribute stays, and reading it costs no journal write.
@@ -113,6 +119,16 @@ fn overlay_unavailable(store_root: &Path) -> Option<String> {
         return Some(format!("the store's filesystem lacks trusted xattrs for an upper directory: {e}"));
     }
     None
+}
+
+/// True when readdir on `dir` reports entry types (`d_type`), as overlayfs requires of an upper.
+fn has_d_type(dir: &Path) -> bool {
+    use nix::dir::Dir;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let Ok(mut d) = Dir::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) else { return true };
+    let all_typed = d.iter().flatten().all(|e| e.file_type().is_some());
+    all_typed
 }
 
 fn has_filesystem(name: &str) -> bool {

@@ -123,8 +123,10 @@ impl Ctx {
     }
 }
 
-fn status(ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
+fn status(store: &Store, ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
     let wt = rec.worktree_path.as_ref().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
+    // git status refreshes the index: it is one of execroot's git commands on this repository.
+    let _lock = RepoLock::acquire(store, &ctx.repo)?;
     // --mount trees are not part of the worktree. They are excluded by pathspec rather than
     // unmounted, so that inspecting a live root never pulls a mount from under its run
     // (destroy unmounts them before its own check).
@@ -253,7 +255,7 @@ impl Backend for Worktree {
             return Ok(vec![]);
         }
         let ctx = Ctx::of(store, rec)?;
-        let st = status(&ctx, rec)?;
+        let st = status(store, &ctx, rec)?;
         let lose = st.dirty_entry_count + st.untracked_entry_count;
         let mut warnings = Vec::new();
         if lose > 0 && !force {
@@ -328,7 +330,7 @@ impl Backend for Worktree {
         if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
             return Ok(None);
         }
-        let st = status(&Ctx::of(store, rec)?, rec)?;
+        let st = status(store, &Ctx::of(store, rec)?, rec)?;
         Ok(Some(serde_json::to_value(st).expect("serializable")))
     }
 }

@@ -1,6 +1,7 @@
 //! `execroot demo`: the store's main job on a built-in fixture, end to end, with its figures:
 //! generate a tree, ingest it, ingest it again unchanged, verify the store, check the snapshot
-//! out and compare the checkout with the source.
+//! out and compare the checkout with the source; then create and destroy one overlay root (when
+//! this machine can mount) and one copy root of the snapshot.
 
 use std::path::Path;
 use std::time::Instant;
@@ -58,6 +59,29 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
     let checkout = store.checkout(&id, &out)?;
     let diffs = crate::fixture::compare_trees(&src, &out, true)?;
 
+    say("creating and destroying roots ...");
+    let mut roots = Vec::new();
+    for backend in [crate::policy::BackendKind::Overlay, crate::policy::BackendKind::Copy] {
+        let req = crate::root::CreateRequest {
+            class: Some(crate::policy::Class::Routine),
+            from: vec![first.id.clone()],
+            backend: Some(backend),
+            ..Default::default()
+        };
+        match store.create_root(&req) {
+            Ok(created) => {
+                let t = Instant::now();
+                let d = store.destroy_root(&created.id, false)?;
+                roots.push(json!({
+                    "backend": backend,
+                    "createMs": created.timings_ms.get("total"),
+                    "destroyMs": t.elapsed().as_secs_f64() * 1000.0,
+                    "cleaned": d.cleaned,
+                }));
+            }
+            Err(e) => roots.push(json!({ "backend": backend, "unavailable": e.to_string() })),
+        }
+    }
     let equal = diffs.is_empty();
     let human = format!(
         "fixture    {} entries, {} in {:.0} ms\n\
@@ -65,7 +89,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
          re-ingest  {:.0} ms  ({:.0}% of the first)\n\
          verify     {:.0} ms  {}\n\
          checkout   {:.0} ms  ({} reflinked, {} copied)\n\
-         round trip {}",
+         round trip {}\n{}",
         gen.entries,
         human_bytes(gen.bytes),
         gen_ms,
@@ -81,6 +105,23 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         checkout.reflinked,
         checkout.copied,
         if equal { "equal".to_string() } else { format!("DIFFERS: {}", diffs.join("; ")) },
+        roots
+            .iter()
+            .map(|r| match r.get("unavailable") {
+                Some(why) => format!(
+                    "{:<10} root: unavailable ({})",
+                    r["backend"].as_str().unwrap_or("?"),
+                    why.as_str().unwrap_or("")
+                ),
+                None => format!(
+                    "{:<10} root: create {:.1} ms, destroy {:.1} ms",
+                    r["backend"].as_str().unwrap_or("?"),
+                    r["createMs"].as_f64().unwrap_or(0.0),
+                    r["destroyMs"].as_f64().unwrap_or(0.0)
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
     let doc = json!({
         "shape": gen.shape,
@@ -91,6 +132,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         "verify": to_json(&verify),
         "checkout": to_json(&checkout),
         "roundTripEqual": equal,
+        "roots": roots,
         "differences": diffs,
     });
     let mut o = Output::new(doc, human);
