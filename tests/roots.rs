@@ -298,11 +298,11 @@ fn stacks_deeper_than_the_limit_are_refused() {
     let env = Env::new();
     env.with_base();
     let mut args = vec!["root", "create", "--class", "routine"];
-    for _ in 0..65 {
+    for _ in 0..33 {
         args.extend(["--from", "base"]);
     }
     let v = env.fails(&args, 2);
-    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 64"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 32"), "{v}");
     assert_eq!(std::fs::read_dir(env.store().join("roots")).unwrap().count(), 0);
 }
 

@@ -51,6 +51,11 @@ impl Backend for Copy {
         Ok(vec![])
     }
 
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+        let base = store.flatten_stack(&rec.layer_ids()?)?;
+        crate::root::diff::tree_diff(&rec.cwd, &base, &rec.mount_subdirs())
+    }
+
     fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
         Ok(tree_usage(&rec.cwd))
     }

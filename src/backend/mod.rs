@@ -49,6 +49,8 @@ pub trait Backend: Sync {
     fn destroy(&self, store: &Store, rec: &RootRecord) -> Result<Vec<String>>;
     /// Bytes and inodes the run has written.
     fn usage(&self, store: &Store, rec: &RootRecord) -> Result<Usage>;
+    /// What the run changed against its base (docs/capture.md).
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff>;
     /// Backend-specific status for `root show` (git's view for worktrees).
     fn status(&self, _store: &Store, _rec: &RootRecord) -> Result<Option<serde_json::Value>> {
         Ok(None)

@@ -114,6 +114,16 @@ impl Backend for Overlay {
         }
     }
 
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+        if !mount::is_mounted(&rec.cwd)? {
+            return Err(Error::Conflict(format!("root {} is not mounted; run `execroot doctor --repair`", rec.id)));
+        }
+        let upper = rec.upper.clone().ok_or_else(|| Error::Corrupt(format!("root {} has no upper", rec.id)))?;
+        let stack = store.layer_stack(&rec.layer_ids()?)?;
+        let lower = crate::root::diff::Lower { layers: stack.iter().rev().map(|id| store.layer_dir(id)).collect() };
+        crate::root::diff::overlay_diff(&upper, &rec.cwd, &lower, &rec.mount_subdirs())
+    }
+
     fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
         Ok(rec.upper.as_ref().map(|u| tree_usage(u)).unwrap_or_default())
     }

@@ -2,6 +2,7 @@
 //! semantics. Destroy never loses work: it refuses while there are uncommitted changes or
 //! untracked files (unless forced), and keeps a branch that holds commits found nowhere else.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -320,6 +321,55 @@ impl Backend for Worktree {
             warnings.push(format!("branch {branch} kept: execroot did not create it"));
         }
         Ok(warnings)
+    }
+
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+        use crate::pathenc::PathJson;
+        use crate::root::diff::{Change, Diff};
+        let ctx = Ctx::of(store, rec)?;
+        let wt = rec.worktree_path.clone().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
+        let base = rec.base_ref.clone().unwrap_or_else(|| "HEAD".into());
+        let _lock = RepoLock::acquire(store, &ctx.repo)?;
+        let excludes: Vec<String> = rec.mounts.iter().map(|m| format!(":(exclude,top){}", m.subdir)).collect();
+        let mut args = vec!["diff", "--no-renames", "--name-status", "-z", base.as_str(), "--", "."];
+        args.extend(excludes.iter().map(String::as_str));
+        let tracked = ctx.check(&wt, &args)?;
+        let mut args = vec!["ls-files", "--others", "--exclude-standard", "-z", "--", "."];
+        args.extend(excludes.iter().map(String::as_str));
+        let untracked = ctx.check(&wt, &args)?;
+        let describe = |path: &[u8]| {
+            let md = std::fs::symlink_metadata(wt.join(std::ffi::OsStr::from_bytes(path))).ok();
+            let kind = match &md {
+                Some(m) if m.file_type().is_symlink() => "symlink",
+                Some(m) if m.is_dir() => "dir",
+                _ => "file",
+            };
+            Change {
+                path: PathJson(path.to_vec()),
+                kind,
+                size: md.filter(|m| m.is_file()).map(|m| m.len()),
+                content: false,
+                mode: false,
+            }
+        };
+        let mut d = Diff::default();
+        let mut fields = tracked.split(|&b| b == 0).filter(|f| !f.is_empty());
+        while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+            let mut c = describe(path);
+            match status.first() {
+                Some(b'A') => d.added.push(c),
+                Some(b'D') => d.deleted.push(c),
+                _ => {
+                    c.content = true;
+                    d.modified.push(c);
+                }
+            }
+        }
+        d.added.extend(untracked.split(|&b| b == 0).filter(|f| !f.is_empty()).map(describe));
+        for list in [&mut d.added, &mut d.modified, &mut d.deleted] {
+            list.sort_by(|a, b| crate::store::manifest::cmp_paths(&a.path.0, &b.path.0));
+        }
+        Ok(d)
     }
 
     fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {

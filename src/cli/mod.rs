@@ -367,7 +367,12 @@ pub(crate) fn human_bytes(n: u64) -> String {
 }
 
 fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
-    let opts = IngestOptions { name: a.name.clone(), labels: parse_labels(&a.label)?, skip_special: a.skip_special };
+    let opts = IngestOptions {
+        name: a.name.clone(),
+        labels: parse_labels(&a.label)?,
+        skip_special: a.skip_special,
+        exclude: vec![],
+    };
     let bar = Bar::new(json);
     let report = match (&a.tar, &a.dir) {
         (Some(t), _) if t == "-" => store.ingest_tar(std::io::stdin().lock(), "-", &opts, &bar)?,

@@ -6,7 +6,10 @@
 //! to finish or undo. A root in any state pins its snapshots. Create and destroy do not fsync:
 //! a root does not outlive a reboot's worth of promises (docs/roots.md).
 
+pub mod commit;
+pub mod diff;
 pub mod doctor;
+pub mod export;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,6 +172,11 @@ impl RootRecord {
     /// The root's directory in the store.
     pub fn dir(&self, store: &Store) -> PathBuf {
         store.roots_dir().join(&self.id)
+    }
+
+    /// The `--mount` subdirectories as raw relative paths (not part of diff, commit, export).
+    pub fn mount_subdirs(&self) -> Vec<Vec<u8>> {
+        self.mounts.iter().map(|m| m.subdir.as_bytes().to_vec()).collect()
     }
 
     /// Snapshot ids of `layers`.

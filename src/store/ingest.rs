@@ -45,6 +45,8 @@ pub struct IngestOptions {
     pub labels: BTreeMap<String, String>,
     /// Skip devices, FIFOs and sockets (listed as warnings) instead of refusing them.
     pub skip_special: bool,
+    /// Relative paths (raw bytes) left out of a directory ingest, with everything below them.
+    pub exclude: Vec<Vec<u8>>,
 }
 
 /// What an ingest did. JSON names are a contract (docs/cli.md).
@@ -137,7 +139,17 @@ impl<'a> Session<'a> {
     }
 
     fn finish(self, entries: Vec<Entry>, source: String, opts: &IngestOptions) -> Result<IngestReport> {
-        let m = Manifest::new(vec![], entries)?;
+        self.finish_with_parents(entries, vec![], source, opts)
+    }
+
+    fn finish_with_parents(
+        self,
+        entries: Vec<Entry>,
+        parents: Vec<Hash>,
+        source: String,
+        opts: &IngestOptions,
+    ) -> Result<IngestReport> {
+        let m = Manifest::new(parents, entries)?;
         let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
         tracing::info!(ms = self.ms(), "manifest built");
         let (id, new_snapshot) = self.store.publish_snapshot(&self.lease, &m, meta)?;
@@ -191,7 +203,11 @@ impl Store {
         // (index into entries, absolute path, size at walk time)
         let mut files: Vec<(usize, PathBuf, u64)> = Vec::new();
         let mut total_bytes = 0u64;
-        for item in walkdir::WalkDir::new(&root).follow_links(false) {
+        let excluded = |p: &Path| {
+            let rel = rel_bytes(&root, p);
+            opts.exclude.iter().any(|x| crate::root::diff::under(&rel, x))
+        };
+        for item in walkdir::WalkDir::new(&root).follow_links(false).into_iter().filter_entry(|e| !excluded(e.path())) {
             let item = item.map_err(|e| {
                 let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
                 match e.into_io_error() {
@@ -335,6 +351,71 @@ impl Store {
             tree.insert(Entry { path, mode, mtime_sec: mtime, mtime_nsec: 0, node }).map_err(bad)?;
         }
         session.finish(tree.into_entries(), format!("tar:{source}"), opts)
+    }
+}
+
+impl Store {
+    /// Record the change a root made as a snapshot on top of `parents`: every added or modified
+    /// path of `diff` as found in `cwd` (file contents stored as objects), a whiteout at each
+    /// topmost deleted path, and the directories leading to them.
+    pub fn ingest_change(
+        &self,
+        cwd: &Path,
+        diff: &crate::root::diff::Diff,
+        parents: Vec<Hash>,
+        opts: &IngestOptions,
+    ) -> Result<IngestReport> {
+        use std::collections::BTreeMap;
+        let session = Session::begin(self, opts)?;
+        let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        let abs = |rel: &[u8]| if rel.is_empty() { cwd.to_path_buf() } else { cwd.join(std::ffi::OsStr::from_bytes(rel)) };
+        let entry_at = |rel: &[u8]| -> Result<Entry> {
+            let p = abs(rel);
+            let md = std::fs::symlink_metadata(&p).at(&p)?;
+            let (mtime_sec, mtime_nsec) = mtime_of(&md);
+            let node = if md.is_dir() {
+                Node::Dir
+            } else if md.file_type().is_symlink() {
+                Node::Symlink { target: std::fs::read_link(&p).at(&p)?.as_os_str().as_bytes().to_vec() }
+            } else if md.is_file() {
+                let (hash, stored) = self.put_file(&session.lease, &p, md.len())?;
+                session.tally.add(stored, md.len());
+                Node::File { size: md.len(), hash }
+            } else {
+                return Err(Error::BadInput(format!("{}: special files cannot be committed", p.display())));
+            };
+            Ok(Entry { path: rel.to_vec(), mode: md.mode() & 0o7777, mtime_sec, mtime_nsec, node })
+        };
+        let key = crate::root::diff::key;
+        let with_ancestors = |rel: &[u8], e: Entry, entries: &mut BTreeMap<Vec<u8>, Entry>| -> Result<()> {
+            let mut a = rel;
+            while !a.is_empty() {
+                a = parent_of(a);
+                if !entries.contains_key(&key(a)) {
+                    entries.insert(key(a), entry_at(a)?);
+                }
+            }
+            entries.insert(key(rel), e);
+            Ok(())
+        };
+        entries.insert(Vec::new(), entry_at(b"")?);
+        for c in diff.added.iter().chain(&diff.modified) {
+            let e = entry_at(&c.path.0)?;
+            with_ancestors(&c.path.0, e, &mut entries)?;
+        }
+        let deleted: std::collections::HashSet<&[u8]> = diff.deleted.iter().map(|c| c.path.0.as_slice()).collect();
+        for c in &diff.deleted {
+            let rel = c.path.0.as_slice();
+            let parent = parent_of(rel);
+            // Below a deleted directory, or under something that is no longer a directory: the
+            // change at the parent already hides it.
+            if deleted.contains(parent) || !std::fs::symlink_metadata(abs(parent)).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let e = Entry { path: rel.to_vec(), mode: 0, mtime_sec: 0, mtime_nsec: 0, node: Node::Whiteout };
+            with_ancestors(rel, e, &mut entries)?;
+        }
+        session.finish_with_parents(entries.into_values().collect(), parents, format!("root:{}", cwd.display()), opts)
     }
 }
 

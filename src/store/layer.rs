@@ -28,7 +28,7 @@ use crate::store::{rename_noreplace, Lease, Node, Store};
 
 /// Deepest layer stack a root accepts (docs/roots.md): bounded so that the overlay option string
 /// stays far below the kernel's page limit.
-pub const MAX_STACK: usize = 64;
+pub const MAX_STACK: usize = 32;
 
 impl Store {
     /// Directory of materialized layer `id`.
