@@ -54,6 +54,17 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Remove what no ref, root or grace period keeps: snapshots, layers, objects.
+    Gc {
+        /// Keep snapshots younger than this (for example 30m, 2h, 0).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Bytes and files in objects, layers and each root; shared and unique.
+    Df,
     /// Re-hash every object and check every manifest and ref.
     Verify {
         /// Move corrupt objects and manifests to quarantine/ so a later ingest heals them.
@@ -127,6 +138,36 @@ enum RootCmd {
     Show {
         /// Root id or key.
         root: String,
+    },
+    /// What the run changed against its base: added, modified, deleted.
+    Diff {
+        /// Root id or key.
+        root: String,
+    },
+    /// Record what the run changed as a new snapshot on top of the root's layers.
+    Commit {
+        /// Root id or key.
+        root: String,
+        /// Point this ref at the new snapshot.
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
+        /// Record a label (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+    },
+    /// Copy the root's files (or only what changed) to DEST or, with --tar -, to stdout.
+    Export {
+        /// Root id or key.
+        root: String,
+        /// Destination directory (absent or empty).
+        #[arg(required_unless_present = "tar", conflicts_with = "tar")]
+        dest: Option<PathBuf>,
+        /// Write a tar stream; only `-` (stdout) is accepted.
+        #[arg(long, value_name = "-")]
+        tar: Option<String>,
+        /// Only added and modified entries (and the directories leading to them).
+        #[arg(long)]
+        changed_only: bool,
     },
     /// Destroy a root. Refuses to lose uncommitted work unless --force.
     Destroy {
@@ -238,11 +279,18 @@ pub fn main() -> i32 {
     let json = cli.json;
     match run(cli) {
         Ok(out) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&out.json).expect("serializable"));
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let mut stdout = std::io::stdout().lock();
+            let _ = if out.json.is_null() {
+                Ok(()) // The command wrote its own output (a tar stream).
+            } else if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&out.json).expect("serializable"))
             } else if !out.human.is_empty() {
-                println!("{}", out.human.trim_end());
-            }
+                writeln!(stdout, "{}", out.human.trim_end())
+            } else {
+                Ok(())
+            };
             out.exit
         }
         Err(e) => {
@@ -282,7 +330,9 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Snapshot(c) => snapshot_cmd(&open()?, c, json),
         Cmd::Ref(c) => ref_cmd(&open()?, c),
         Cmd::Verify { repair } => verify_cmd(&open()?, *repair),
-        Cmd::Root(c) => root_cmd(&open()?, c),
+        Cmd::Root(c) => root_cmd(&open()?, c, json),
+        Cmd::Gc { grace, dry_run } => gc_cmd(&open()?, grace, *dry_run),
+        Cmd::Df => df_cmd(&open()?),
         Cmd::Doctor { repair } => doctor_cmd(&open()?, *repair),
         Cmd::Fixture(c) => fixture_cmd(c),
         Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
@@ -542,6 +592,9 @@ fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
     for p in &r.ref_problems {
         human.push_str(&format!("\n  ref {}: {}", p.name, p.error));
     }
+    for p in &r.layer_problems {
+        human.push_str(&format!("\n  layer {}: {}{}", p.id, p.error, if p.rebuilt { " (rebuilt)" } else { "" }));
+    }
     let mut out = Output::new(to_json(&r), human);
     if !r.ok {
         out.exit = EXIT_PROBLEMS;
@@ -549,7 +602,7 @@ fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
     Ok(out)
 }
 
-fn root_cmd(store: &Store, c: &RootCmd) -> Result<Output> {
+fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
     use crate::policy::BackendKind;
     match c {
         RootCmd::Create(a) => {
@@ -621,6 +674,55 @@ fn root_cmd(store: &Store, c: &RootCmd) -> Result<Output> {
             let human = serde_json::to_string_pretty(&v).expect("serializable");
             Ok(Output::new(v, human))
         }
+        RootCmd::Diff { root } => {
+            let rec = store.find_root(root)?;
+            let d = crate::backend::get(rec.backend).diff(store, &rec)?;
+            let mut human = String::new();
+            for (sign, list) in [("+", &d.added), ("M", &d.modified), ("-", &d.deleted)] {
+                for c in list {
+                    human.push_str(&format!("{sign} {} {}\n", c.kind, String::from_utf8_lossy(&c.path.0)));
+                }
+            }
+            if human.is_empty() {
+                human.push_str("no changes");
+            }
+            let mut v = to_json(&d);
+            v["root"] = json!(rec.id);
+            Ok(Output::new(v, human))
+        }
+        RootCmd::Commit { root, name, label } => {
+            let c = store.commit_root(root, name.clone(), parse_labels(label)?)?;
+            let human = format!(
+                "snapshot {} ({} entries{}; {} new objects){}",
+                c.report.id,
+                c.report.entries,
+                if c.flattened { ", flattened" } else { "" },
+                c.report.new_objects,
+                name.as_ref().map(|n| format!(", ref {n}")).unwrap_or_default()
+            );
+            Ok(Output::new(to_json(&c), human))
+        }
+        RootCmd::Export { root, dest, tar, changed_only } => {
+            if let Some(t) = tar {
+                if t != "-" {
+                    return Err(Error::BadInput(
+                        "--tar takes only - (stdout); give DEST to export to a directory".into(),
+                    ));
+                }
+                if json {
+                    return Err(Error::BadInput(
+                        "--tar - writes the archive to stdout; it cannot be combined with --json".into(),
+                    ));
+                }
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                store.export_root(root, None, *changed_only, &mut lock)?;
+                return Ok(Output::new(Value::Null, ""));
+            }
+            let r = store.export_root(root, dest.as_deref(), *changed_only, &mut std::io::sink())?;
+            let human = format!("exported {} entries ({} files, {})", r.entries, r.files, human_bytes(r.bytes));
+            Ok(Output::new(to_json(&r), human))
+        }
         RootCmd::Destroy { root, force } => {
             let d = store.destroy_root(root, *force)?;
             let mut human =
@@ -635,6 +737,51 @@ fn root_cmd(store: &Store, c: &RootCmd) -> Result<Output> {
             Ok(out)
         }
     }
+}
+
+fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
+    let grace = if grace.trim() == "0" {
+        std::time::Duration::ZERO
+    } else {
+        humantime::parse_duration(grace).map_err(|e| Error::BadInput(format!("--grace {grace:?}: {e}")))?
+    };
+    let r = store.gc(grace, dry_run)?;
+    let human = format!(
+        "{}{} snapshot(s), {} layer(s), {} object(s), {} variant(s): {} {}; kept {} snapshot(s)",
+        if dry_run { "would remove " } else { "removed " },
+        r.removed_snapshots.len(),
+        r.removed_layers,
+        r.removed_objects,
+        r.removed_variants,
+        human_bytes(r.freed_bytes),
+        if dry_run { "to free" } else { "freed" },
+        r.kept_snapshots
+    );
+    Ok(Output::new(to_json(&r), human))
+}
+
+fn df_cmd(store: &Store) -> Result<Output> {
+    let r = store.df()?;
+    let mut human = format!(
+        "objects   {:>8} files {:>10}\nvariants  {:>8} files {:>10}\nlayers    {:>8}       {:>10} private\n",
+        r.objects.files,
+        human_bytes(r.objects.bytes),
+        r.variants.files,
+        human_bytes(r.variants.bytes),
+        r.layers.len(),
+        human_bytes(r.layers.iter().map(|l| l.private.bytes).sum())
+    );
+    for root in &r.roots {
+        human.push_str(&format!(
+            "root {} {:<8} {:>8} inodes {:>10}\n",
+            root.id,
+            root.backend,
+            root.unique.files,
+            human_bytes(root.unique.bytes)
+        ));
+    }
+    human.push_str(&format!("shared {}  unique {}", human_bytes(r.shared_bytes), human_bytes(r.unique_bytes)));
+    Ok(Output::new(to_json(&r), human))
 }
 
 fn doctor_cmd(store: &Store, repair: bool) -> Result<Output> {

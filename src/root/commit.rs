@@ -85,7 +85,8 @@ impl Store {
             paths.extend(set);
         } else {
             let walker = walkdir::WalkDir::new(&rec.cwd).min_depth(1).into_iter().filter_entry(|e| {
-                let rel = e.path().strip_prefix(&rec.cwd).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+                let rel =
+                    e.path().strip_prefix(&rec.cwd).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default();
                 !skip.iter().any(|s| crate::root::diff::under(&rel, s)) && e.file_name() != ".git"
             });
             for e in walker {

@@ -94,7 +94,7 @@ fn change(path: &[u8], md: &std::fs::Metadata) -> Change {
     Change {
         path: PathJson(path.to_vec()),
         kind: kind_of(md.file_type()),
-        size: md.is_file().then(|| md.len()),
+        size: md.is_file().then_some(md.len()),
         content: false,
         mode: false,
     }
@@ -305,7 +305,11 @@ pub(crate) fn overlay_diff(upper: &Path, merged: &Path, lower: &Lower, skip: &[V
         // Which children to visit: all merged children for a deep directory, else only those
         // the upper directory holds (whiteouts included).
         let names: Vec<Vec<u8>> = if deep {
-            std::fs::read_dir(join(merged, &rel)).at(join(merged, &rel))?.flatten().map(|e| e.file_name().as_bytes().to_vec()).collect()
+            std::fs::read_dir(join(merged, &rel))
+                .at(join(merged, &rel))?
+                .flatten()
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .collect()
         } else if up_md.as_ref().is_some_and(|m| m.is_dir()) {
             std::fs::read_dir(&up).at(&up)?.flatten().map(|e| e.file_name().as_bytes().to_vec()).collect()
         } else {
@@ -359,7 +363,9 @@ pub(crate) fn tree_diff(cwd: &Path, base: &[Entry], skip: &[Vec<u8>]) -> Result<
                     Node::Symlink { target } => (
                         md.file_type().is_symlink(),
                         false,
-                        std::fs::read_link(item.path()).map(|t| t.as_os_str().as_bytes() != target.as_slice()).unwrap_or(true),
+                        std::fs::read_link(item.path())
+                            .map(|t| t.as_os_str().as_bytes() != target.as_slice())
+                            .unwrap_or(true),
                     ),
                     _ => (md.is_dir(), md.mode() & 0o7777 != e.mode, false),
                 };
@@ -379,7 +385,10 @@ pub(crate) fn tree_diff(cwd: &Path, base: &[Entry], skip: &[Vec<u8>]) -> Result<
                 Node::Symlink { .. } => ("symlink", None),
                 _ => ("dir", None),
             };
-            c.deleted.insert(key(&e.path), Change { path: PathJson(e.path.clone()), kind, size, content: false, mode: false });
+            c.deleted.insert(
+                key(&e.path),
+                Change { path: PathJson(e.path.clone()), kind, size, content: false, mode: false },
+            );
         }
     }
     Ok(c.finish())

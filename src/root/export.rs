@@ -13,7 +13,12 @@ use crate::error::{Error, IoContext, Result};
 
 /// Write `paths` (relative, canonical order, parents first) of `cwd` to `dest`, or as tar to
 /// `out` when `dest` is `None`.
-pub(crate) fn write(cwd: &Path, paths: &[Vec<u8>], dest: Option<&Path>, out: &mut dyn std::io::Write) -> Result<ExportReport> {
+pub(crate) fn write(
+    cwd: &Path,
+    paths: &[Vec<u8>],
+    dest: Option<&Path>,
+    out: &mut dyn std::io::Write,
+) -> Result<ExportReport> {
     let mut r = ExportReport::default();
     match dest {
         Some(dest) => {

@@ -368,7 +368,8 @@ impl Store {
         use std::collections::BTreeMap;
         let session = Session::begin(self, opts)?;
         let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-        let abs = |rel: &[u8]| if rel.is_empty() { cwd.to_path_buf() } else { cwd.join(std::ffi::OsStr::from_bytes(rel)) };
+        let abs =
+            |rel: &[u8]| if rel.is_empty() { cwd.to_path_buf() } else { cwd.join(std::ffi::OsStr::from_bytes(rel)) };
         let entry_at = |rel: &[u8]| -> Result<Entry> {
             let p = abs(rel);
             let md = std::fs::symlink_metadata(&p).at(&p)?;
@@ -391,8 +392,8 @@ impl Store {
             let mut a = rel;
             while !a.is_empty() {
                 a = parent_of(a);
-                if !entries.contains_key(&key(a)) {
-                    entries.insert(key(a), entry_at(a)?);
+                if let std::collections::btree_map::Entry::Vacant(v) = entries.entry(key(a)) {
+                    v.insert(entry_at(a)?);
                 }
             }
             entries.insert(key(rel), e);

@@ -49,10 +49,18 @@ impl Lease {
             let name = format!("{}-{:016x}", std::process::id(), rand::thread_rng().gen::<u64>());
             let dir = store.tmp_dir().join(name);
             std::fs::create_dir(&dir).at(&dir)?;
-            let file = File::open(&dir).at(&dir)?;
-            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).at(&dir)?;
-            // A sweeper may have taken the lock between mkdir and flock and deleted the
-            // directory; then start again with a fresh one.
+            // Until we hold the flock, a concurrent sweep may take this brand-new directory
+            // for a dead lease and remove it: then start again under a fresh name.
+            let file = match File::open(&dir) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+                Err((_, e)) => return Err(Error::io(&dir, e.into())),
+            };
             if dir.exists() {
                 return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0) });
             }

@@ -17,7 +17,9 @@
 
 pub mod checkout;
 pub mod config;
+pub mod df;
 pub mod format;
+pub mod gc;
 pub mod ingest;
 pub mod layer;
 pub mod lock;

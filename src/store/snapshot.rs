@@ -189,9 +189,16 @@ impl Store {
         Ok(self.list_refs()?.into_iter().filter(|(_, h)| h == id).map(|(n, _)| n).collect())
     }
 
-    /// Remove snapshot `id`. Refused while refs point at it unless `force`, which removes those
-    /// refs too. Objects stay until gc. Returns the refs removed.
+    /// Remove snapshot `id`. Refused while a root uses it (directly or as an ancestor), and
+    /// while refs point at it unless `force`, which removes those refs too. Objects stay until
+    /// gc. Returns the refs removed.
     pub fn remove_snapshot(&self, id: &Hash, force: bool) -> Result<Vec<String>> {
+        // A live root is never broken, --force or not.
+        for (pin, root) in self.root_pins()? {
+            if self.closure([pin]).contains(id) {
+                return Err(Error::Conflict(format!("snapshot {id} is used by root {root}; destroy the root first")));
+            }
+        }
         let refs = self.refs_to(id)?;
         if !refs.is_empty() && !force {
             return Err(Error::Conflict(format!(

@@ -42,6 +42,18 @@ pub struct SnapshotProblem {
     pub moved_to: Option<PathJson>,
 }
 
+/// A materialized layer whose files no longer match its snapshot.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerProblem {
+    /// Snapshot id of the layer.
+    pub id: String,
+    /// The first mismatch found.
+    pub error: String,
+    /// Whether `--repair` rebuilt it (the damaged directory goes to quarantine/).
+    pub rebuilt: bool,
+}
+
 /// A ref naming a snapshot that does not exist (or a ref file that is unreadable).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +85,10 @@ pub struct VerifyReport {
     pub snapshot_problems: Vec<SnapshotProblem>,
     /// Refs to snapshots that do not exist.
     pub ref_problems: Vec<RefProblem>,
+    /// Materialized layers checked.
+    pub layers: u64,
+    /// Layers that no longer present their snapshot.
+    pub layer_problems: Vec<LayerProblem>,
     /// Dead temporary leases removed.
     pub tmp_removed: usize,
     /// Whether `--repair` was given.
@@ -156,6 +172,23 @@ impl Store {
             }
         }
 
+        // Layers last: a layer is only as good as the objects it links, checked above.
+        for id in &existing {
+            if !self.layer_dir(id).exists() {
+                continue;
+            }
+            report.layers += 1;
+            if let Some(error) = self.check_layer(id) {
+                let mut rebuilt = false;
+                if repair {
+                    let dir = self.layer_dir(id);
+                    self.quarantine(&dir, &format!("layer-{}", id.to_hex()))?;
+                    rebuilt = self.materialize(id).is_ok();
+                }
+                report.layer_problems.push(LayerProblem { id: id.to_hex(), error, rebuilt });
+            }
+        }
+
         let dir = self.refs_dir();
         for ent in std::fs::read_dir(&dir).at(&dir)? {
             let name = ent.at(&dir)?.file_name().to_string_lossy().into_owned();
@@ -169,8 +202,10 @@ impl Store {
                 Err(e) => report.ref_problems.push(RefProblem { name, error: e.to_string() }),
             }
         }
-        report.ok =
-            report.object_problems.is_empty() && report.snapshot_problems.is_empty() && report.ref_problems.is_empty();
+        report.ok = report.object_problems.is_empty()
+            && report.snapshot_problems.is_empty()
+            && report.ref_problems.is_empty()
+            && report.layer_problems.is_empty();
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }
@@ -194,6 +229,44 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The first way layer `id` differs from its manifest, if any: a missing or extra entry,
+    /// a wrong kind, mode or symlink target, or a file that is neither the expected shared
+    /// inode nor a private copy with the right content.
+    fn check_layer(&self, id: &Hash) -> Option<String> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = self.load_manifest(id).ok()?;
+        let dir = self.layer_dir(id);
+        let present = walkdir::WalkDir::new(&dir).into_iter().count();
+        if present != m.entries.len() {
+            return Some(format!("{present} entries on disk, {} in the manifest", m.entries.len()));
+        }
+        for e in &m.entries {
+            let p = if e.path.is_empty() { dir.clone() } else { dir.join(std::ffi::OsStr::from_bytes(&e.path)) };
+            let show = crate::store::manifest::show(&e.path);
+            let Ok(md) = std::fs::symlink_metadata(&p) else { return Some(format!("{show} is missing")) };
+            let ok = match &e.node {
+                Node::Dir | Node::OpaqueDir => md.is_dir() && md.mode() & 0o7777 == e.mode,
+                Node::Whiteout => md.file_type().is_char_device() && md.rdev() == 0,
+                Node::Symlink { target } => std::fs::read_link(&p).is_ok_and(|t| t.as_os_str().as_bytes() == target),
+                Node::File { hash, .. } => {
+                    md.is_file() && md.mode() & 0o7777 == e.mode && {
+                        // The object itself was re-hashed above; anything else (a variant, a
+                        // private copy) is hashed here.
+                        let object = self.object_path(hash);
+                        let is_object =
+                            std::fs::metadata(&object).is_ok_and(|s| (s.dev(), s.ino()) == (md.dev(), md.ino()));
+                        is_object || std::fs::File::open(&p).and_then(hash_reader).is_ok_and(|(h, _)| h == *hash)
+                    }
+                }
+            };
+            if !ok {
+                return Some(format!("{show} does not match the manifest"));
+            }
+        }
+        None
     }
 
     fn quarantine(&self, path: &Path, name: &str) -> Result<PathJson> {

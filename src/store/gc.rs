@@ -1,0 +1,197 @@
+//! Garbage collection: everything no ref, no root and no grace period keeps goes.
+//!
+//! Kept: snapshots named by a ref, snapshots a root uses (in any state, `creating` included:
+//! its layers and its `--mount` snapshots), snapshots younger than the grace period, and,
+//! recursively, the parents of everything kept. Removed: every other snapshot, its layer (and
+//! its idmapped views), objects no kept snapshot names, and variants no kept snapshot needs.
+//!
+//! gc holds the store lock *exclusively* for the whole sweep, and every writer (ingest, root
+//! create, commit) holds it shared for its whole run. So an object an unfinished ingest has
+//! written or found present, or a root being created, is never collected: gc waits for them,
+//! and they wait for gc. Object mtimes cannot serve for this (a reused object keeps its old
+//! mtime, and layers share its inode), nor can leases (a lease proves liveness, not which
+//! objects an ingest has counted on).
+
+use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::error::{IoContext, Result};
+use crate::hash::Hash;
+use crate::store::{Lease, Node, Store, StoreLock};
+
+/// Default grace period: snapshots younger than this are kept even when nothing names them, so
+/// that a snapshot just ingested (and about to be named or used) is not collected under it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// What gc removed (or, with `dryRun`, would remove).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Grace period used, in seconds.
+    pub grace_secs: u64,
+    /// Snapshots kept.
+    pub kept_snapshots: u64,
+    /// Snapshots removed.
+    pub removed_snapshots: Vec<String>,
+    /// Layer directories removed.
+    pub removed_layers: u64,
+    /// Objects removed.
+    pub removed_objects: u64,
+    /// Variant inodes removed.
+    pub removed_variants: u64,
+    /// Bytes freed (objects, variants and private layer copies).
+    pub freed_bytes: u64,
+    /// Wall time.
+    pub elapsed_ms: f64,
+}
+
+impl Store {
+    /// Snapshots that roots use directly, with the root that uses each.
+    pub fn root_pins(&self) -> Result<Vec<(Hash, String)>> {
+        let mut out = Vec::new();
+        for r in self.list_roots()? {
+            for s in r.layers.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
+                if let Ok(h) = Hash::from_hex(s) {
+                    out.push((h, r.id.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ids` and all their ancestors.
+    pub fn closure(&self, ids: impl IntoIterator<Item = Hash>) -> BTreeSet<Hash> {
+        let mut keep = BTreeSet::new();
+        let mut todo: Vec<Hash> = ids.into_iter().collect();
+        while let Some(id) = todo.pop() {
+            if keep.insert(id) {
+                if let Ok(parents) = self.parents_of(&id) {
+                    todo.extend(parents);
+                }
+            }
+        }
+        keep
+    }
+
+    /// Run gc.
+    pub fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
+        let t0 = Instant::now();
+        let _lock = StoreLock::acquire(self, true)?;
+        let mut report = GcReport { dry_run, grace_secs: grace.as_secs(), ..Default::default() };
+        let now = SystemTime::now();
+        let all = self.list_snapshots()?;
+        let mut roots: Vec<Hash> = self.list_refs()?.into_iter().map(|(_, h)| h).collect();
+        roots.extend(self.root_pins()?.into_iter().map(|(h, _)| h));
+        for id in &all {
+            let young = std::fs::metadata(self.snapshot_dir(id))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_none_or(|age| age < grace);
+            if young {
+                roots.push(*id);
+            }
+        }
+        let keep = self.closure(roots);
+        report.kept_snapshots = all.iter().filter(|id| keep.contains(id)).count() as u64;
+
+        // Objects and (content, mode) variants the kept snapshots need.
+        let mut objects: HashSet<Hash> = HashSet::new();
+        let mut variants: HashSet<(Hash, u32)> = HashSet::new();
+        for id in all.iter().filter(|id| keep.contains(id)) {
+            let m = self.load_manifest(id)?;
+            for e in &m.entries {
+                if let Node::File { hash, .. } = e.node {
+                    objects.insert(hash);
+                    variants.insert((hash, e.mode));
+                }
+            }
+        }
+
+        let lease = if dry_run { None } else { Some(Lease::new(self)?) };
+        for id in all.iter().filter(|id| !keep.contains(id)) {
+            report.removed_snapshots.push(id.to_hex());
+            let layer = self.layer_dir(id);
+            if layer.exists() {
+                report.removed_layers += 1;
+                report.freed_bytes += private_bytes(&layer);
+            }
+            if let Some(lease) = &lease {
+                self.drop_layer(id, lease)?;
+                let dir = self.snapshot_dir(id);
+                let doomed = lease.temp_path();
+                std::fs::rename(&dir, &doomed).at(&dir)?;
+                let _ = std::fs::remove_dir_all(&doomed);
+            }
+        }
+        for (h, path) in self.list_objects()? {
+            if !objects.contains(&h) {
+                report.removed_objects += 1;
+                report.freed_bytes += std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        let vdir = self.root().join("variants");
+        if let Ok(modes) = std::fs::read_dir(&vdir) {
+            for m in modes.flatten() {
+                let Some(mode) = m.file_name().to_str().and_then(|s| u32::from_str_radix(s, 8).ok()) else { continue };
+                for f in std::fs::read_dir(m.path()).at(m.path())?.flatten() {
+                    let needed = f
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| Hash::from_hex(n).ok())
+                        .is_some_and(|h| variants.contains(&(h, mode)));
+                    if !needed {
+                        report.removed_variants += 1;
+                        report.freed_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                        if !dry_run {
+                            std::fs::remove_file(f.path()).at(f.path())?;
+                        }
+                    }
+                }
+            }
+        }
+        report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        Ok(report)
+    }
+
+    /// Remove layer `id`: its idmapped views, its short link, its directory.
+    fn drop_layer(&self, id: &Hash, lease: &Lease) -> Result<()> {
+        let short = &id.to_hex()[..12];
+        if let Ok(owners) = std::fs::read_dir(self.root().join("idmap")) {
+            for o in owners.flatten() {
+                let view = o.path().join(short);
+                if view.exists() {
+                    let _ = crate::mount::unmount(&view);
+                    let _ = std::fs::remove_dir(&view);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.layer_link(id));
+        let dir = self.layer_dir(id);
+        if dir.exists() {
+            let doomed = lease.temp_path();
+            std::fs::rename(&dir, &doomed).at(&dir)?;
+            std::fs::remove_dir_all(&doomed).at(&doomed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of a layer's private files (hardlinks into objects cost nothing of their own).
+fn private_bytes(dir: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && m.nlink() == 1)
+        .map(|m| m.len())
+        .sum()
+}
