@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod fixture;

@@ -76,6 +76,39 @@ enum Cmd {
     Fixture(FixtureCmd),
     /// Run the store's main job on a built-in fixture and print the figures.
     Demo(demo::DemoArgs),
+    /// Compare the backends per workload class against git worktrees; write the report.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Fixtures of about 5,000 entries, 3 runs, 10 roots alive at once.
+    #[arg(long)]
+    quick: bool,
+    /// Classes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "routine,preview,artifact,repo-edit")]
+    classes: Vec<crate::policy::Class>,
+    /// Your repository (its HEAD is the project base) instead of the fixture.
+    #[arg(long, value_name = "PATH")]
+    repo: Option<PathBuf>,
+    /// Your dependency tree (such as node_modules) instead of the fixture.
+    #[arg(long, value_name = "PATH")]
+    deps: Option<PathBuf>,
+    /// Command that makes dependencies available in a fresh worktree (preview), run with sh -c.
+    #[arg(long, value_name = "CMD")]
+    provision: Option<String>,
+    /// Measured runs per backend [default: 3 with --quick, else 5].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Roots alive at once [default: 10 with --quick, else 50].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Where the report and chart go.
+    #[arg(long, default_value = "bench-results", value_name = "DIR")]
+    out: PathBuf,
+    /// Fixture shape (built-in name or file) instead of node-modules.
+    #[arg(long)]
+    shape: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -336,6 +369,7 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Doctor { repair } => doctor_cmd(&open()?, *repair),
         Cmd::Fixture(c) => fixture_cmd(c),
         Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
+        Cmd::Bench(a) => bench_cmd(a, cli.store.clone(), json),
     }
 }
 
@@ -398,6 +432,11 @@ impl Drop for Bar {
             pb.finish_and_clear();
         }
     }
+}
+
+/// Bytes in binary units for human output (for other modules).
+pub(crate) fn human_bytes_pub(n: u64) -> String {
+    human_bytes(n)
 }
 
 /// Bytes in binary units for human output.
@@ -737,6 +776,64 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
             Ok(out)
         }
     }
+}
+
+struct BenchBar(Option<indicatif::ProgressBar>);
+
+impl crate::bench::BenchProgress for BenchBar {
+    fn step(&self, msg: &str) {
+        match &self.0 {
+            Some(pb) => pb.set_message(msg.to_string()),
+            None => tracing::info!("{msg}"),
+        }
+    }
+}
+
+fn bench_cmd(a: &BenchArgs, store: Option<PathBuf>, json: bool) -> Result<Output> {
+    let opts = crate::bench::BenchOptions {
+        quick: a.quick,
+        classes: a.classes.clone(),
+        repo: a.repo.clone(),
+        deps: a.deps.clone(),
+        provision: a.provision.clone(),
+        runs: a.runs.unwrap_or(if a.quick { 3 } else { 5 }).max(1),
+        concurrency: a.concurrency.unwrap_or(if a.quick { 10 } else { 50 }).max(1),
+        store,
+        shape: a.shape.clone(),
+    };
+    let bar = if json || !std::io::stderr().is_terminal() {
+        BenchBar(None)
+    } else {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"),
+        );
+        BenchBar(Some(pb))
+    };
+    let report = crate::bench::run(&opts, &bar)?;
+    if let Some(pb) = &bar.0 {
+        pb.finish_and_clear();
+    }
+    let command: Vec<String> = std::env::args().collect();
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let md = crate::bench::report::markdown(&report, &command.join(" "));
+    let files = [
+        ("report.md", md),
+        ("chart.svg", crate::bench::report::svg(&report)),
+        ("results.json", serde_json::to_string_pretty(&report).expect("serializable")),
+    ];
+    for (name, text) in files {
+        let p = a.out.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+    }
+    let human = format!(
+        "{}
+report: {}",
+        crate::bench::report::table(&report),
+        a.out.join("report.md").display()
+    );
+    Ok(Output::new(to_json(&report), human))
 }
 
 fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {

@@ -1,0 +1,899 @@
+//! `execroot bench`: the Phase 3 workload-class comparison and its go/no-go verdicts.
+//!
+//! For each workload class a base is set up (seeded fixtures, or the user's repository and
+//! dependency tree), then every way of giving a run its directory is measured side by side in
+//! the same run: execroot's overlay and copy backends, the git-worktree baseline (for previews:
+//! with the dependencies provisioned or copied, and with them mounted), and a hardlink farm
+//! (`cp -al`). Every backend must pass the correctness checks before its numbers count.
+
+pub mod measure;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::policy::{BackendKind, Class};
+use crate::root::CreateRequest;
+use crate::store::ingest::{IngestOptions, NoProgress};
+use crate::Store;
+use measure::{disk_added, inode_set, Disk, Stats};
+
+/// What `execroot bench` was asked to do.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Small fixtures, few runs.
+    pub quick: bool,
+    /// Classes to measure.
+    pub classes: Vec<Class>,
+    /// The user's repository (a git work tree) instead of the fixture project.
+    pub repo: Option<PathBuf>,
+    /// The user's dependency tree (such as node_modules) instead of the fixture one.
+    pub deps: Option<PathBuf>,
+    /// Command that provisions dependencies in a fresh worktree (preview), run with `sh -c`.
+    pub provision: Option<String>,
+    /// Measured runs per backend.
+    pub runs: usize,
+    /// Roots alive at once.
+    pub concurrency: usize,
+    /// Store to use (else a temporary one, removed afterwards).
+    pub store: Option<PathBuf>,
+    /// Fixture shape (default: node-modules, scaled to about 5,000 entries with `quick`).
+    pub shape: Option<String>,
+}
+
+/// Machine and versions the numbers come from.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Cores available.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Filesystem of the store.
+    pub filesystem: String,
+    /// Whether the bench ran as root (overlay needs it).
+    pub root: bool,
+    /// When.
+    pub date: String,
+    /// execroot version.
+    pub execroot: String,
+    /// git version.
+    pub git: String,
+    /// ostree version, when installed.
+    pub ostree: Option<String>,
+}
+
+/// N roots alive at once.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrent {
+    /// Roots.
+    pub n: usize,
+    /// Total time to create them all, back to back.
+    pub total_ms: f64,
+    /// Disk they add together.
+    pub bytes: u64,
+    /// Measured at a smaller n and scaled linearly to `n`.
+    pub extrapolated: bool,
+}
+
+/// One backend's figures for one class.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendResult {
+    /// overlay, copy, worktree, worktree+provision, worktree+mount, hardlink-farm.
+    pub backend: String,
+    /// Whether it could run here for this class.
+    pub available: bool,
+    /// Why not, or why it failed correctness.
+    pub reason: Option<String>,
+    /// Passed every correctness check.
+    pub correct: bool,
+    /// Create latency.
+    pub create_ms: Stats,
+    /// Time until the run can start (dependencies present).
+    pub ready_ms: Stats,
+    /// Median of the class's representative run step (null where it does not apply).
+    pub run_ms: Option<f64>,
+    /// Destroy latency.
+    pub destroy_ms: Stats,
+    /// Bytes one root adds to the disk (median).
+    pub bytes_per_root: u64,
+    /// Inodes one root adds to the disk (median).
+    pub inodes_per_root: u64,
+    /// N roots alive at once.
+    pub concurrent: Concurrent,
+    /// One-time costs this backend needs before its first root (ingest, layer materialization).
+    pub one_time_ms: f64,
+    /// Runs after which it is ahead of the worktree baseline, one-time costs included.
+    pub break_even_runs: Option<u64>,
+}
+
+/// The verdict for one class.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Snapshot-backed roots benefit this class.
+    pub benefits: bool,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// One class.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassResult {
+    /// The class.
+    pub class: Class,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Every backend measured.
+    pub backends: Vec<BackendResult>,
+}
+
+/// One-time costs, and ostree's for the same work when it is installed.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OneTime {
+    /// Entries of the project base.
+    pub project_entries: u64,
+    /// Entries of the dependency tree.
+    pub deps_entries: u64,
+    /// `snapshot create` of the project.
+    pub ingest_ms: f64,
+    /// `snapshot create` of the dependencies.
+    pub deps_ingest_ms: f64,
+    /// Materializing the project's layer.
+    pub materialize_ms: f64,
+    /// Materializing the dependencies' layer.
+    pub deps_materialize_ms: f64,
+    /// `ostree commit` of the project into a fresh bare repository.
+    pub ostree_commit_ms: Option<f64>,
+    /// `ostree checkout -H` of that commit.
+    pub ostree_checkout_hardlink_ms: Option<f64>,
+    /// Why ostree figures are missing.
+    pub note: Option<String>,
+}
+
+/// The whole result (`--json`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BenchReport {
+    /// Machine and versions.
+    pub machine: Machine,
+    /// `--quick`.
+    pub quick: bool,
+    /// Runs per backend.
+    pub runs: usize,
+    /// One-time costs.
+    pub one_time: OneTime,
+    /// Thresholds of the verdicts.
+    pub thresholds: Thresholds,
+    /// Per class.
+    pub classes: Vec<ClassResult>,
+}
+
+/// When a class benefits: time-to-ready and disk per root both this many times better than the
+/// worktree baseline, every correctness check passed, and no need for branch semantics.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Minimum time-to-ready ratio (baseline / candidate).
+    pub ready_ratio: f64,
+    /// Minimum disk-per-root ratio (baseline / candidate).
+    pub disk_ratio: f64,
+}
+
+/// Receives progress messages.
+pub trait BenchProgress {
+    /// A new step.
+    fn step(&self, msg: &str);
+}
+
+/// The ways of making a run's directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Overlay,
+    Copy,
+    Worktree,
+    WorktreeProvision,
+    WorktreeMount,
+    HardlinkFarm,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Overlay => "overlay",
+            Way::Copy => "copy",
+            Way::Worktree => "worktree",
+            Way::WorktreeProvision => "worktree+provision",
+            Way::WorktreeMount => "worktree+mount",
+            Way::HardlinkFarm => "hardlink-farm",
+        }
+    }
+    /// Copies every file per root: measured at a smaller n when many roots are alive.
+    fn copies(self) -> bool {
+        !matches!(self, Way::Overlay | Way::WorktreeMount)
+    }
+}
+
+/// A base: what every way of one class starts from.
+struct Base {
+    /// Snapshot of the project (ref name).
+    project: String,
+    /// Snapshot of the dependencies (ref name), for previews.
+    deps: Option<String>,
+    /// Git repository of the project (worktree baseline).
+    repo: PathBuf,
+    /// A plain directory with the project (and node_modules for previews): the hardlink
+    /// farm's source and the reference for correctness checks.
+    tree: PathBuf,
+    /// The dependency tree as a directory (copied by worktree+provision without --provision).
+    deps_dir: Option<PathBuf>,
+}
+
+/// A made root.
+struct Made {
+    root_id: Option<String>,
+    cwd: PathBuf,
+    disk_paths: Vec<PathBuf>,
+    create_ms: f64,
+    ready_ms: f64,
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    work: PathBuf,
+    opts: &'a BenchOptions,
+    counter: std::cell::Cell<u64>,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn sh(cmd: &str, dir: &Path) -> Result<()> {
+    let st = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).status().map_err(|e| Error::io(dir, e))?;
+    if !st.success() {
+        return Err(Error::BadInput(format!("`{cmd}` failed in {}", dir.display())));
+    }
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=execroot-bench", "-c", "user.email=bench@execroot", "-c", "safe.directory=*"])
+        .args(args)
+        .output()
+        .map_err(|e| Error::io(dir, e))?;
+    if !o.status.success() {
+        return Err(Error::BadInput(format!(
+            "git {} in {}: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+impl Ctx<'_> {
+    fn fresh(&self, what: &str) -> PathBuf {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        self.work.join(format!("{what}-{n}"))
+    }
+
+    fn branch(&self) -> String {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        format!("execroot-bench-{}-{n}", std::process::id())
+    }
+
+    fn create(&self, way: Way, class: Class, base: &Base) -> Result<Made> {
+        let t = Instant::now();
+        let req = |backend: BackendKind, mounts: Vec<String>| CreateRequest {
+            class: Some(if backend == BackendKind::Worktree { Class::RepoEdit } else { class }),
+            from: if backend == BackendKind::Worktree { vec![] } else { vec![base.project.clone()] },
+            mounts,
+            backend: Some(backend),
+            repo: (backend == BackendKind::Worktree).then(|| base.repo.clone()),
+            base_ref: (backend == BackendKind::Worktree).then(|| "HEAD".to_string()),
+            branch: (backend == BackendKind::Worktree).then(|| self.branch()),
+            ..Default::default()
+        };
+        let deps_mount = || base.deps.as_ref().map(|d| vec![format!("node_modules={d}")]).unwrap_or_default();
+        let root = |r: crate::root::Created| -> Made {
+            let dir = self.store.roots_dir().join(&r.id);
+            Made { root_id: Some(r.id), cwd: r.cwd, disk_paths: vec![dir], create_ms: 0.0, ready_ms: 0.0 }
+        };
+        let mut made = match way {
+            Way::Overlay => root(self.store.create_root(&req(BackendKind::Overlay, deps_mount()))?),
+            Way::Copy => root(self.store.create_root(&req(BackendKind::Copy, vec![]))?),
+            Way::Worktree | Way::WorktreeProvision => {
+                root(self.store.create_root(&req(BackendKind::Worktree, vec![]))?)
+            }
+            Way::WorktreeMount => root(self.store.create_root(&req(BackendKind::Worktree, deps_mount()))?),
+            Way::HardlinkFarm => {
+                let dest = self.fresh("farm");
+                let st = Command::new("cp")
+                    .arg("-al")
+                    .arg(&base.tree)
+                    .arg(&dest)
+                    .status()
+                    .map_err(|e| Error::io(&dest, e))?;
+                if !st.success() {
+                    return Err(Error::BadInput(format!("cp -al into {} failed", dest.display())));
+                }
+                Made { root_id: None, cwd: dest.clone(), disk_paths: vec![dest], create_ms: 0.0, ready_ms: 0.0 }
+            }
+        };
+        made.create_ms = ms(t);
+        if matches!(way, Way::Worktree | Way::WorktreeProvision | Way::WorktreeMount) {
+            // The worktree's administrative directory in the repository is part of its cost.
+            if let Ok(gitfile) = std::fs::read_to_string(made.cwd.join(".git")) {
+                if let Some(admin) = gitfile.trim().strip_prefix("gitdir: ") {
+                    made.disk_paths.push(PathBuf::from(admin));
+                }
+            }
+        }
+        // Dependencies that the backend did not bring.
+        if base.deps.is_some() {
+            match way {
+                Way::Copy => {
+                    let d = self.store.resolve(base.deps.as_deref().expect("deps"))?;
+                    self.store.checkout(&d, &made.cwd.join("node_modules"))?;
+                }
+                Way::WorktreeProvision => match &self.opts.provision {
+                    Some(cmd) => sh(cmd, &made.cwd)?,
+                    None => {
+                        let src = base.deps_dir.as_ref().expect("deps dir");
+                        let st = Command::new("cp")
+                            .arg("-a")
+                            .arg(src)
+                            .arg(made.cwd.join("node_modules"))
+                            .status()
+                            .map_err(|e| Error::io(src, e))?;
+                        if !st.success() {
+                            return Err(Error::BadInput("copying the dependencies failed".into()));
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+        made.ready_ms = ms(t);
+        Ok(made)
+    }
+
+    fn destroy(&self, made: &Made) -> Result<f64> {
+        let t = Instant::now();
+        match &made.root_id {
+            Some(id) => {
+                let d = self.store.destroy_root(id, true)?;
+                if !d.cleaned {
+                    return Err(Error::Conflict(format!("bench root {id} could not be destroyed: {:?}", d.warnings)));
+                }
+            }
+            None => std::fs::remove_dir_all(&made.cwd).at(&made.cwd)?,
+        }
+        Ok(ms(t))
+    }
+}
+
+/// Files of `dir` (relative), sorted, at most `n`, skipping `.git`.
+fn sample_files(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        .map(|e| e.path().strip_prefix(dir).expect("under dir").to_path_buf())
+        .take(n)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The correctness checks: a root sees the base; a write in one root is invisible in another
+/// root and in the base. Returns the first failure.
+fn check(ctx: &Ctx, way: Way, class: Class, base: &Base) -> Result<Option<String>> {
+    let a = ctx.create(way, class, base)?;
+    let b = ctx.create(way, class, base)?;
+    let result = (|| -> Result<Option<String>> {
+        let sample = sample_files(&base.tree, 20);
+        for rel in &sample {
+            let want = std::fs::read(base.tree.join(rel)).at(base.tree.join(rel))?;
+            if std::fs::read(a.cwd.join(rel)).ok().as_deref() != Some(&want[..]) {
+                return Ok(Some(format!("the root does not see the base: {} differs", rel.display())));
+            }
+        }
+        let Some(victim) = sample.first() else { return Ok(Some("the base has no files".into())) };
+        let original = std::fs::read(base.tree.join(victim)).at(base.tree.join(victim))?;
+        // Write in place, as editors and build tools do (no new inode).
+        {
+            use std::io::Write;
+            let p = a.cwd.join(victim);
+            let mut f = std::fs::OpenOptions::new().write(true).open(&p).at(&p)?;
+            f.write_all(b"EXECROOT-BENCH-WRITE").at(&p)?;
+        }
+        let seen_in_b = std::fs::read(b.cwd.join(victim)).ok() != Some(original.clone());
+        let seen_in_base = std::fs::read(base.tree.join(victim)).ok() != Some(original.clone());
+        if seen_in_base {
+            // Undo the damage to the base so that the other backends start from it intact.
+            std::fs::write(base.tree.join(victim), &original).at(base.tree.join(victim))?;
+        }
+        Ok(match (seen_in_b, seen_in_base) {
+            (false, false) => None,
+            _ => Some(format!(
+                "a write in one root {}: roots share inodes with the base",
+                match (seen_in_b, seen_in_base) {
+                    (true, true) => "changed the base and another root",
+                    (true, false) => "changed another root",
+                    _ => "changed the base",
+                }
+            )),
+        })
+    })();
+    ctx.destroy(&a)?;
+    ctx.destroy(&b)?;
+    result
+}
+
+/// The representative run step of `class` in `cwd`, or None where it does not apply.
+fn run_step(class: Class, way: Way, cwd: &Path, quick: bool, base: &Base) -> Result<Option<f64>> {
+    let t = Instant::now();
+    match class {
+        Class::Routine => {
+            let cfg = sample_files(&base.tree, 1);
+            if let Some(c) = cfg.first() {
+                std::fs::read(cwd.join(c)).at(cwd.join(c))?;
+            }
+            std::fs::write(cwd.join("routine-result.json"), vec![b'x'; 1024]).at(cwd)?;
+        }
+        Class::Preview => {
+            for e in walkdir::WalkDir::new(cwd).into_iter().filter_entry(|e| e.file_name() != ".git").flatten() {
+                if e.file_type().is_file() {
+                    std::fs::read(e.path()).at(e.path())?;
+                }
+            }
+        }
+        Class::Artifact => {
+            let total: usize = if quick { 8 << 20 } else { 64 << 20 };
+            let out = cwd.join("artifact-out");
+            std::fs::create_dir_all(&out).at(&out)?;
+            let chunk = vec![7u8; total / 16];
+            for i in 0..16 {
+                std::fs::write(out.join(format!("part-{i}.bin")), &chunk).at(&out)?;
+            }
+        }
+        Class::RepoEdit => {
+            if !matches!(way, Way::Worktree) {
+                return Ok(None);
+            }
+            for rel in sample_files(cwd, 10) {
+                use std::io::Write;
+                let p = cwd.join(rel);
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&p)
+                    .and_then(|mut f| f.write_all(b"\n// edit\n"))
+                    .at(&p)?;
+            }
+            git(cwd, &["add", "-A"])?;
+            git(cwd, &["commit", "-q", "-m", "bench edit"])?;
+        }
+    }
+    Ok(Some(ms(t)))
+}
+
+fn median_u64(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+}
+
+/// Measure one way on one base for the given classes (which share the base).
+fn measure(
+    ctx: &Ctx,
+    way: Way,
+    classes: &[Class],
+    base: &Base,
+    progress: &dyn BenchProgress,
+) -> Result<BTreeMap<String, BackendResult>> {
+    let class0 = classes[0];
+    progress.step(&format!("{}: correctness", way.name()));
+    let failure = check(ctx, way, class0, base)?;
+    let shared = if way == Way::HardlinkFarm { inode_set(&base.tree) } else { Default::default() };
+    let (mut create, mut ready, mut destroy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes, mut inodes) = (Vec::new(), Vec::new());
+    let mut runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for i in 0..ctx.opts.runs {
+        progress.step(&format!("{}: run {}/{}", way.name(), i + 1, ctx.opts.runs));
+        let m = ctx.create(way, class0, base)?;
+        create.push(m.create_ms);
+        ready.push(m.ready_ms);
+        let paths: Vec<&Path> = m.disk_paths.iter().map(PathBuf::as_path).collect();
+        let Disk { bytes: b, inodes: n } = disk_added(&paths, &shared);
+        bytes.push(b);
+        inodes.push(n);
+        for c in classes {
+            if let Some(t) = run_step(*c, way, &m.cwd, ctx.opts.quick, base)? {
+                runs.entry(c.to_string()).or_default().push(t);
+            }
+        }
+        destroy.push(ctx.destroy(&m)?);
+    }
+    // Many roots alive at once; copying ways at a smaller n, scaled linearly.
+    let n_target = ctx.opts.concurrency;
+    let n = if way.copies() { n_target.min(if ctx.opts.quick { 3 } else { 4 }) } else { n_target };
+    progress.step(&format!("{}: {n} roots alive at once", way.name()));
+    let t = Instant::now();
+    let mut alive = Vec::new();
+    for _ in 0..n {
+        alive.push(ctx.create(way, class0, base)?);
+    }
+    let total_ms = ms(t);
+    let mut total_bytes = 0;
+    for m in &alive {
+        let paths: Vec<&Path> = m.disk_paths.iter().map(PathBuf::as_path).collect();
+        total_bytes += disk_added(&paths, &shared).bytes;
+    }
+    for m in &alive {
+        ctx.destroy(m)?;
+    }
+    let scale = n_target as f64 / n.max(1) as f64;
+    let concurrent = Concurrent {
+        n: n_target,
+        total_ms: total_ms * scale,
+        bytes: (total_bytes as f64 * scale) as u64,
+        extrapolated: n != n_target,
+    };
+    let mut out = BTreeMap::new();
+    for c in classes {
+        out.insert(
+            c.to_string(),
+            BackendResult {
+                backend: way.name().into(),
+                available: true,
+                reason: failure.clone(),
+                correct: failure.is_none(),
+                create_ms: Stats::of(&create),
+                ready_ms: Stats::of(&ready),
+                run_ms: runs.get(&c.to_string()).map(|v| Stats::of(v).p50),
+                destroy_ms: Stats::of(&destroy),
+                bytes_per_root: median_u64(&mut bytes.clone()),
+                inodes_per_root: median_u64(&mut inodes.clone()),
+                concurrent,
+                one_time_ms: 0.0,
+                break_even_runs: None,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn unavailable(way: Way, reason: String) -> BackendResult {
+    BackendResult { backend: way.name().into(), available: false, reason: Some(reason), ..Default::default() }
+}
+
+fn machine(store: &Store) -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let fs = match nix::sys::statfs::statfs(store.root()).map(|s| s.filesystem_type()) {
+        Ok(t) if t == nix::sys::statfs::EXT4_SUPER_MAGIC => "ext4".into(),
+        Ok(t) if t == nix::sys::statfs::XFS_SUPER_MAGIC => "xfs".into(),
+        Ok(t) if t == nix::sys::statfs::BTRFS_SUPER_MAGIC => "btrfs".into(),
+        Ok(t) if t == nix::sys::statfs::TMPFS_MAGIC => "tmpfs".into(),
+        Ok(t) if t == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => "overlay".into(),
+        Ok(t) => format!("0x{:x}", t.0),
+        Err(_) => "unknown".into(),
+    };
+    let version = |cmd: &str| {
+        Command::new(cmd).arg("--version").output().ok().filter(|o| o.status.success()).map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.trim().ends_with(':'))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+    };
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        filesystem: fs,
+        root: nix::unistd::geteuid().is_root(),
+        date: crate::store::snapshot::now_rfc3339(),
+        execroot: env!("CARGO_PKG_VERSION").into(),
+        git: version("git").unwrap_or_default(),
+        ostree: version("ostree").map(|v| v.trim_start_matches("Version:").trim().trim_matches('\'').to_string()),
+    }
+}
+
+/// Set up the bases: returns (project base, preview base).
+fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(Base, Base)> {
+    let store = ctx.store;
+    let shape = ctx.opts.shape.clone().unwrap_or_else(|| "node-modules".into());
+    let scale = if ctx.opts.quick && ctx.opts.shape.is_none() { 0.2 } else { 1.0 };
+    // The project: the user's repository, or a seeded fixture committed to a fresh one.
+    let repo = match &ctx.opts.repo {
+        Some(r) => r.canonicalize().map_err(|e| Error::BadInput(format!("--repo {}: {e}", r.display())))?,
+        None => {
+            progress.step("generating the project fixture");
+            let r = ctx.work.join("project");
+            crate::fixture::generate_named(&shape, scale, 1, &r)?;
+            git(&r, &["init", "-q", "-b", "main"])?;
+            git(&r, &["add", "-A"])?;
+            git(&r, &["commit", "-q", "-m", "base"])?;
+            r
+        }
+    };
+    let deps_dir = match &ctx.opts.deps {
+        Some(d) => d.canonicalize().map_err(|e| Error::BadInput(format!("--deps {}: {e}", d.display())))?,
+        None => {
+            progress.step("generating the dependency fixture");
+            let d = ctx.work.join("deps");
+            crate::fixture::generate_named(&shape, scale, 2, &d)?;
+            d
+        }
+    };
+    progress.step("ingesting the project");
+    let opts =
+        |name: &str| IngestOptions { name: Some(name.into()), exclude: vec![b".git".to_vec()], ..Default::default() };
+    // The committed tree, exactly what a worktree of HEAD shows (no untracked or ignored files):
+    // `git archive HEAD | execroot snapshot create --tar -`.
+    let t = Instant::now();
+    let archive = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", "safe.directory=*", "archive", "HEAD"])
+        .output()
+        .map_err(|e| Error::io(&repo, e))?;
+    if !archive.status.success() {
+        return Err(Error::BadInput(format!("git archive HEAD in {} failed", repo.display())));
+    }
+    let r = store.ingest_tar(&archive.stdout[..], "git archive HEAD", &opts("bench-project"), &NoProgress)?;
+    one.ingest_ms = ms(t);
+    one.project_entries = r.entries;
+    progress.step("ingesting the dependencies");
+    let t = Instant::now();
+    let d = store.ingest_dir(&deps_dir, &opts("bench-deps"), &NoProgress)?;
+    one.deps_ingest_ms = ms(t);
+    one.deps_entries = d.entries;
+    if policy_overlay_ok(store) {
+        progress.step("materializing layers");
+        let t = Instant::now();
+        store.materialize(&crate::Hash::from_hex(&r.id)?)?;
+        one.materialize_ms = ms(t);
+        let t = Instant::now();
+        store.materialize(&crate::Hash::from_hex(&d.id)?)?;
+        one.deps_materialize_ms = ms(t);
+    }
+    // Reference trees: the project as a run sees it, and with its dependencies.
+    progress.step("preparing reference trees");
+    let tree = ctx.work.join("tree");
+    store.checkout(&crate::Hash::from_hex(&r.id)?, &tree)?;
+    let ptree = ctx.work.join("preview-tree");
+    store.checkout(&crate::Hash::from_hex(&r.id)?, &ptree)?;
+    store.checkout(&crate::Hash::from_hex(&d.id)?, &ptree.join("node_modules"))?;
+    ostree_compare(ctx, &tree, one, progress);
+    let project = Base { project: "bench-project".into(), deps: None, repo: repo.clone(), tree, deps_dir: None };
+    let preview = Base {
+        project: "bench-project".into(),
+        deps: Some("bench-deps".into()),
+        repo,
+        tree: ptree,
+        deps_dir: Some(deps_dir),
+    };
+    Ok((project, preview))
+}
+
+fn policy_overlay_ok(store: &Store) -> bool {
+    crate::policy::unavailable(BackendKind::Overlay, store.root()).is_none()
+}
+
+fn ostree_compare(ctx: &Ctx, tree: &Path, one: &mut OneTime, progress: &dyn BenchProgress) {
+    if Command::new("ostree").arg("--version").output().is_err() {
+        one.note = Some("ostree is not installed: no comparison with ostree commit / checkout -H".into());
+        return;
+    }
+    progress.step("ostree commit and checkout -H of the same tree");
+    let repo = ctx.work.join("ostree-repo");
+    let run = |args: &[&str]| {
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !run(&["init", "--mode=bare"]) {
+        one.note = Some("ostree init failed".into());
+        return;
+    }
+    let t = Instant::now();
+    let tree_arg = format!("--tree=dir={}", tree.display());
+    let ok = run(&["commit", "--branch=bench", &tree_arg]);
+    if !ok {
+        one.note = Some("ostree commit failed".into());
+        return;
+    }
+    one.ostree_commit_ms = Some(ms(t));
+    let dest = ctx.work.join("ostree-checkout");
+    let t = Instant::now();
+    if run(&["checkout", "-H", "bench", &dest.to_string_lossy()]) {
+        one.ostree_checkout_hardlink_ms = Some(ms(t));
+    }
+}
+
+/// The baseline of a class: the worktree way it is compared against.
+fn baseline(class: Class) -> &'static str {
+    if class == Class::Preview {
+        "worktree+provision"
+    } else {
+        "worktree"
+    }
+}
+
+/// Fill in one-time costs, break-even and the verdict of one class.
+fn conclude(class: Class, mut rows: Vec<BackendResult>, one: &OneTime, th: Thresholds) -> ClassResult {
+    let preview = class == Class::Preview;
+    for r in rows.iter_mut() {
+        r.one_time_ms = match r.backend.as_str() {
+            "overlay" => {
+                one.ingest_ms
+                    + one.materialize_ms
+                    + if preview { one.deps_ingest_ms + one.deps_materialize_ms } else { 0.0 }
+            }
+            "copy" => one.ingest_ms + if preview { one.deps_ingest_ms } else { 0.0 },
+            "worktree+mount" => one.deps_ingest_ms + one.deps_materialize_ms,
+            _ => 0.0,
+        };
+    }
+    let base = rows.iter().find(|r| r.backend == baseline(class) && r.available).cloned();
+    if let Some(b) = &base {
+        for r in rows.iter_mut().filter(|r| r.available) {
+            let saving = (b.ready_ms.p50 + b.destroy_ms.p50) - (r.ready_ms.p50 + r.destroy_ms.p50);
+            r.break_even_runs = (saving > 0.0).then(|| (r.one_time_ms / saving).ceil().max(1.0) as u64);
+        }
+    }
+    let ratio = |r: &BackendResult, b: &BackendResult| {
+        (b.ready_ms.p50 / r.ready_ms.p50.max(1e-3), b.bytes_per_root as f64 / (r.bytes_per_root.max(1)) as f64)
+    };
+    let verdict = match (&base, class) {
+        (_, Class::RepoEdit) => Verdict {
+            benefits: false,
+            reason: "needs branch semantics (commits on its own branch): stays on git worktrees; --mount of a dependency snapshot into the worktree is the measured way to skip reinstalls".into(),
+        },
+        (None, _) => Verdict { benefits: false, reason: "the worktree baseline could not be measured".into() },
+        (Some(b), _) => {
+            let describe = |name: &str| -> (bool, String) {
+                match rows.iter().find(|r| r.backend == name) {
+                    Some(r) if r.available && r.correct => {
+                        let (rr, dr) = ratio(r, b);
+                        let ok = rr >= th.ready_ratio && dr >= th.disk_ratio;
+                        (ok, format!("{name}: ready {rr:.0}x faster, {dr:.0}x less disk per root than {} ({})", b.backend, if ok { "above threshold" } else { "below threshold" }))
+                    }
+                    Some(r) if r.available => (false, format!("{name}: failed correctness ({})", r.reason.clone().unwrap_or_default())),
+                    Some(r) => (false, format!("{name}: unavailable ({})", r.reason.clone().unwrap_or_default())),
+                    None => (false, format!("{name}: not measured")),
+                }
+            };
+            let (overlay_ok, overlay) = describe("overlay");
+            let (copy_ok, copy) = describe("copy");
+            let benefits = overlay_ok || copy_ok;
+            Verdict {
+                benefits,
+                reason: format!(
+                    "{overlay}; {copy}. {}",
+                    match (overlay_ok, copy_ok) {
+                        (true, true) => "Benefits with or without root.",
+                        (true, false) => "Benefits where overlay can mount (root); without root the copy backend does not clear the threshold.",
+                        (false, true) => "Benefits through the copy backend.",
+                        (false, false) => "Below threshold: stays on worktrees.",
+                    }
+                ),
+            }
+        }
+    };
+    ClassResult { class, verdict, backends: rows }
+}
+
+/// Run the benchmark.
+pub fn run(opts: &BenchOptions, progress: &dyn BenchProgress) -> Result<BenchReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("execroot-bench-")
+        .tempdir_in("/var/tmp")
+        .or_else(|_| tempfile::tempdir())
+        .map_err(|e| Error::io("/var/tmp", e))?;
+    let store = Store::open(opts.store.clone().unwrap_or_else(|| tmp.path().join("store")))?;
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).at(&work)?;
+    let ctx = Ctx { store: &store, work, opts, counter: std::cell::Cell::new(0) };
+    let mut one = OneTime::default();
+    let (project, preview) = setup(&ctx, &mut one, progress)?;
+    let th = Thresholds { ready_ratio: 5.0, disk_ratio: 5.0 };
+    let overlay_why = crate::policy::unavailable(BackendKind::Overlay, store.root());
+
+    let project_classes: Vec<Class> = opts.classes.iter().copied().filter(|c| *c != Class::Preview).collect();
+    let mut per_class: BTreeMap<String, Vec<BackendResult>> = BTreeMap::new();
+    let mut push = |rows: BTreeMap<String, BackendResult>| {
+        for (c, r) in rows {
+            per_class.entry(c).or_default().push(r);
+        }
+    };
+    if !project_classes.is_empty() {
+        let snapshot_classes: Vec<Class> = project_classes.iter().copied().filter(|c| *c != Class::RepoEdit).collect();
+        for way in [Way::Overlay, Way::Copy] {
+            if let (Way::Overlay, Some(why)) = (way, &overlay_why) {
+                for c in &snapshot_classes {
+                    push(BTreeMap::from([(c.to_string(), unavailable(way, format!("unavailable: {why}")))]));
+                }
+                continue;
+            }
+            if !snapshot_classes.is_empty() {
+                push(measure(&ctx, way, &snapshot_classes, &project, progress)?);
+            }
+        }
+        if project_classes.contains(&Class::RepoEdit) {
+            for way in [Way::Overlay, Way::Copy] {
+                push(BTreeMap::from([(
+                    Class::RepoEdit.to_string(),
+                    unavailable(way, "does not give branch semantics: repo-edit runs need a git worktree".into()),
+                )]));
+            }
+        }
+        push(measure(&ctx, Way::Worktree, &project_classes, &project, progress)?);
+        push(measure(&ctx, Way::HardlinkFarm, &project_classes, &project, progress)?);
+    }
+    if opts.classes.contains(&Class::Preview) {
+        let ways = [Way::Overlay, Way::Copy, Way::WorktreeProvision, Way::WorktreeMount, Way::HardlinkFarm];
+        for way in ways {
+            let needs_mount = matches!(way, Way::Overlay | Way::WorktreeMount);
+            if let (true, Some(why)) = (needs_mount, &overlay_why) {
+                push(BTreeMap::from([(Class::Preview.to_string(), unavailable(way, format!("unavailable: {why}")))]));
+                continue;
+            }
+            push(measure(&ctx, way, &[Class::Preview], &preview, progress)?);
+        }
+    }
+    let classes = opts
+        .classes
+        .iter()
+        .map(|c| conclude(*c, per_class.remove(&c.to_string()).unwrap_or_default(), &one, th))
+        .collect();
+    let report = BenchReport {
+        machine: machine(&store),
+        quick: opts.quick,
+        runs: opts.runs,
+        one_time: one,
+        thresholds: th,
+        classes,
+    };
+    // Worktree branches the bench made live in the user's repository: remove them.
+    if opts.repo.is_some() {
+        if let Ok(list) = git(&project.repo, &["branch", "--list", "execroot-bench-*", "--format=%(refname:short)"]) {
+            for b in list.lines() {
+                let _ = git(&project.repo, &["branch", "-q", "-D", b]);
+            }
+        }
+    }
+    drop(ctx);
+    Ok(report)
+}

@@ -1,0 +1,72 @@
+//! A tiny real run of `execroot bench`: its measurements, correctness marks, verdicts and files.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_tiny_bench_run_measures_marks_and_reports() {
+    let env = Env::new();
+    let out = env.path("results");
+    let v = env.ok(&[
+        "bench",
+        "--quick",
+        "--shape",
+        "small",
+        "--runs",
+        "2",
+        "--concurrency",
+        "3",
+        "--classes",
+        "routine,preview,repo-edit",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(v["quick"], true);
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    let classes = v["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 3);
+    let row = |class: &str, backend: &str| -> serde_json::Value {
+        classes.iter().find(|c| c["class"] == class).unwrap()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == backend)
+            .unwrap_or_else(|| panic!("no {backend} row for {class}"))
+            .clone()
+    };
+    // The hardlink farm shares inodes with the base: it fails correctness by design.
+    let farm = row("routine", "hardlink-farm");
+    assert_eq!(farm["correct"], false);
+    assert!(farm["reason"].as_str().unwrap().contains("share inodes"), "{farm}");
+    let wt = row("routine", "worktree");
+    assert_eq!(wt["correct"], true);
+    assert!(wt["bytesPerRoot"].as_u64().unwrap() > 0 && wt["inodesPerRoot"].as_u64().unwrap() > 300);
+    for key in ["createMs", "readyMs", "destroyMs"] {
+        assert!(
+            wt[key]["p50"].as_f64().unwrap() > 0.0
+                && wt[key]["p95"].as_f64().unwrap() >= wt[key]["p50"].as_f64().unwrap()
+        );
+    }
+    assert_eq!(wt["concurrent"]["n"], 3);
+    // Preview's baseline provisions the dependencies: ready comes after create.
+    let prov = row("preview", "worktree+provision");
+    assert!(prov["readyMs"]["p50"].as_f64().unwrap() > prov["createMs"]["p50"].as_f64().unwrap());
+    if is_root() {
+        let ov = row("routine", "overlay");
+        assert_eq!(ov["correct"], true, "{ov}");
+        assert!(ov["bytesPerRoot"].as_u64().unwrap() < wt["bytesPerRoot"].as_u64().unwrap());
+        assert!(ov["oneTimeMs"].as_f64().unwrap() > 0.0);
+    } else {
+        assert!(row("routine", "overlay")["reason"].as_str().unwrap().starts_with("unavailable: "));
+    }
+    let repo_edit = classes.iter().find(|c| c["class"] == "repo-edit").unwrap();
+    assert_eq!(repo_edit["verdict"]["benefits"], false);
+    assert_eq!(row("repo-edit", "overlay")["available"], false);
+    for f in ["report.md", "chart.svg", "results.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Go/no-go") && md.contains("hardlink-farm"));
+    assert!(std::fs::read_to_string(out.join("chart.svg")).unwrap().starts_with("<svg"));
+}
