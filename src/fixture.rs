@@ -6,8 +6,6 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -184,7 +182,7 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
         // The umask may have cleared bits; the shape's mode is what counts.
         f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).at(&path)?;
         drop(f);
-        set_mtime(&path, EPOCH + i as i64)?;
+        crate::store::set_mtime(&path, EPOCH + i as i64, 0)?;
         files.push(rel);
         report.files += 1;
         report.bytes += size;
@@ -205,7 +203,7 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
         let rel = dir.join(format!("link-{i}"));
         let path = dest.join(&rel);
         std::os::unix::fs::symlink(&target, &path).at(&path)?;
-        set_mtime(&path, EPOCH)?;
+        crate::store::set_mtime(&path, EPOCH, 0)?;
         report.symlinks += 1;
     }
 
@@ -213,15 +211,10 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
     for (rel, _) in dirs.iter().rev() {
         let path = if rel.as_os_str().is_empty() { dest.to_path_buf() } else { dest.join(rel) };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).at(&path)?;
-        set_mtime(&path, EPOCH)?;
+        crate::store::set_mtime(&path, EPOCH, 0)?;
     }
     report.entries = report.files + report.dirs + report.symlinks;
     Ok(report)
-}
-
-fn set_mtime(path: &Path, sec: i64) -> Result<()> {
-    let t = TimeSpec::new(sec, 0);
-    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).at(path)
 }
 
 /// Convenience for callers holding a name: generate a built-in or file shape, scaled.

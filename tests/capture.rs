@@ -102,6 +102,7 @@ fn mutate(root: &Path) {
         std::fs::Permissions::from_mode(std::fs::metadata(&files[5]).unwrap().mode() & 0o7777),
     )
     .unwrap();
+    std::fs::rename(&files[6], root.join("renamed-file")).unwrap(); // rename of a lower file
     std::fs::rename(&dirs[0], root.join("renamed-dir")).unwrap(); // rename(2) of a lower dir
     std::fs::remove_dir_all(&dirs[1]).unwrap(); // delete a lower dir
     std::fs::remove_dir_all(&dirs[2]).unwrap(); // delete then recreate a dir (opaque)

@@ -14,9 +14,7 @@ fn human_ms(v: f64) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
-    crate::cli::human_bytes_pub(n)
-}
+use crate::cli::human_bytes;
 
 /// One line per class and backend.
 pub fn table(r: &BenchReport) -> String {

@@ -82,7 +82,7 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Fixtures of about 5,000 entries, 3 runs, 10 roots alive at once.
+    /// Fixtures of at most about 5,000 entries, 3 runs, 10 roots alive at once.
     #[arg(long)]
     quick: bool,
     /// Classes to measure, comma-separated.
@@ -432,11 +432,6 @@ impl Drop for Bar {
             pb.finish_and_clear();
         }
     }
-}
-
-/// Bytes in binary units for human output (for other modules).
-pub(crate) fn human_bytes_pub(n: u64) -> String {
-    human_bytes(n)
 }
 
 /// Bytes in binary units for human output.

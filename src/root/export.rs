@@ -5,9 +5,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-
 use super::commit::ExportReport;
 use crate::error::{Error, IoContext, Result};
 
@@ -47,12 +44,12 @@ pub(crate) fn write(
                 } else {
                     continue;
                 }
-                set_mtime(&dst, &md)?;
+                crate::store::set_mtime(&dst, md.mtime(), md.mtime_nsec())?;
                 r.entries += 1;
             }
             for (dst, md) in dirs.iter().rev() {
                 std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777)).at(dst)?;
-                set_mtime(dst, md)?;
+                crate::store::set_mtime(dst, md.mtime(), md.mtime_nsec())?;
             }
         }
         None => {
@@ -76,9 +73,4 @@ pub(crate) fn write(
         }
     }
     Ok(r)
-}
-
-fn set_mtime(p: &Path, md: &std::fs::Metadata) -> Result<()> {
-    let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).at(p)
 }

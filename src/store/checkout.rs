@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -193,11 +191,11 @@ impl Store {
                         copied.fetch_add(1, Ordering::Relaxed);
                     }
                     dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-                    set_mtime(&p, e)
+                    crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)
                 }
                 Node::Symlink { target } => {
                     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p).at(&p)?;
-                    set_mtime(&p, e)
+                    crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)
                 }
                 _ => Ok(()),
             }
@@ -207,15 +205,10 @@ impl Store {
         for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
             let p = abs(e);
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-            set_mtime(&p, e)?;
+            crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)?;
         }
         Ok((reflinked.into_inner(), copied.into_inner()))
     }
-}
-
-fn set_mtime(p: &Path, e: &Entry) -> Result<()> {
-    let t = TimeSpec::new(e.mtime_sec, e.mtime_nsec as i64);
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).at(p)
 }
 
 /// Make sure `dest` is a fresh or empty directory; returns whether this call created it.

@@ -8,8 +8,8 @@
 //! Nix (a checkout and the copy backend restore real mtimes). When a hardlink count would pass
 //! the filesystem's limit (EMLINK), the layer gets a private copy.
 //!
-//! A layer is built in a lease and renamed into place, so concurrent first uses build it at most
-//! once each and one wins; a layer directory that exists is complete. `l/<12 hex>` is a short
+//! A layer is built in a lease and renamed into place under a per-layer lock, so concurrent first
+//! uses build it once and the others wait; a layer directory that exists is complete. `l/<12 hex>` is a short
 //! symlink to it that keeps overlay option strings short.
 
 use std::ffi::OsStr;
@@ -17,8 +17,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
@@ -90,6 +88,16 @@ impl Store {
         let dir = self.layer_dir(id);
         let link = self.layer_link(id);
         if !dir.exists() {
+            // Concurrent first uses wait for one builder instead of all building the same layer.
+            let locks = self.root().join("locks");
+            std::fs::create_dir_all(&locks).at(&locks)?;
+            let lock_path = locks.join(format!("layer-{}", &id.to_hex()[..32]));
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&lock_path).at(&lock_path)?;
+            let _lock =
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).at(&lock_path)?;
+            if dir.exists() {
+                return self.materialize(id);
+            }
             let m = self.load_manifest(id)?;
             let lease = Lease::new(self)?;
             let staging = lease.temp_path();
@@ -164,14 +172,14 @@ impl Store {
                             std::io::copy(&mut src, &mut f).at(&p)?;
                             f.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
                             drop(f);
-                            zero_mtime(&p)
+                            crate::store::set_mtime(&p, 0, 0)
                         }
                         Err(err) => Err(Error::io(&p, err)),
                     }
                 }
                 Node::Symlink { target } => {
                     std::os::unix::fs::symlink(OsStr::from_bytes(target), &p).at(&p)?;
-                    zero_mtime(&p)
+                    crate::store::set_mtime(&p, 0, 0)
                 }
                 Node::Whiteout => nix::sys::stat::mknod(
                     &p,
@@ -186,15 +194,10 @@ impl Store {
         for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
             let p = abs(&e.path);
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-            zero_mtime(&p)?;
+            crate::store::set_mtime(&p, 0, 0)?;
         }
         Ok(())
     }
-}
-
-fn zero_mtime(p: &Path) -> Result<()> {
-    let t = TimeSpec::new(0, 0);
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).at(p)
 }
 
 /// Set an extended attribute (no symlink following).

@@ -136,6 +136,12 @@ impl Store {
     }
 }
 
+/// Set a path's mtime (and atime) without following a symlink.
+pub fn set_mtime(p: &Path, sec: i64, nsec: i64) -> Result<()> {
+    let t = nix::sys::time::TimeSpec::new(sec, nsec);
+    nix::sys::stat::utimensat(None, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).at(p)
+}
+
 /// Make a directory entry durable after a rename into `dir`.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
