@@ -804,7 +804,7 @@ fn conclude(class: Class, mut rows: Vec<BackendResult>, one: &OneTime, th: Thres
                         )
                     }
                     Some(r) if r.available => (false, format!("{name}: failed correctness ({})", r.reason.clone().unwrap_or_default())),
-                    Some(r) => (false, format!("{name}: unavailable ({})", r.reason.clone().unwrap_or_default())),
+                    Some(r) => (false, format!("{name}: {}", r.reason.clone().unwrap_or_else(|| "unavailable".into()))),
                     None => (false, format!("{name}: not measured")),
                 }
             };

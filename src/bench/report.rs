@@ -199,7 +199,7 @@ pub fn svg(r: &BenchReport) -> String {
             })
         })
         .collect();
-    let (w, row_h, label_w, bar_w) = (1100.0, 22.0, 300.0, 340.0);
+    let (w, row_h, label_w, bar_w) = (1200.0, 22.0, 300.0, 340.0);
     let h = 60.0 + row_h * rows.len() as f64;
     let lmax = |f: &dyn Fn(&Bar) -> f64| rows.iter().map(|r| f(r).log10()).fold(0.0f64, f64::max).ceil().max(1.0);
     let (tmax, dmax) = (lmax(&|r| r.1), lmax(&|r| r.2));
