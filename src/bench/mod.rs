@@ -267,23 +267,13 @@ fn sh(cmd: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// git as the current user (the bench's own repositories), through the crate's runner: clean
+/// environment, timeout.
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=execroot-bench", "-c", "user.email=bench@execroot", "-c", "safe.directory=*"])
-        .args(args)
-        .output()
-        .map_err(|e| Error::io(dir, e))?;
-    if !o.status.success() {
-        return Err(Error::BadInput(format!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&o.stderr)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    let mut all = vec!["-c", "user.name=execroot-bench", "-c", "user.email=bench@execroot", "-c", "safe.directory=*"];
+    all.extend_from_slice(args);
+    let out = crate::git::check(dir, crate::root::Owner::current(), &all, std::time::Duration::from_secs(600))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl Ctx<'_> {
