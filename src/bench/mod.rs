@@ -653,16 +653,13 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
     // The committed tree, exactly what a worktree of HEAD shows (no untracked or ignored files):
     // `git archive HEAD | execroot snapshot create --tar -`.
     let t = Instant::now();
-    let archive = Command::new("git")
-        .arg("-C")
-        .arg(&repo)
-        .args(["-c", "safe.directory=*", "archive", "HEAD"])
-        .output()
-        .map_err(|e| Error::io(&repo, e))?;
-    if !archive.status.success() {
-        return Err(Error::BadInput(format!("git archive HEAD in {} failed", repo.display())));
-    }
-    let r = store.ingest_tar(&archive.stdout[..], "git archive HEAD", &opts("bench-project"), &NoProgress)?;
+    let archive = crate::git::check(
+        &repo,
+        crate::root::Owner::current(),
+        &["-c", "safe.directory=*", "archive", "HEAD"],
+        std::time::Duration::from_secs(600),
+    )?;
+    let r = store.ingest_tar(&archive[..], "git archive HEAD", &opts("bench-project"), &NoProgress)?;
     one.ingest_ms = ms(t);
     one.project_entries = r.entries;
     progress.step("ingesting the dependencies");
