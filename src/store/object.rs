@@ -2,7 +2,7 @@
 //!
 //! An object is written to an unnamed temporary file (`O_TMPFILE`) in `objects/`, or where the
 //! filesystem lacks that, a named one inside the writer's [`Lease`]; it is hashed from exactly
-//! the bytes written, created read-only, then linked to `objects/ab/cdef...` with `linkat(2)`
+//! the bytes written, given mode 0644 and mtime 0, then linked to `objects/ab/cdef...` with `linkat(2)`
 //! (or renamed with `RENAME_NOREPLACE`), both of which refuse to replace an existing name. If
 //! the name already exists (an earlier or concurrent writer), the object counts as present and
 //! the temporary is dropped. No per-object fsync: a
