@@ -11,10 +11,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn cwd(v: &serde_json::Value) -> PathBuf {
-    PathBuf::from(v["cwd"].as_str().unwrap())
-}
-
 type Sets = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
 
 /// added / modified / deleted between two trees, by walking both.

@@ -114,20 +114,7 @@ fn lost_mounts_are_remounted_or_discarded_and_strays_unmounted() {
 #[test]
 fn a_worktree_left_destroying_is_rechecked_before_deletion() {
     let env = Env::new();
-    let repo = env.fixture("small", 3, "repo");
-    let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "base"]);
+    let repo = env.repo();
     let r = env.root(&["--class", "repo-edit", "--repo", repo.to_str().unwrap(), "--base-ref", "main"]);
     let wt = PathBuf::from(r["cwd"].as_str().unwrap());
     std::fs::write(wt.join("unsaved.txt"), b"work").unwrap();

@@ -8,10 +8,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn cwd(v: &serde_json::Value) -> PathBuf {
-    PathBuf::from(v["cwd"].as_str().unwrap())
-}
-
 #[test]
 fn overlay_roots_are_isolated_copy_on_write_views() {
     if !can_mount() {

@@ -161,21 +161,10 @@ fn tar_stream_ingests_like_the_directory() {
 fn git_archive_snapshots_a_commit() {
     let env = Env::new();
     let repo = env.fixture("small", 5, "repo");
-    let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "safe.directory=*"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        o.stdout
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "base"]);
-    let tar = git(&["archive", "HEAD"]);
+    git_out(&repo, &["init", "-q"]);
+    git_out(&repo, &["add", "-A"]);
+    git_out(&repo, &["commit", "-qm", "base"]);
+    let tar = git_out(&repo, &["archive", "HEAD"]);
     let tar_path = env.path("head.tar");
     std::fs::write(&tar_path, tar).unwrap();
     let out = env

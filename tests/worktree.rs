@@ -7,28 +7,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "safe.directory=*"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A repository on branch main with one commit and a .gitignore.
-fn repo(env: &Env) -> PathBuf {
-    let r = env.fixture("small", 3, "repo");
-    std::fs::write(r.join(".gitignore"), "*.log\n").unwrap();
-    git(&r, &["init", "-q", "-b", "main"]);
-    git(&r, &["add", "-A"]);
-    git(&r, &["commit", "-qm", "base"]);
-    r
-}
-
 fn branch_exists(repo: &Path, b: &str) -> bool {
     std::process::Command::new("git")
         .arg("-C")
@@ -42,7 +20,7 @@ fn branch_exists(repo: &Path, b: &str) -> bool {
 #[test]
 fn destroy_refuses_to_lose_work_and_keeps_unique_commits() {
     let env = Env::new();
-    let repo = repo(&env);
+    let repo = env.repo();
     let rs = repo.to_str().unwrap();
     let r = env.root(&["--class", "repo-edit", "--repo", rs, "--base-ref", "main", "--key", "PAP-7 fix: the bug"]);
     assert_eq!(r["backend"], "worktree");
@@ -104,7 +82,7 @@ fn git_runs_as_the_repository_owner() {
     }
     let env = Env::new();
     std::fs::set_permissions(env.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let repo = repo(&env);
+    let repo = env.repo();
     for e in walkdir::WalkDir::new(&repo) {
         std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
     }
@@ -144,7 +122,7 @@ fn a_worktree_with_a_mounted_dependency_tree() {
         return;
     }
     let env = Env::new();
-    let repo = repo(&env);
+    let repo = env.repo();
     let deps = env.fixture("small", 99, "deps");
     env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
     let r = env.root(&[

@@ -91,8 +91,30 @@ pub fn is_root() -> bool {
 
 /// Set a path's mtime (no symlink following).
 pub fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = nix::sys::time::TimeSpec::new(sec, nsec);
-    nix::sys::stat::utimensat(None, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    execroot::store::set_mtime(p, sec, nsec).unwrap();
+}
+
+/// `git -C dir ARGS` as a test author would type it; panics on failure, returns stdout.
+pub fn git_out(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "safe.directory=*"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// [`git_out`] as text.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    String::from_utf8_lossy(&git_out(dir, args)).into_owned()
+}
+
+/// The `cwd` of a `root create` document.
+pub fn cwd(v: &serde_json::Value) -> PathBuf {
+    PathBuf::from(v["cwd"].as_str().unwrap())
 }
 
 /// Mount tests need root. In CI (`EXECROOT_REQUIRE_MOUNT=1`) their absence is a failure;
@@ -133,6 +155,17 @@ impl Env {
         self.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base"]);
         src
     }
+    /// A repository (the `small` fixture, seed 3, with a .gitignore of `*.log`) on branch main
+    /// with one commit.
+    pub fn repo(&self) -> PathBuf {
+        let r = self.fixture("small", 3, "repo");
+        std::fs::write(r.join(".gitignore"), "*.log\n").unwrap();
+        git(&r, &["init", "-q", "-b", "main"]);
+        git(&r, &["add", "-A"]);
+        git(&r, &["commit", "-qm", "base"]);
+        r
+    }
+
     /// `root create` with extra args; returns the JSON.
     pub fn root(&self, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["root", "create"];
