@@ -14,8 +14,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::error::{Error, IoContext, Result};
 use crate::root::Owner;
 use crate::Store;
@@ -53,8 +51,7 @@ pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
     let name = layer.file_name().ok_or_else(|| Error::Corrupt(format!("bad layer path {}", layer.display())))?;
     let target = dir.join(name);
     let lock_path = dir.with_extension("lock");
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(&lock_path).at(&lock_path)?;
-    let _lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).at(&lock_path)?;
+    let _lock = crate::store::FileLock::acquire(&lock_path, true)?;
     if crate::mount::is_mounted(&target)? {
         return Ok(target);
     }

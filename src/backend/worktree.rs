@@ -7,7 +7,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use super::{chown_tree, tree_usage, Backend, Usage};
@@ -82,17 +81,9 @@ fn repo_owner(repo: &Path) -> Result<Owner> {
 }
 
 /// Serialises execroot's git commands on one repository.
-struct RepoLock(#[allow(dead_code)] Flock<std::fs::File>);
-
-impl RepoLock {
-    fn acquire(store: &Store, repo: &Path) -> Result<RepoLock> {
-        let dir = store.root().join("locks");
-        std::fs::create_dir_all(&dir).at(&dir)?;
-        let name = crate::Hash::of(repo.as_os_str().as_encoded_bytes()).to_hex();
-        let path = dir.join(format!("repo-{}", &name[..32]));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
-        Ok(RepoLock(Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).at(&path)?))
-    }
+fn repo_lock(store: &Store, repo: &Path) -> Result<crate::store::FileLock> {
+    let name = crate::Hash::of(repo.as_os_str().as_encoded_bytes()).to_hex();
+    store.named_lock(&format!("repo-{}", &name[..32]))
 }
 
 struct Ctx {
@@ -127,7 +118,7 @@ impl Ctx {
 fn status(store: &Store, ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
     let wt = rec.worktree_path.as_ref().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
     // git status refreshes the index: it is one of execroot's git commands on this repository.
-    let _lock = RepoLock::acquire(store, &ctx.repo)?;
+    let _lock = repo_lock(store, &ctx.repo)?;
     // --mount trees are not part of the worktree. They are excluded by pathspec rather than
     // unmounted, so that inspecting a live root never pulls a mount from under its run
     // (destroy unmounts them before its own check).
@@ -189,7 +180,7 @@ impl Backend for Worktree {
             (None, Some(k)) => sanitize_branch(k),
             (None, None) => format!("execroot/{}", rec.id),
         };
-        let _lock = RepoLock::acquire(store, &repo)?;
+        let _lock = repo_lock(store, &repo)?;
         let probe = ctx.git(&repo, &["rev-parse", "--git-dir"])?;
         if !probe.ok() {
             return Err(Error::BadInput(format!(
@@ -284,7 +275,7 @@ impl Backend for Worktree {
             return Ok(vec![]);
         }
         let ctx = Ctx::of(store, rec)?;
-        let _lock = RepoLock::acquire(store, &ctx.repo)?;
+        let _lock = repo_lock(store, &ctx.repo)?;
         let mut warnings = Vec::new();
         if let Some(wt) = &rec.worktree_path {
             if wt.join(".git").exists() {
@@ -329,7 +320,7 @@ impl Backend for Worktree {
         let ctx = Ctx::of(store, rec)?;
         let wt = rec.worktree_path.clone().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
         let base = rec.base_ref.clone().unwrap_or_else(|| "HEAD".into());
-        let _lock = RepoLock::acquire(store, &ctx.repo)?;
+        let _lock = repo_lock(store, &ctx.repo)?;
         let excludes: Vec<String> = rec.mounts.iter().map(|m| format!(":(exclude,top){}", m.subdir)).collect();
         let mut args = vec!["diff", "--no-renames", "--name-status", "-z", base.as_str(), "--", "."];
         args.extend(excludes.iter().map(String::as_str));

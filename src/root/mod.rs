@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, Usage};
@@ -23,7 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::mount::{self, Unmounted};
 use crate::policy::{self, BackendKind, Class};
-use crate::store::StoreLock;
+use crate::store::{FileLock, StoreLock};
 use crate::Store;
 
 /// Lifecycle states (`state.json`'s `state`).
@@ -277,14 +276,8 @@ fn validate_id(id: &str) -> bool {
 }
 
 /// An exclusive lock serialising everything done under one key.
-struct KeyLock(#[allow(dead_code)] Flock<std::fs::File>);
-
-impl KeyLock {
-    fn acquire(store: &Store, key: &str) -> Result<KeyLock> {
-        let path = store.keys_dir().join(format!("{}.lock", key_name(key)));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
-        Ok(KeyLock(Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).at(&path)?))
-    }
+fn key_lock(store: &Store, key: &str) -> Result<FileLock> {
+    FileLock::acquire(&store.keys_dir().join(format!("{}.lock", key_name(key))), true)
 }
 
 fn key_name(key: &str) -> String {
@@ -372,7 +365,7 @@ impl Store {
         std::fs::create_dir_all(self.roots_dir()).at(self.roots_dir())?;
         std::fs::create_dir_all(self.keys_dir()).at(self.keys_dir())?;
         let _key_lock = match &req.key {
-            Some(k) => Some(KeyLock::acquire(self, k)?),
+            Some(k) => Some(key_lock(self, k)?),
             None => None,
         };
         if let Some(k) = &req.key {
@@ -491,7 +484,7 @@ impl Store {
     pub fn destroy_root(&self, id_or_key: &str, force: bool) -> Result<Destroyed> {
         let found = self.find_root(id_or_key)?;
         let _key_lock = match &found.key {
-            Some(k) => Some(KeyLock::acquire(self, k)?),
+            Some(k) => Some(key_lock(self, k)?),
             None => None,
         };
         // Re-read under the key lock: a concurrent destroy may have finished.

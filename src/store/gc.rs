@@ -123,10 +123,7 @@ impl Store {
             }
             if let Some(lease) = &lease {
                 self.drop_layer(id, lease)?;
-                let dir = self.snapshot_dir(id);
-                let doomed = lease.temp_path();
-                std::fs::rename(&dir, &doomed).at(&dir)?;
-                let _ = std::fs::remove_dir_all(&doomed);
+                lease.discard(&self.snapshot_dir(id))?;
             }
         }
         for (h, path) in self.list_objects()? {
@@ -177,9 +174,7 @@ impl Store {
         let _ = std::fs::remove_file(self.layer_link(id));
         let dir = self.layer_dir(id);
         if dir.exists() {
-            let doomed = lease.temp_path();
-            std::fs::rename(&dir, &doomed).at(&dir)?;
-            std::fs::remove_dir_all(&doomed).at(&doomed)?;
+            lease.discard(&dir)?;
         }
         Ok(())
     }

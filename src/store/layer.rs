@@ -89,12 +89,7 @@ impl Store {
         let link = self.layer_link(id);
         if !dir.exists() {
             // Concurrent first uses wait for one builder instead of all building the same layer.
-            let locks = self.root().join("locks");
-            std::fs::create_dir_all(&locks).at(&locks)?;
-            let lock_path = locks.join(format!("layer-{}", &id.to_hex()[..32]));
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&lock_path).at(&lock_path)?;
-            let _lock =
-                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).at(&lock_path)?;
+            let _lock = self.named_lock(&format!("layer-{}", &id.to_hex()[..32]))?;
             if dir.exists() {
                 return self.materialize(id);
             }

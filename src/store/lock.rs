@@ -17,20 +17,42 @@ use rand::Rng;
 use crate::error::{Error, IoContext, Result};
 use crate::store::Store;
 
+/// An flock held on a lock file (created if missing), released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    _lock: Flock<File>,
+}
+
+impl FileLock {
+    /// Lock `path` shared or exclusive, waiting for it.
+    pub fn acquire(path: &Path, exclusive: bool) -> Result<FileLock> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
+        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+        let lock = Flock::lock(file, arg).map_err(|(_, e)| e).at(path)?;
+        Ok(FileLock { _lock: lock })
+    }
+}
+
 /// A held flock on the store lock file.
 #[derive(Debug)]
 pub struct StoreLock {
-    _lock: Flock<File>,
+    _lock: FileLock,
 }
 
 impl StoreLock {
     /// Take the store lock shared (writers) or exclusive (sweeps), waiting for it.
     pub fn acquire(store: &Store, exclusive: bool) -> Result<StoreLock> {
-        let path = store.root().join("lock");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
-        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
-        let lock = Flock::lock(file, arg).map_err(|(_, e)| e).at(&path)?;
-        Ok(StoreLock { _lock: lock })
+        Ok(StoreLock { _lock: FileLock::acquire(&store.root().join("lock"), exclusive)? })
+    }
+}
+
+impl Store {
+    /// Take the exclusive lock `STORE/locks/<name>` (a repository's git commands, a layer's
+    /// first materialization).
+    pub fn named_lock(&self, name: &str) -> Result<FileLock> {
+        let dir = self.root().join("locks");
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        FileLock::acquire(&dir.join(name), true)
     }
 }
 
@@ -70,6 +92,14 @@ impl Lease {
     /// The lease directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Remove `dir` so that no reader ever sees it half deleted: rename it into the lease first
+    /// (atomic), then delete it there. A crash in between leaves it in a dead lease, swept later.
+    pub fn discard(&self, dir: &Path) -> Result<()> {
+        let doomed = self.temp_path();
+        std::fs::rename(dir, &doomed).at(dir)?;
+        std::fs::remove_dir_all(&doomed).at(&doomed)
     }
 
     /// A fresh, unused path inside the lease.

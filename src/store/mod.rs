@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 
-pub use lock::{Lease, StoreLock};
+pub use lock::{FileLock, Lease, StoreLock};
 pub use manifest::{Entry, Manifest, Node};
 
 /// An opened store. Cheap to clone; holds only its path.

@@ -209,11 +209,7 @@ impl Store {
         for r in &refs {
             self.remove_ref(r)?;
         }
-        // Rename first so that no reader ever sees a half-deleted snapshot directory.
-        let lease = Lease::new(self)?;
-        let doomed = lease.temp_path();
-        let dir = self.snapshot_dir(id);
-        std::fs::rename(&dir, &doomed).at(&dir)?;
+        Lease::new(self)?.discard(&self.snapshot_dir(id))?;
         Ok(refs)
     }
 }
