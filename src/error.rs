@@ -30,6 +30,16 @@ pub enum Error {
     /// Stored data is damaged or hostile (bad manifest, unknown format version).
     #[error("{0}")]
     Corrupt(String),
+    /// A mount or directory is in use by a process, so it cannot be taken away now.
+    #[error("{} is busy", path.display())]
+    Busy {
+        /// What is in use.
+        path: PathBuf,
+    },
+    /// A volatile overlay's upper directory did not survive a crash: the kernel refuses to
+    /// mount it again, so the root cannot be revived.
+    #[error("{0}")]
+    VolatileLost(String),
 }
 
 impl Error {
@@ -44,7 +54,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::BadInput(_) => "bad-input",
             Error::NotFound(_) => "not-found",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } => "conflict",
             Error::Corrupt(_) => "corrupt",
         }
     }
@@ -55,7 +65,7 @@ impl Error {
             Error::Io { .. } => 1,
             Error::BadInput(_) => 2,
             Error::NotFound(_) => 4,
-            Error::Conflict(_) => 5,
+            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } => 5,
             Error::Corrupt(_) => 6,
         }
     }

@@ -21,7 +21,11 @@ fn assert_repaired(env: &Env) {
     for m in mounts_below(&env.store().join("roots")) {
         assert!(owned.contains(&m), "stray mount {} survived", m.display());
     }
-    let dirs = std::fs::read_dir(env.store().join("roots")).map(|d| d.count()).unwrap_or(0);
+    // Directories not named like a root id are not execroot's; doctor leaves them alone.
+    let is_id = |n: &str| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit());
+    let dirs = std::fs::read_dir(env.store().join("roots"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_str().is_some_and(is_id)).count())
+        .unwrap_or(0);
     assert_eq!(dirs, roots.len(), "root directories leaked");
 }
 
@@ -108,6 +112,7 @@ fn lost_mounts_are_remounted_or_discarded_and_strays_unmounted() {
     assert_eq!(std::fs::read(dcwd.join("kept")).unwrap(), b"survives");
     env.fails(&["root", "show", volatile["id"].as_str().unwrap()], 4);
     assert!(!mounts_below(&env.store().join("roots")).contains(&stray));
+    assert!(stray.is_dir(), "doctor removed a directory that is not a root's");
     assert_repaired(&env);
 }
 

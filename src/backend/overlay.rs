@@ -86,7 +86,7 @@ impl Backend for Overlay {
             return Err(Error::Corrupt(format!("root {} has no upper directory recorded", rec.id)));
         };
         if !rec.durable && work.join("work/incompat/volatile").exists() {
-            return Err(Error::Conflict(format!(
+            return Err(Error::VolatileLost(format!(
                 "root {} was volatile and the system went down under it; the kernel will not remount its upper directory",
                 rec.id
             )));
@@ -110,7 +110,7 @@ impl Backend for Overlay {
     fn destroy(&self, _store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
         match mount::unmount(&rec.cwd)? {
             Unmounted::Done | Unmounted::NotMounted => Ok(vec![]),
-            Unmounted::Busy => Err(Error::Conflict(format!("{} is busy", rec.cwd.display()))),
+            Unmounted::Busy => Err(Error::Busy { path: rec.cwd.clone() }),
         }
     }
 

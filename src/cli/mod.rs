@@ -53,6 +53,10 @@ enum Cmd {
         /// Fix what is found.
         #[arg(long)]
         repair: bool,
+        /// Remove root ID whose state cannot be read, with everything in it (its upper
+        /// directory included), after you have checked it. Nothing else is done.
+        #[arg(long, value_name = "ID", conflicts_with = "repair")]
+        discard_unreadable: Option<String>,
     },
     /// Remove what no ref, root or grace period keeps: snapshots, layers, objects.
     Gc {
@@ -366,7 +370,12 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Root(c) => root_cmd(&open()?, c, json),
         Cmd::Gc { grace, dry_run } => gc_cmd(&open()?, grace, *dry_run),
         Cmd::Df => df_cmd(&open()?),
-        Cmd::Doctor { repair } => doctor_cmd(&open()?, *repair),
+        Cmd::Doctor { repair, discard_unreadable: Some(id) } if !*repair => {
+            let f = open()?.discard_unreadable(id)?;
+            let human = format!("{} {}: {}", f.kind, f.path.display(), f.action);
+            Ok(Output::new(json!({ "ok": true, "repair": false, "findings": [to_json(&f)] }), human))
+        }
+        Cmd::Doctor { repair, .. } => doctor_cmd(&open()?, *repair),
         Cmd::Fixture(c) => fixture_cmd(c),
         Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
         Cmd::Bench(a) => bench_cmd(a, cli.store.clone(), json),
@@ -589,7 +598,9 @@ fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
         }
         RefCmd::Rm { name } => {
             let id = store.remove_ref(name)?;
-            Ok(Output::new(json!({ "name": name, "id": id.to_hex() }), format!("removed ref {name} (was {id})")))
+            let was = id.map(|h| h.to_hex());
+            let human = format!("removed ref {name} (was {})", was.as_deref().unwrap_or("unreadable"));
+            Ok(Output::new(json!({ "name": name, "id": was }), human))
         }
         RefCmd::List => {
             let refs = store.list_refs()?;
@@ -678,8 +689,9 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
             Ok(Output::new(to_json(&r), human))
         }
         RootCmd::List => {
-            let roots = store.list_roots()?;
-            let human: String = roots
+            let scan = store.scan_roots()?;
+            let mut human: String = scan
+                .roots
                 .iter()
                 .map(|r| {
                     format!(
@@ -693,7 +705,8 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
                     )
                 })
                 .collect();
-            let list: Vec<Value> = roots
+            let mut list: Vec<Value> = scan
+                .roots
                 .iter()
                 .map(|r| {
                     let mut v = to_json(r);
@@ -701,6 +714,10 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
                     v
                 })
                 .collect();
+            for u in &scan.unreadable {
+                human.push_str(&format!("{}  UNREADABLE {}\n", u.id, u.error));
+                list.push(to_json(u));
+            }
             Ok(Output::new(json!({ "roots": list }), human))
         }
         RootCmd::Show { root } => {

@@ -5,8 +5,11 @@
 //! - `ready` roots whose mounts are gone are remounted, or discarded (and said so) when they
 //!   were volatile and the kernel will not remount their upper directory;
 //! - mounts under the store that no root owns are unmounted;
-//! - root directories without a state file, key index entries naming no root, and leases of
-//!   dead processes are removed.
+//! - empty root directories (a create killed before its first state write), key index entries
+//!   naming no root, and leases of dead processes are removed;
+//! - a root whose state cannot be read (garbage, a torn write, a newer format version) is
+//!   reported as `unreadable-state` and never unmounted or removed: only the explicit
+//!   [`Store::discard_unreadable`] does that, after a human decision.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -24,7 +27,7 @@ use crate::Store;
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// What: `stuck-creating`, `stuck-destroying`, `not-mounted`, `volatile-lost`,
-    /// `stray-mount`, `orphan-directory`, `stale-key`, `dead-lease`.
+    /// `unreadable-state`, `stray-mount`, `orphan-directory`, `stale-key`, `dead-lease`.
     pub kind: &'static str,
     /// The root concerned, if any.
     pub root: Option<String>,
@@ -63,58 +66,73 @@ impl Store {
             findings.push(Finding { kind, root: root.map(str::to_string), path, action, repaired });
         };
 
-        if let Ok(rd) = std::fs::read_dir(self.roots_dir()) {
-            for ent in rd.flatten() {
-                let name = ent.file_name().to_string_lossy().into_owned();
-                let dir = ent.path();
-                let rec = match self.load_root(&name) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let res = repair.then(|| self.remove_orphan_dir(&dir));
-                        note("orphan-directory", None, dir, "remove the directory (no readable state)".into(), res);
+        let scan = self.scan_roots()?;
+        // A root whose state cannot be read is never unmounted or removed: its mounts and
+        // directory are kept, whatever is below them (only --discard-unreadable may act).
+        let mut protected: Vec<PathBuf> = Vec::new();
+        for u in &scan.unreadable {
+            let dir = self.roots_dir().join(&u.id);
+            protected.push(dir.clone());
+            known_ids.insert(u.id.clone());
+            note(
+                "unreadable-state",
+                Some(&u.id),
+                dir,
+                format!("kept untouched ({}); check it, then `execroot doctor --discard-unreadable {}`", u.error, u.id),
+                None,
+            );
+        }
+        for dir in &scan.empty {
+            let res = repair.then(|| remove_empty_dir(dir));
+            note("orphan-directory", None, dir.clone(), "remove the empty directory (no state)".into(), res);
+        }
+        for rec in scan.roots {
+            known_ids.insert(rec.id.clone());
+            match rec.state {
+                State::Creating | State::Destroying => {
+                    let kind = if rec.state == State::Creating { "stuck-creating" } else { "stuck-destroying" };
+                    let verb = if rec.state == State::Creating { "undo the create" } else { "finish the destroy" };
+                    let res = repair.then(|| self.finish_teardown(rec.clone()));
+                    note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
+                }
+                State::Ready => {
+                    let b = backend::get(rec.backend);
+                    let live = b.is_live(self, &rec)?;
+                    let mut subs_live = true;
+                    for m in &rec.mounts {
+                        subs_live &= mount::is_mounted(&m.path)?;
+                    }
+                    if live && subs_live {
+                        owned.insert(rec.cwd.clone());
+                        owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
                         continue;
                     }
-                };
-                known_ids.insert(rec.id.clone());
-                match rec.state {
-                    State::Creating | State::Destroying => {
-                        let kind = if rec.state == State::Creating { "stuck-creating" } else { "stuck-destroying" };
-                        let verb = if rec.state == State::Creating { "undo the create" } else { "finish the destroy" };
-                        let res = repair.then(|| self.finish_teardown(rec.clone()));
-                        note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
+                    if !repair {
+                        note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), None);
+                        continue;
                     }
-                    State::Ready => {
-                        let b = backend::get(rec.backend);
-                        let live = b.is_live(self, &rec)?;
-                        let subs_live = rec.mounts.iter().all(|m| mount::is_mounted(&m.path).unwrap_or(false));
-                        if live && subs_live {
+                    match self.revive_root(rec.clone()) {
+                        Ok(()) => {
                             owned.insert(rec.cwd.clone());
                             owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
-                            continue;
+                            note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remounted".into(), Some(Ok(())));
                         }
-                        if !repair {
-                            note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), None);
-                            continue;
+                        // Only a volatile upper the kernel refuses is discarded: any other
+                        // failure (busy, git, I/O) leaves the root for the next run.
+                        Err(Error::VolatileLost(why)) => {
+                            let res = self.finish_teardown(rec.clone());
+                            note(
+                                "volatile-lost",
+                                Some(&rec.id),
+                                rec.cwd.clone(),
+                                format!("discarded the root: {why}"),
+                                Some(res),
+                            );
                         }
-                        match self.revive_root(rec.clone()) {
-                            Ok(()) => {
-                                owned.insert(rec.cwd.clone());
-                                owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
-                                note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remounted".into(), Some(Ok(())));
-                            }
-                            Err(Error::Conflict(why)) => {
-                                let res = self.finish_teardown(rec.clone());
-                                note(
-                                    "volatile-lost",
-                                    Some(&rec.id),
-                                    rec.cwd.clone(),
-                                    format!("discarded the root: {why}"),
-                                    Some(res),
-                                );
-                            }
-                            Err(e) => {
-                                note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), Some(Err(e)))
-                            }
+                        Err(e) => {
+                            // What revive took away (sub-mounts) stays for a human to see.
+                            protected.push(rec.dir(self));
+                            note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), Some(Err(e)))
                         }
                     }
                 }
@@ -124,7 +142,10 @@ impl Store {
         let shared_views = self.root().join("idmap");
         for m in mount::mounts_under(self.root())? {
             // Idmapped layer views are shared by all roots of an owner and made on demand.
-            if owned.contains(&m.target) || m.target.starts_with(&shared_views) {
+            if owned.contains(&m.target)
+                || m.target.starts_with(&shared_views)
+                || protected.iter().any(|p| m.target.starts_with(p))
+            {
                 continue;
             }
             // A mount still present under a root being repaired was handled above.
@@ -136,24 +157,39 @@ impl Store {
                 continue;
             }
             let res = match mount::unmount(&m.target) {
-                Ok(mount::Unmounted::Busy) => Err(Error::Conflict("busy".into())),
+                Ok(mount::Unmounted::Busy) => Err(Error::Busy { path: m.target.clone() }),
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
             };
             note("stray-mount", None, m.target.clone(), "unmount".into(), Some(res));
         }
 
-        if let Ok(rd) = std::fs::read_dir(self.keys_dir()) {
-            for ent in rd.flatten() {
-                let name = ent.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".lock") {
+        let keys = self.keys_dir();
+        let rd = match std::fs::read_dir(&keys) {
+            Ok(rd) => Some(rd),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&keys, e)),
+        };
+        for ent in rd.into_iter().flatten() {
+            let ent = ent.map_err(|e| Error::io(&keys, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".lock") {
+                continue;
+            }
+            // A key index entry is stale only when it names, readably, no root at all.
+            let target = match std::fs::read_to_string(ent.path()) {
+                Ok(t) => t.trim().to_string(),
+                Err(e) => {
+                    note("stale-key", None, ent.path(), format!("kept: cannot read it: {e}"), None);
                     continue;
                 }
-                let target = std::fs::read_to_string(ent.path()).unwrap_or_default();
-                if !known_ids.contains(target.trim()) && self.load_root(target.trim()).is_err() {
-                    let res = repair.then(|| std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e)));
-                    note("stale-key", None, ent.path(), "remove the key index entry".into(), res);
-                }
+            };
+            if known_ids.contains(&target) {
+                continue;
+            }
+            if let Err(Error::NotFound(_)) = self.load_root(&target) {
+                let res = repair.then(|| std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e)));
+                note("stale-key", None, ent.path(), "remove the key index entry".into(), res);
             }
         }
 
@@ -167,15 +203,6 @@ impl Store {
         Ok(DoctorReport { ok, repair, findings })
     }
 
-    fn remove_orphan_dir(&self, dir: &std::path::Path) -> Result<()> {
-        for m in mount::mounts_under(dir)? {
-            if mount::unmount(&m.target)? == mount::Unmounted::Busy {
-                return Err(Error::Conflict(format!("{} is busy", m.target.display())));
-            }
-        }
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))
-    }
-
     /// Finish tearing a root down; a worktree with uncommitted work is left alone.
     fn finish_teardown(&self, mut rec: RootRecord) -> Result<()> {
         for m in rec.mounts.iter().rev() {
@@ -183,6 +210,43 @@ impl Store {
         }
         backend::get(rec.backend).check_destroy(self, &rec, false)?;
         self.teardown(&mut rec, false).map(|_| ())
+    }
+
+    /// Remove the directory of an unreadable root after a human has decided so: unmount what
+    /// is mounted below it (refusing if busy), delete it, and free its key. A worktree's
+    /// registration in its repository is left to `git worktree prune`.
+    pub fn discard_unreadable(&self, id: &str) -> Result<Finding> {
+        let scan = self.scan_roots()?;
+        let Some(u) = scan.unreadable.iter().find(|u| u.id == id) else {
+            return match self.load_root(id) {
+                Ok(_) => Err(Error::Conflict(format!(
+                    "root {id} has a readable state; destroy it with `execroot root destroy {id}`"
+                ))),
+                Err(e) => Err(e),
+            };
+        };
+        let dir = self.roots_dir().join(id);
+        for m in mount::mounts_under(&dir)? {
+            if mount::unmount(&m.target)? == mount::Unmounted::Busy {
+                return Err(Error::Busy { path: m.target.clone() });
+            }
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let keys = self.keys_dir();
+        if let Ok(rd) = std::fs::read_dir(&keys) {
+            for ent in rd.flatten() {
+                if std::fs::read_to_string(ent.path()).is_ok_and(|t| t.trim() == id) {
+                    std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e))?;
+                }
+            }
+        }
+        Ok(Finding {
+            kind: "unreadable-state",
+            root: Some(id.to_string()),
+            path: dir,
+            action: format!("discarded the root as asked ({}); its files are gone", u.error),
+            repaired: true,
+        })
     }
 
     fn revive_root(&self, mut rec: RootRecord) -> Result<()> {
@@ -196,9 +260,16 @@ impl Store {
         }
         for m in &rec.mounts {
             if !rec.durable && m.work.join("work/incompat/volatile").exists() {
-                return Err(Error::Conflict(format!("mount {} was volatile and cannot be remounted", m.subdir)));
+                return Err(Error::VolatileLost(format!("mount {} was volatile and cannot be remounted", m.subdir)));
             }
         }
         self.remount_subs(&rec)
     }
+}
+
+/// Remove an empty root directory (and a torn `.state.json.tmp` in it); anything else in it
+/// makes the removal fail rather than delete files without a record.
+fn remove_empty_dir(dir: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_file(dir.join(".state.json.tmp"));
+    std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))
 }

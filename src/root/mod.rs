@@ -115,10 +115,21 @@ pub struct SubMount {
     pub lowers: Vec<PathBuf>,
 }
 
+/// The `state.json` format this execroot writes and the newest it reads. A record of a newer
+/// version is refused read-only: it is never rewritten, and nothing it pins is collected.
+pub const STATE_VERSION: u32 = 1;
+
+fn state_version_absent() -> u32 {
+    1
+}
+
 /// Everything known about a root (`roots/<id>/state.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RootRecord {
+    /// Format version of this record (absent in the oldest records, which are version 1).
+    #[serde(default = "state_version_absent")]
+    pub version: u32,
     /// Root id (16 hex digits).
     pub id: String,
     /// Idempotency key.
@@ -192,6 +203,44 @@ impl RootRecord {
         std::fs::write(&tmp, json).at(&tmp)?;
         let dest = dir.join("state.json");
         std::fs::rename(&tmp, &dest).at(&dest)
+    }
+}
+
+/// A root directory whose `state.json` cannot be read or parsed (or is of a newer version): the
+/// shape `snapshot list` uses for a damaged snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnreadableRoot {
+    /// Root id (the directory's name).
+    pub id: String,
+    /// Why its state cannot be used.
+    pub error: String,
+}
+
+/// Every directory under `roots/`, sorted into what it is.
+#[derive(Clone, Debug, Default)]
+pub struct RootScan {
+    /// Roots with a readable state.
+    pub roots: Vec<RootRecord>,
+    /// Roots whose state cannot be read: kept, pinned, reported.
+    pub unreadable: Vec<UnreadableRoot>,
+    /// Empty root directories (a create killed before its first state write).
+    pub empty: Vec<PathBuf>,
+}
+
+impl RootScan {
+    /// Fail (naming the files) when any root's state is unreadable: for operations that would
+    /// otherwise delete what such a root uses.
+    pub fn require_readable(&self, what: &str) -> Result<()> {
+        if self.unreadable.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.unreadable.iter().map(|u| u.error.clone()).collect();
+        Err(Error::Corrupt(format!(
+            "{what} refused: the state of {} root(s) cannot be read, so what they use is unknown: {}; \
+             `execroot doctor` lists them, `execroot doctor --discard-unreadable ID` removes one after you have checked it",
+            list.len(),
+            list.join("; ")
+        )))
     }
 }
 
@@ -303,7 +352,9 @@ impl Store {
         self.keys_dir().join(key_name(key))
     }
 
-    /// Read a root's state.
+    /// Read a root's state. `NotFound` only when there is no such root (or no `state.json`);
+    /// a state file that cannot be read or parsed, or that is of a newer format version, is
+    /// `Corrupt` naming the file: callers that delete must treat that as "keep", never as absent.
     pub fn load_root(&self, id: &str) -> Result<RootRecord> {
         if !validate_id(id) {
             return Err(Error::NotFound(format!("no root {id:?}")));
@@ -314,12 +365,27 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!("no root {id:?}")))
             }
-            Err(e) => return Err(Error::io(&path, e)),
+            Err(e) => return Err(Error::Corrupt(format!("{}: cannot read: {e}", path.display()))),
         };
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default = "state_version_absent")]
+            version: u32,
+        }
+        let probe: Probe =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        if probe.version > STATE_VERSION {
+            return Err(Error::Corrupt(format!(
+                "{}: state format version {} is newer than this execroot reads ({STATE_VERSION}); left untouched",
+                path.display(),
+                probe.version
+            )));
+        }
         serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
     }
 
-    /// Find a root by exact id, then exact key.
+    /// Find a root by exact id, then exact key. A root whose state cannot be read is an error
+    /// (`Corrupt`), not "no such root".
     pub fn find_root(&self, id_or_key: &str) -> Result<RootRecord> {
         if validate_id(id_or_key) {
             match self.load_root(id_or_key) {
@@ -328,31 +394,55 @@ impl Store {
             }
         }
         if validate_key(id_or_key).is_ok() {
-            if let Ok(id) = std::fs::read_to_string(self.key_index(id_or_key)) {
-                if let Ok(rec) = self.load_root(id.trim()) {
-                    if rec.key.as_deref() == Some(id_or_key) {
-                        return Ok(rec);
-                    }
-                }
+            let idx = self.key_index(id_or_key);
+            match std::fs::read_to_string(&idx) {
+                Ok(id) => match self.load_root(id.trim()) {
+                    Ok(rec) if rec.key.as_deref() == Some(id_or_key) => return Ok(rec),
+                    Ok(_) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&idx, e)),
             }
         }
         Err(Error::NotFound(format!("no root with id or key {id_or_key:?}")))
     }
 
-    /// Every root, by id; unreadable state files are skipped (doctor reports them).
-    pub fn list_roots(&self) -> Result<Vec<RootRecord>> {
+    /// Every root directory, sorted: readable roots by creation time, roots whose state cannot
+    /// be read (kept and reported, never skipped), and empty directories that a create killed
+    /// before its first state write left behind.
+    pub fn scan_roots(&self) -> Result<RootScan> {
         let dir = self.roots_dir();
-        let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(out) };
-        for e in rd.flatten() {
-            if let Some(name) = e.file_name().to_str() {
-                if let Ok(r) = self.load_root(name) {
-                    out.push(r);
+        let mut scan = RootScan::default();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for e in rd {
+            let e = e.at(&dir)?;
+            // Only directories named like a root id are roots; anything else is not execroot's.
+            let Some(name) = e.file_name().to_str().filter(|n| validate_id(n)).map(str::to_string) else { continue };
+            match self.load_root(&name) {
+                Ok(r) => scan.roots.push(r),
+                Err(Error::NotFound(_)) => {
+                    if root_dir_is_empty(&e.path())? {
+                        scan.empty.push(e.path());
+                    } else {
+                        let error = format!(
+                            "{}: missing, but the directory holds files",
+                            e.path().join("state.json").display()
+                        );
+                        scan.unreadable.push(UnreadableRoot { id: name, error });
+                    }
                 }
+                Err(err) => scan.unreadable.push(UnreadableRoot { id: name, error: err.to_string() }),
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+        scan.roots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        scan.unreadable.sort_by(|a, b| a.id.cmp(&b.id));
+        scan.empty.sort();
+        Ok(scan)
     }
 
     /// Create a root (or, with a key that exists, return it with `created: false`).
@@ -408,6 +498,7 @@ impl Store {
 
         let id = format!("{:016x}", rand::random::<u64>());
         let mut rec = RootRecord {
+            version: STATE_VERSION,
             id: id.clone(),
             key: req.key.clone(),
             class,
@@ -500,9 +591,17 @@ impl Store {
             )],
         };
         // Sub-mounts go first: nothing inspects a tree with foreign mounts in it.
-        if let Err(Error::Conflict(_)) = self.unmount_subs(&rec) {
-            self.remount_subs(&rec)?;
-            return Ok(busy(&rec));
+        match self.unmount_subs(&rec) {
+            Ok(()) => {}
+            Err(Error::Busy { .. }) => {
+                self.remount_subs(&rec)?;
+                return Ok(busy(&rec));
+            }
+            Err(e) => {
+                // Put back what this call took away; report the first failure.
+                let _ = self.remount_subs(&rec);
+                return Err(e);
+            }
         }
         let b = backend::get(rec.backend);
         let mut warnings = match b.check_destroy(self, &rec, force) {
@@ -518,8 +617,8 @@ impl Store {
         }
         match self.teardown(&mut rec, force) {
             Ok(w) => warnings.extend(w),
-            Err(Error::Conflict(msg)) => {
-                warnings.push(msg);
+            Err(e @ Error::Busy { .. }) => {
+                warnings.push(e.to_string());
                 return Ok(Destroyed { cleaned_path, cleaned: false, warnings });
             }
             Err(e) => return Err(e),
@@ -530,7 +629,7 @@ impl Store {
     fn unmount_subs(&self, rec: &RootRecord) -> Result<()> {
         for m in rec.mounts.iter().rev() {
             if mount::unmount(&m.path)? == Unmounted::Busy {
-                return Err(Error::Conflict(format!("{} is busy", m.path.display())));
+                return Err(Error::Busy { path: m.path.clone() });
             }
         }
         Ok(())
@@ -570,14 +669,10 @@ impl Store {
         // and a mount that will not go stops the deletion.
         for m in mount::mounts_under(&dir)? {
             if mount::unmount(&m.target)? == Unmounted::Busy {
-                return Err(Error::Conflict(format!("{} is busy", m.target.display())));
+                return Err(Error::Busy { path: m.target.clone() });
             }
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
+        remove_root_dir(&dir)?;
         if let Some(k) = &rec.key {
             let idx = self.key_index(k);
             if std::fs::read_to_string(&idx).is_ok_and(|s| s.trim() == rec.id) {
@@ -602,6 +697,50 @@ impl Store {
         }
         Ok(v)
     }
+}
+
+/// Remove a root's directory with its `state.json` last, so that a crash part way leaves either
+/// a state file doctor acts on or an empty directory, never files without a record.
+fn remove_root_dir(dir: &Path) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for e in rd {
+        let e = e.at(dir)?;
+        if e.file_name() == "state.json" {
+            continue;
+        }
+        let p = e.path();
+        let res = if e.file_type().at(&p)?.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match res {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(&p, err)),
+        }
+    }
+    let state = dir.join("state.json");
+    match std::fs::remove_file(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&state, e)),
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// True when a root directory holds nothing but, at most, a torn `.state.json.tmp`.
+fn root_dir_is_empty(dir: &Path) -> Result<bool> {
+    for e in std::fs::read_dir(dir).at(dir)? {
+        if e.at(dir)?.file_name() != ".state.json.tmp" {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Check a `--mount` SUBDIR: relative, no `.`/`..`/empty components.

@@ -77,7 +77,7 @@ impl Store {
                 variants.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
             }
         }
-        let records = self.list_roots()?;
+        let records = self.scan_roots()?.roots;
         let mut users: HashMap<String, u64> = HashMap::new();
         for r in &records {
             if let Ok(stack) = self.layer_stack(&r.layer_ids().unwrap_or_default()) {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::store::{Lease, Node, Store, StoreLock};
 
@@ -51,31 +51,37 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Snapshots that roots use directly, with the root that uses each.
+    /// Snapshots that roots use directly, with the root that uses each. Fails (`Corrupt`)
+    /// when any root's state cannot be read: what it uses is then unknown.
     pub fn root_pins(&self) -> Result<Vec<(Hash, String)>> {
+        let scan = self.scan_roots()?;
+        scan.require_readable("deleting snapshots")?;
         let mut out = Vec::new();
-        for r in self.list_roots()? {
+        for r in scan.roots {
             for s in r.layers.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
-                if let Ok(h) = Hash::from_hex(s) {
-                    out.push((h, r.id.clone()));
-                }
+                let h = Hash::from_hex(s)
+                    .map_err(|_| Error::Corrupt(format!("root {}: {s:?} in its state is not a snapshot id", r.id)))?;
+                out.push((h, r.id.clone()));
             }
         }
         Ok(out)
     }
 
-    /// `ids` and all their ancestors.
-    pub fn closure(&self, ids: impl IntoIterator<Item = Hash>) -> BTreeSet<Hash> {
+    /// `ids` and all their ancestors. A snapshot that does not exist has no ancestors to keep;
+    /// one whose manifest cannot be read fails the closure, since its parents are unknown.
+    pub fn closure(&self, ids: impl IntoIterator<Item = Hash>) -> Result<BTreeSet<Hash>> {
         let mut keep = BTreeSet::new();
         let mut todo: Vec<Hash> = ids.into_iter().collect();
         while let Some(id) = todo.pop() {
             if keep.insert(id) {
-                if let Ok(parents) = self.parents_of(&id) {
-                    todo.extend(parents);
+                match self.parents_of(&id) {
+                    Ok(parents) => todo.extend(parents),
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
-        keep
+        Ok(keep)
     }
 
     /// Run gc.
@@ -97,7 +103,7 @@ impl Store {
                 roots.push(*id);
             }
         }
-        let keep = self.closure(roots);
+        let keep = self.closure(roots)?;
         report.kept_snapshots = all.iter().filter(|id| keep.contains(id)).count() as u64;
 
         // Objects and (content, mode) variants the kept snapshots need.
@@ -139,13 +145,11 @@ impl Store {
         if let Ok(modes) = std::fs::read_dir(&vdir) {
             for m in modes.flatten() {
                 let Some(mode) = m.file_name().to_str().and_then(|s| u32::from_str_radix(s, 8).ok()) else { continue };
-                for f in std::fs::read_dir(m.path()).at(m.path())?.flatten() {
-                    let needed = f
-                        .file_name()
-                        .to_str()
-                        .and_then(|n| Hash::from_hex(n).ok())
-                        .is_some_and(|h| variants.contains(&(h, mode)));
-                    if !needed {
+                for f in std::fs::read_dir(m.path()).at(m.path())? {
+                    let f = f.at(m.path())?;
+                    // A name that is not a content hash is not a variant: left alone.
+                    let Some(h) = f.file_name().to_str().and_then(|n| Hash::from_hex(n).ok()) else { continue };
+                    if !variants.contains(&(h, mode)) {
                         report.removed_variants += 1;
                         report.freed_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
                         if !dry_run {

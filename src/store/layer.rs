@@ -69,8 +69,12 @@ impl Store {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
+        let short = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Corrupt(format!("{}: truncated manifest", path.display())),
+            _ => Error::io(&path, e),
+        };
         let mut head = [0u8; 12];
-        f.read_exact(&mut head).at(&path)?;
+        f.read_exact(&mut head).map_err(short)?;
         if &head[..8] != crate::store::manifest::MAGIC {
             return Err(Error::Corrupt(format!("{}: not an execroot manifest", path.display())));
         }
@@ -79,7 +83,7 @@ impl Store {
             return Err(Error::Corrupt(format!("{}: {n} parents", path.display())));
         }
         let mut ids = vec![0u8; 32 * n];
-        f.read_exact(&mut ids).at(&path)?;
+        f.read_exact(&mut ids).map_err(short)?;
         Ok(ids.chunks(32).map(|c| Hash(c.try_into().expect("32 bytes"))).collect())
     }
 

@@ -65,15 +65,23 @@ impl Store {
         fsync_dir(&self.refs_dir())
     }
 
-    /// Remove a ref; returns the snapshot it pointed at.
-    pub fn remove_ref(&self, name: &str) -> Result<Hash> {
-        let id = self.get_ref(name)?.ok_or_else(|| Error::NotFound(format!("no ref named {name:?}")))?;
+    /// Remove a ref; returns the snapshot it pointed at (`None` for a damaged ref file, which
+    /// naming it explicitly removes all the same).
+    pub fn remove_ref(&self, name: &str) -> Result<Option<Hash>> {
+        let id = match self.get_ref(name) {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => return Err(Error::NotFound(format!("no ref named {name:?}"))),
+            Err(Error::Corrupt(_)) => None,
+            Err(e) => return Err(e),
+        };
         let path = self.refs_dir().join(name);
         std::fs::remove_file(&path).at(&path)?;
         Ok(id)
     }
 
-    /// All refs, sorted by name. Unreadable ref files are reported by `verify`, skipped here.
+    /// All refs, sorted by name. A ref file that cannot be read or does not hold a snapshot id
+    /// is an error naming it (gc and `snapshot rm` must never take it for absent); files whose
+    /// names are not ref names are not refs and are ignored.
     pub fn list_refs(&self) -> Result<Vec<(String, Hash)>> {
         let dir = self.refs_dir();
         let mut out = Vec::new();
@@ -83,7 +91,7 @@ impl Store {
             if validate_name(&name).is_err() {
                 continue;
             }
-            if let Ok(Some(id)) = self.get_ref(&name) {
+            if let Some(id) = self.get_ref(&name)? {
                 out.push((name, id));
             }
         }

@@ -195,7 +195,7 @@ impl Store {
     pub fn remove_snapshot(&self, id: &Hash, force: bool) -> Result<Vec<String>> {
         // A live root is never broken, --force or not.
         for (pin, root) in self.root_pins()? {
-            if self.closure([pin]).contains(id) {
+            if self.closure([pin])?.contains(id) {
                 return Err(Error::Conflict(format!("snapshot {id} is used by root {root}; destroy the root first")));
             }
         }
