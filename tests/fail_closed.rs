@@ -184,6 +184,22 @@ fn unreadable_manifest_of_a_kept_snapshot_stops_gc() {
 }
 
 #[test]
+fn a_worktree_without_git_but_with_files_is_not_destroyed() {
+    let env = Env::new();
+    let repo = env.repo();
+    let r = env.root(&["--class", "repo-edit", "--repo", repo.to_str().unwrap(), "--base-ref", "main", "--key", "wt"]);
+    let wt = cwd(&r);
+    std::fs::write(wt.join("precious.txt"), "unsaved\n").unwrap();
+    // Something removed the worktree's .git file: git can no longer say what is unsaved.
+    std::fs::remove_file(wt.join(".git")).unwrap();
+    let e = env.fails(&["root", "destroy", "wt"], 5);
+    assert!(e["error"]["message"].as_str().unwrap().contains("no .git"), "{e}");
+    assert_eq!(std::fs::read_to_string(wt.join("precious.txt")).unwrap(), "unsaved\n");
+    env.ok(&["root", "destroy", "wt", "--force"]);
+    assert!(!wt.exists());
+}
+
+#[test]
 fn doctor_keeps_a_root_it_cannot_remount_for_any_reason_but_a_lost_volatile_upper() {
     if !can_mount() {
         return;

@@ -164,6 +164,24 @@ fn status(store: &Store, ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
     Ok(st)
 }
 
+/// True when `wt/.git` exists; an error (other than absence) is an error, never "absent".
+fn has_git_link(wt: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(wt.join(".git")) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(wt.join(".git"), e)),
+    }
+}
+
+/// True when `dir` exists and holds anything.
+fn has_entries(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 impl Backend for Worktree {
     fn kind(&self) -> BackendKind {
         BackendKind::Worktree
@@ -227,11 +245,11 @@ impl Backend for Worktree {
     }
 
     fn is_live(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
-        Ok(rec.cwd.join(".git").exists())
+        has_git_link(&rec.cwd)
     }
 
     fn revive(&self, _store: &Store, rec: &mut RootRecord) -> Result<()> {
-        if rec.cwd.join(".git").exists() {
+        if has_git_link(&rec.cwd)? {
             Ok(())
         } else {
             Err(Error::NotFound(format!("worktree {} is gone", rec.cwd.display())))
@@ -243,7 +261,16 @@ impl Backend for Worktree {
     }
 
     fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>> {
-        if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
+        let Some(wt) = &rec.worktree_path else { return Ok(vec![]) };
+        if !has_git_link(wt)? {
+            // No git worktree there (a create killed before git ran, or one already removed).
+            // Files without git's record cannot be checked for unsaved work: kept unless forced.
+            if has_entries(wt)? && !force {
+                return Err(Error::Conflict(format!(
+                    "{} holds files but no .git, so execroot cannot tell whether they are unsaved work; look, then use --force",
+                    wt.display()
+                )));
+            }
             return Ok(vec![]);
         }
         let ctx = Ctx::of(store, rec)?;
@@ -278,11 +305,13 @@ impl Backend for Worktree {
         let _lock = repo_lock(store, &ctx.repo)?;
         let mut warnings = Vec::new();
         if let Some(wt) = &rec.worktree_path {
-            if wt.join(".git").exists() {
+            if has_git_link(wt)? {
                 ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
             }
-            if wt.exists() {
-                std::fs::remove_dir_all(wt).at(wt)?;
+            match std::fs::remove_dir_all(wt) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(wt, e)),
             }
             if let Some(parent) =
                 wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == rec.id.as_str()))
