@@ -12,18 +12,16 @@
 
 pub mod backend;
 pub mod bench;
+pub mod change;
 pub mod cli;
 pub mod error;
 pub mod fixture;
-pub mod git;
 pub mod hash;
-pub mod idmap;
-pub mod mount;
 pub mod pathenc;
 pub mod policy;
-pub mod procs;
 pub mod root;
 pub mod store;
+pub mod sys;
 
 pub use error::{Error, Result};
 pub use hash::Hash;

@@ -112,10 +112,10 @@ fn overlay_unavailable(store_root: &Path) -> Option<String> {
     let probe = store_root.join("roots");
     let _ = std::fs::create_dir_all(&probe);
     // Probe once per store: the attribute stays, and reading it costs no journal write.
-    if crate::store::layer::xattr_get(&probe, "trusted.execroot.probe").is_some() {
+    if let Ok(Some(_)) = crate::sys::xattr::get(&probe, "trusted.execroot.probe") {
         return None;
     }
-    if let Err(e) = crate::store::layer::xattr_set(&probe, "trusted.execroot.probe", b"1") {
+    if let Err(e) = crate::sys::xattr::set(&probe, "trusted.execroot.probe", b"1") {
         return Some(format!("the store's filesystem lacks trusted xattrs for an upper directory: {e}"));
     }
     None

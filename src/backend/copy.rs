@@ -19,7 +19,7 @@ impl Backend for Copy {
         let cwd = rec.dir(store).join("tree");
         let entries = store.flatten_stack(&rec.layer_ids()?)?;
         store.write_entries(&entries, &cwd)?;
-        if rec.owner != crate::root::Owner::current() {
+        if rec.owner != crate::sys::Owner::current() {
             chown_tree(&cwd, rec.owner)?;
         }
         rec.cwd = cwd;
@@ -51,9 +51,9 @@ impl Backend for Copy {
         Ok(vec![])
     }
 
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff> {
         let base = store.flatten_stack(&rec.layer_ids()?)?;
-        crate::root::diff::tree_diff(&rec.cwd, &base, &rec.mount_subdirs())
+        crate::change::tree::diff(&rec.cwd, &base, &rec.mount_subdirs())
     }
 
     fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {

@@ -50,7 +50,7 @@ pub trait Backend: Sync {
     /// Bytes and inodes the run has written.
     fn usage(&self, store: &Store, rec: &RootRecord) -> Result<Usage>;
     /// What the run changed against its base (docs/capture.md).
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff>;
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff>;
     /// Backend-specific status for `root show` (git's view for worktrees).
     fn status(&self, _store: &Store, _rec: &RootRecord) -> Result<Option<serde_json::Value>> {
         Ok(None)
@@ -59,7 +59,7 @@ pub trait Backend: Sync {
 
 /// `detach` for backends without a mount: free unless a process is inside.
 pub fn detach_unmounted(rec: &RootRecord) -> bool {
-    crate::procs::users_of(&rec.cwd).is_empty()
+    crate::sys::procs::users_of(&rec.cwd).is_empty()
 }
 
 /// The backend implementing `kind`.
@@ -84,7 +84,7 @@ pub fn tree_usage(dir: &std::path::Path) -> Usage {
 }
 
 /// Give everything below `dir` (and `dir`) to `owner`, not following symlinks.
-pub fn chown_tree(dir: &std::path::Path, owner: crate::root::Owner) -> Result<()> {
+pub fn chown_tree(dir: &std::path::Path, owner: crate::sys::Owner) -> Result<()> {
     use crate::error::IoContext;
     for e in walkdir::WalkDir::new(dir).same_file_system(true) {
         let e = e.map_err(|e| crate::Error::BadInput(format!("{}: {e}", dir.display())))?;

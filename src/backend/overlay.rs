@@ -5,9 +5,10 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use super::{tree_usage, Backend, Usage};
 use crate::error::{Error, IoContext, Result};
-use crate::mount::{self, OverlaySpec, Unmounted};
 use crate::policy::BackendKind;
-use crate::root::{Owner, RootRecord};
+use crate::root::RootRecord;
+use crate::sys::mount::{self, OverlaySpec, Unmounted};
+use crate::sys::Owner;
 use crate::Store;
 
 /// See the module documentation.
@@ -43,18 +44,41 @@ pub fn mount_stack(
     Ok(spec)
 }
 
+/// The owner a store's files belong to (the store directory's owner).
+pub fn store_owner(store: &Store) -> Result<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(store.root()).at(store.root())?;
+    Ok(Owner { uid: md.uid(), gid: md.gid() })
+}
+
+/// The lower directory to use for `layer` (a short layer path) in a root owned by `owner`: the
+/// layer itself when the owner owns the store, else an idmapped view of it,
+/// `STORE/idmap/<uid>-<gid>/<12 hex>`, shared by every root of that owner.
+pub fn lower_for(store: &Store, layer: &std::path::Path, owner: Owner) -> Result<std::path::PathBuf> {
+    let base = store_owner(store)?;
+    if owner == base {
+        return Ok(layer.to_path_buf());
+    }
+    let dir = store.idmap_dir().join(format!("{}-{}", owner.uid, owner.gid));
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let name = layer.file_name().ok_or_else(|| Error::Corrupt(format!("bad layer path {}", layer.display())))?;
+    let target = dir.join(name);
+    crate::sys::idmap::ensure_view(layer, &target, &dir.with_extension("lock"), base, owner)?;
+    Ok(target)
+}
+
 /// The lower directories (top first) presenting `stack` (bottom first) to `owner`:
 /// materialized layers, idmapped when the owner is not the store's owner.
 pub fn lowers_for(store: &Store, stack: &[crate::Hash], owner: Owner) -> Result<Vec<std::path::PathBuf>> {
     let mut lowers = Vec::with_capacity(stack.len().max(1));
     for id in stack.iter().rev() {
         let layer = store.materialize(id)?;
-        lowers.push(crate::idmap::lower_for(store, &layer, owner)?);
+        lowers.push(lower_for(store, &layer, owner)?);
     }
     if lowers.is_empty() {
         let empty = store.root().join("layers").join("empty");
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&empty).at(&empty)?;
-        lowers.push(crate::idmap::lower_for(store, &empty, owner)?);
+        lowers.push(lower_for(store, &empty, owner)?);
     }
     Ok(lowers)
 }
@@ -114,14 +138,15 @@ impl Backend for Overlay {
         }
     }
 
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff> {
         if !mount::is_mounted(&rec.cwd)? {
             return Err(Error::Conflict(format!("root {} is not mounted; run `execroot doctor --repair`", rec.id)));
         }
         let upper = rec.upper.clone().ok_or_else(|| Error::Corrupt(format!("root {} has no upper", rec.id)))?;
         let stack = store.layer_stack(&rec.layer_ids()?)?;
-        let lower = crate::root::diff::Lower { layers: stack.iter().rev().map(|id| store.layer_dir(id)).collect() };
-        crate::root::diff::overlay_diff(&upper, &rec.cwd, &lower, &rec.mount_subdirs())
+        let lower =
+            crate::change::overlay::Lower { layers: stack.iter().rev().map(|id| store.layer_dir(id)).collect() };
+        crate::change::overlay::diff(&upper, &rec.cwd, &lower, &rec.mount_subdirs())
     }
 
     fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {

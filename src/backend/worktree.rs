@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use super::{chown_tree, tree_usage, Backend, Usage};
 use crate::error::{Error, IoContext, Result};
-use crate::git;
 use crate::policy::BackendKind;
-use crate::root::{Owner, RootRecord};
+use crate::root::RootRecord;
+use crate::sys::git;
+use crate::sys::Owner;
 use crate::Store;
 
 /// See the module documentation.
@@ -81,7 +82,7 @@ fn repo_owner(repo: &Path) -> Result<Owner> {
 }
 
 /// Serialises execroot's git commands on one repository.
-fn repo_lock(store: &Store, repo: &Path) -> Result<crate::store::FileLock> {
+fn repo_lock(store: &Store, repo: &Path) -> Result<crate::sys::lock::FileLock> {
     let name = crate::Hash::of(repo.as_os_str().as_encoded_bytes()).to_hex();
     store.named_lock(&format!("repo-{}", &name[..32]))
 }
@@ -343,9 +344,9 @@ impl Backend for Worktree {
         Ok(warnings)
     }
 
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::root::diff::Diff> {
+    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff> {
+        use crate::change::{Change, Diff, EntryKind};
         use crate::pathenc::PathJson;
-        use crate::root::diff::{Change, Diff};
         let ctx = Ctx::of(store, rec)?;
         let wt = rec.worktree_path.clone().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
         let base = rec.base_ref.clone().unwrap_or_else(|| "HEAD".into());
@@ -359,11 +360,7 @@ impl Backend for Worktree {
         let untracked = ctx.check(&wt, &args)?;
         let describe = |path: &[u8]| {
             let md = std::fs::symlink_metadata(wt.join(std::ffi::OsStr::from_bytes(path))).ok();
-            let kind = match &md {
-                Some(m) if m.file_type().is_symlink() => "symlink",
-                Some(m) if m.is_dir() => "dir",
-                _ => "file",
-            };
+            let kind = md.as_ref().map(|m| EntryKind::of(m.file_type())).unwrap_or(EntryKind::File);
             Change {
                 path: PathJson(path.to_vec()),
                 kind,

@@ -272,7 +272,7 @@ fn sh(cmd: &str, dir: &Path) -> Result<()> {
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let mut all = vec!["-c", "user.name=execroot-bench", "-c", "user.email=bench@execroot", "-c", "safe.directory=*"];
     all.extend_from_slice(args);
-    let out = crate::git::check(dir, crate::root::Owner::current(), &all, std::time::Duration::from_secs(600))?;
+    let out = crate::sys::git::check(dir, crate::sys::Owner::current(), &all, std::time::Duration::from_secs(600))?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
@@ -653,9 +653,9 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
     // The committed tree, exactly what a worktree of HEAD shows (no untracked or ignored files):
     // `git archive HEAD | execroot snapshot create --tar -`.
     let t = Instant::now();
-    let archive = crate::git::check(
+    let archive = crate::sys::git::check(
         &repo,
-        crate::root::Owner::current(),
+        crate::sys::Owner::current(),
         &["-c", "safe.directory=*", "archive", "HEAD"],
         std::time::Duration::from_secs(600),
     )?;

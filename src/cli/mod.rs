@@ -731,7 +731,7 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
             let mut human = String::new();
             for (sign, list) in [("+", &d.added), ("M", &d.modified), ("-", &d.deleted)] {
                 for c in list {
-                    human.push_str(&format!("{sign} {} {}\n", c.kind, String::from_utf8_lossy(&c.path.0)));
+                    human.push_str(&format!("{sign} {} {}\n", c.kind.as_str(), String::from_utf8_lossy(&c.path.0)));
                 }
             }
             if human.is_empty() {

@@ -51,7 +51,7 @@ impl Store {
             (self.ingest_dir(&rec.cwd, &opts, &crate::store::ingest::NoProgress)?, vec![], true)
         } else {
             let diff = backend::get(rec.backend).diff(self, &rec)?;
-            (self.ingest_change(&rec.cwd, &diff, parents.clone(), &opts)?, parents, false)
+            (self.ingest_change(&rec.cwd, &diff.written(), &diff.removed(), parents.clone(), &opts)?, parents, false)
         };
         report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
         Ok(Committed { report, parents: parents.iter().map(|p| p.to_hex()).collect(), flattened })
@@ -87,7 +87,7 @@ impl Store {
             let walker = walkdir::WalkDir::new(&rec.cwd).min_depth(1).into_iter().filter_entry(|e| {
                 let rel =
                     e.path().strip_prefix(&rec.cwd).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default();
-                !skip.iter().any(|s| crate::root::diff::under(&rel, s)) && e.file_name() != ".git"
+                !skip.iter().any(|s| crate::store::manifest::is_at_or_below(&rel, s)) && e.file_name() != ".git"
             });
             for e in walker {
                 let e = e.map_err(|e| Error::BadInput(format!("{}: {e}", rec.cwd.display())))?;

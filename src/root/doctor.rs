@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{RootRecord, State};
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::mount;
+use crate::sys::mount;
 use crate::Store;
 
 /// One thing doctor found.
@@ -139,7 +139,7 @@ impl Store {
             }
         }
 
-        let shared_views = self.root().join("idmap");
+        let shared_views = self.idmap_dir();
         for m in mount::mounts_under(self.root())? {
             // Idmapped layer views are shared by all roots of an owner and made on demand.
             if owned.contains(&m.target)

@@ -7,7 +7,6 @@
 //! a root does not outlive a reboot's worth of promises (docs/roots.md).
 
 pub mod commit;
-pub mod diff;
 pub mod doctor;
 pub mod export;
 
@@ -20,9 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{self, Usage};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
-use crate::mount::{self, Unmounted};
 use crate::policy::{self, BackendKind, Class};
-use crate::store::{FileLock, StoreLock};
+use crate::store::StoreLock;
+use crate::sys::lock::FileLock;
+use crate::sys::mount::{self, Unmounted};
+use crate::sys::Owner;
 use crate::Store;
 
 /// Lifecycle states (`state.json`'s `state`).
@@ -35,38 +36,6 @@ pub enum State {
     Ready,
     /// Being torn down; may be half torn down.
     Destroying,
-}
-
-/// A uid and gid that own what a run can touch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-
-impl Owner {
-    /// The user running this process.
-    pub fn current() -> Owner {
-        Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() }
-    }
-
-    /// Resolve a user name or numeric uid (group: the user's primary group).
-    pub fn parse(spec: &str) -> Result<Owner> {
-        let user = match spec.parse::<u32>() {
-            Ok(uid) => nix::unistd::User::from_uid(uid.into()),
-            Err(_) => nix::unistd::User::from_name(spec),
-        }
-        .map_err(|e| Error::BadInput(format!("owner {spec:?}: {e}")))?;
-        match user {
-            Some(u) => Ok(Owner { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
-            None => match spec.parse::<u32>() {
-                Ok(uid) => Ok(Owner { uid, gid: uid }),
-                Err(_) => Err(Error::BadInput(format!("owner {spec:?}: no such user"))),
-            },
-        }
-    }
 }
 
 /// A create request exactly as given (before refs are resolved): what `--key` compares.
@@ -587,7 +556,7 @@ impl Store {
             warnings: vec![format!(
                 "root {} is in use by: {}; retry when they are done",
                 rec.id,
-                crate::procs::users_of(&rec.cwd).join(", ")
+                crate::sys::procs::users_of(&rec.cwd).join(", ")
             )],
         };
         // Sub-mounts go first: nothing inspects a tree with foreign mounts in it.
@@ -643,7 +612,7 @@ impl Store {
                 // it cannot know the unmount was clean. We do: the upper is intact, so the
                 // marker may go (the kernel documentation allows exactly this case).
                 let _ = std::fs::remove_dir_all(m.work.join("work/incompat/volatile"));
-                let spec = crate::mount::OverlaySpec {
+                let spec = crate::sys::mount::OverlaySpec {
                     lowers: m.lowers.clone(),
                     upper: m.upper.clone(),
                     work: m.work.clone(),

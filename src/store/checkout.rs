@@ -39,10 +39,7 @@ pub struct CheckoutReport {
     pub elapsed_ms: f64,
 }
 
-/// Sort key equal to the canonical order (see [`crate::store::manifest::cmp_paths`]).
-fn key(path: &[u8]) -> Vec<u8> {
-    path.iter().map(|&c| if c == b'/' { 0 } else { c }).collect()
-}
+use crate::store::manifest::canonical_sort_key as key;
 
 /// Apply one layer's entries on top of `view` with overlay semantics.
 fn apply_layer(view: &mut BTreeMap<Vec<u8>, Entry>, layer: Vec<Entry>) {

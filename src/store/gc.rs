@@ -166,11 +166,11 @@ impl Store {
     /// Remove layer `id`: its idmapped views, its short link, its directory.
     fn drop_layer(&self, id: &Hash, lease: &Lease) -> Result<()> {
         let short = &id.to_hex()[..12];
-        if let Ok(owners) = std::fs::read_dir(self.root().join("idmap")) {
+        if let Ok(owners) = std::fs::read_dir(self.idmap_dir()) {
             for o in owners.flatten() {
                 let view = o.path().join(short);
                 if view.exists() {
-                    let _ = crate::mount::unmount(&view);
+                    let _ = crate::sys::mount::unmount(&view);
                     let _ = std::fs::remove_dir(&view);
                 }
             }

@@ -205,7 +205,7 @@ impl Store {
         let mut total_bytes = 0u64;
         let excluded = |p: &Path| {
             let rel = rel_bytes(&root, p);
-            opts.exclude.iter().any(|x| crate::root::diff::under(&rel, x))
+            opts.exclude.iter().any(|x| crate::store::manifest::is_at_or_below(&rel, x))
         };
         for item in walkdir::WalkDir::new(&root).follow_links(false).into_iter().filter_entry(|e| !excluded(e.path())) {
             let item = item.map_err(|e| {
@@ -355,13 +355,15 @@ impl Store {
 }
 
 impl Store {
-    /// Record the change a root made as a snapshot on top of `parents`: every added or modified
-    /// path of `diff` as found in `cwd` (file contents stored as objects), a whiteout at each
-    /// topmost deleted path, and the directories leading to them.
+    /// Record a change to a tree as a snapshot on top of `parents`: every path of `written` as
+    /// found in `cwd` (file contents stored as objects), a whiteout at each topmost path of
+    /// `deleted`, and the directories leading to them. (What changed is the caller's to find:
+    /// see `crate::change`.)
     pub fn ingest_change(
         &self,
         cwd: &Path,
-        diff: &crate::root::diff::Diff,
+        written: &[Vec<u8>],
+        deleted: &[Vec<u8>],
         parents: Vec<Hash>,
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
@@ -387,7 +389,7 @@ impl Store {
             };
             Ok(Entry { path: rel.to_vec(), mode: md.mode() & 0o7777, mtime_sec, mtime_nsec, node })
         };
-        let key = crate::root::diff::key;
+        let key = crate::store::manifest::canonical_sort_key;
         let with_ancestors = |rel: &[u8], e: Entry, entries: &mut BTreeMap<Vec<u8>, Entry>| -> Result<()> {
             let mut a = rel;
             while !a.is_empty() {
@@ -400,17 +402,17 @@ impl Store {
             Ok(())
         };
         entries.insert(Vec::new(), entry_at(b"")?);
-        for c in diff.added.iter().chain(&diff.modified) {
-            let e = entry_at(&c.path.0)?;
-            with_ancestors(&c.path.0, e, &mut entries)?;
+        for rel in written {
+            let e = entry_at(rel)?;
+            with_ancestors(rel, e, &mut entries)?;
         }
-        let deleted: std::collections::HashSet<&[u8]> = diff.deleted.iter().map(|c| c.path.0.as_slice()).collect();
-        for c in &diff.deleted {
-            let rel = c.path.0.as_slice();
+        let deleted_set: std::collections::HashSet<&[u8]> = deleted.iter().map(Vec::as_slice).collect();
+        for rel in deleted {
+            let rel = rel.as_slice();
             let parent = parent_of(rel);
             // Below a deleted directory, or under something that is no longer a directory: the
             // change at the parent already hides it.
-            if deleted.contains(parent) || !std::fs::symlink_metadata(abs(parent)).is_ok_and(|m| m.is_dir()) {
+            if deleted_set.contains(parent) || !std::fs::symlink_metadata(abs(parent)).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             let e = Entry { path: rel.to_vec(), mode: 0, mtime_sec: 0, mtime_nsec: 0, node: Node::Whiteout };

@@ -155,7 +155,7 @@ impl Store {
             let p = abs(&e.path);
             std::fs::DirBuilder::new().mode(0o700).create(&p).at(&p)?;
             if e.node == Node::OpaqueDir {
-                xattr_set(&p, "trusted.overlay.opaque", b"y")?;
+                crate::sys::xattr::set(&p, "trusted.overlay.opaque", b"y")?;
             }
         }
         entries.par_iter().filter(|e| !e.node.is_dir()).try_for_each(|e| -> Result<()> {
@@ -197,30 +197,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Set an extended attribute (no symlink following).
-pub fn xattr_set(p: &Path, name: &str, value: &[u8]) -> Result<()> {
-    let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::BadInput("NUL in path".into()))?;
-    let cname = std::ffi::CString::new(name).expect("static name");
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe { libc::lsetxattr(cpath.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc != 0 {
-        return Err(Error::io(p, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Read an extended attribute (no symlink following); `None` when absent or unsupported.
-pub fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    let cname = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
 }

@@ -16,22 +16,7 @@ use rand::Rng;
 
 use crate::error::{Error, IoContext, Result};
 use crate::store::Store;
-
-/// An flock held on a lock file (created if missing), released when dropped.
-#[derive(Debug)]
-pub struct FileLock {
-    _lock: Flock<File>,
-}
-
-impl FileLock {
-    /// Lock `path` shared or exclusive, waiting for it.
-    pub fn acquire(path: &Path, exclusive: bool) -> Result<FileLock> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
-        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
-        let lock = Flock::lock(file, arg).map_err(|(_, e)| e).at(path)?;
-        Ok(FileLock { _lock: lock })
-    }
-}
+pub use crate::sys::lock::FileLock;
 
 /// A held flock on the store lock file.
 #[derive(Debug)]

@@ -100,8 +100,19 @@ pub struct Entry {
 /// The canonical order of manifest paths: component-wise bytewise comparison.
 pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
     // Components never contain NUL, so ranking '/' as 0 makes bytewise order component order.
-    let key = |c: u8| if c == b'/' { 0 } else { c };
-    a.iter().map(|&c| key(c)).cmp(b.iter().map(|&c| key(c)))
+    let rank = |c: u8| if c == b'/' { 0 } else { c };
+    a.iter().map(|&c| rank(c)).cmp(b.iter().map(|&c| rank(c)))
+}
+
+/// A byte string whose plain bytewise order is the canonical path order ([`cmp_paths`]), for
+/// ordered maps keyed by path.
+pub fn canonical_sort_key(p: &[u8]) -> Vec<u8> {
+    p.iter().map(|&c| if c == b'/' { 0 } else { c }).collect()
+}
+
+/// True when `path` is `top` or below it (component-wise; `top` non-empty).
+pub fn is_at_or_below(path: &[u8], top: &[u8]) -> bool {
+    path == top || is_ancestor(top, path)
 }
 
 /// The parent of a non-root path (`""` for top-level entries).

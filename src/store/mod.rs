@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 
-pub use lock::{FileLock, Lease, StoreLock};
+pub use lock::{Lease, StoreLock};
 pub use manifest::{Entry, Manifest, Node};
 
 /// An opened store. Cheap to clone; holds only its path.
@@ -122,6 +122,11 @@ impl Store {
     /// Directory of operation leases.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// Directory of idmapped layer views (mount points), one subdirectory per owner.
+    pub fn idmap_dir(&self) -> PathBuf {
+        self.root.join("idmap")
     }
 
     /// Directory where `verify --repair` moves damaged items.

@@ -141,7 +141,7 @@ pub fn as_nobody(script: &str) -> (bool, String) {
 
 /// Mount points below `dir` (from /proc/self/mountinfo).
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    execroot::mount::mounts_under(dir).unwrap().into_iter().map(|m| m.target).collect()
+    execroot::sys::mount::mounts_under(dir).unwrap().into_iter().map(|m| m.target).collect()
 }
 
 impl Env {
@@ -178,7 +178,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Never leave mounts behind in a temporary directory, even when a test fails.
         if is_root() {
-            for m in execroot::mount::mounts_under(self.dir.path()).unwrap_or_default() {
+            for m in execroot::sys::mount::mounts_under(self.dir.path()).unwrap_or_default() {
                 let _ = nix::mount::umount2(&m.target, nix::mount::MntFlags::MNT_DETACH);
             }
         }

@@ -5,8 +5,8 @@
 //! inode, so a layer file owned by root with mode 0644 could not be opened for writing by the
 //! run's user, even though a write would only copy it up. An idmapped mount of the layer maps
 //! the store's uid and gid to the owner's, so the run sees its own files; copy-up then creates
-//! upper files owned by the owner too. One such mount per (owner, layer) lives under
-//! `STORE/idmap/<uid>-<gid>/<12 hex>` and is shared by every root of that owner.
+//! upper files owned by the owner too. Where the views live is the caller's business (the
+//! overlay backend keeps one per owner and layer under `STORE/idmap/`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, IoContext, Result};
-use crate::root::Owner;
-use crate::Store;
+use crate::sys::lock::FileLock;
+use crate::sys::Owner;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
@@ -32,33 +32,17 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// The owner a store's files belong to (the store directory's owner).
-pub fn store_owner(store: &Store) -> Result<Owner> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(store.root()).at(store.root())?;
-    Ok(Owner { uid: md.uid(), gid: md.gid() })
-}
-
-/// The lower directory to use for `layer` (a short layer path) in a root owned by `owner`:
-/// the layer itself when the owner owns the store, else an idmapped view of it.
-pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
-    let base = store_owner(store)?;
-    if owner == base {
-        return Ok(layer.to_path_buf());
+/// Make `target` (an existing empty directory) an idmapped, read-only view of `src` in which
+/// files owned by `from` appear owned by `to`, unless something is already mounted there.
+/// `lock` serialises makers of views in the same directory.
+pub fn ensure_view(src: &Path, target: &Path, lock: &Path, from: Owner, to: Owner) -> Result<()> {
+    let _lock = FileLock::acquire(lock, true)?;
+    if crate::sys::mount::is_mounted(target)? {
+        return Ok(());
     }
-    let dir = store.root().join("idmap").join(format!("{}-{}", owner.uid, owner.gid));
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    let name = layer.file_name().ok_or_else(|| Error::Corrupt(format!("bad layer path {}", layer.display())))?;
-    let target = dir.join(name);
-    let lock_path = dir.with_extension("lock");
-    let _lock = crate::store::FileLock::acquire(&lock_path, true)?;
-    if crate::mount::is_mounted(&target)? {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(&target).at(&target)?;
-    let userns = userns_mapping(base, owner)?;
-    idmapped_bind(layer, &target, &userns)?;
-    Ok(target)
+    std::fs::create_dir_all(target).at(target)?;
+    let userns = userns_mapping(from, to)?;
+    idmapped_bind(src, target, &userns)
 }
 
 /// A user namespace mapping `from` (the store's ids) to `to` (the owner's).

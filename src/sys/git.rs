@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::root::Owner;
+use crate::sys::Owner;
 
 /// The output of a finished git command.
 pub struct GitOutput {

@@ -1,0 +1,13 @@
+//! System helpers: the lowest layer, knowing nothing of stores or roots. Mounts and mountinfo,
+//! idmapped views, extended attributes, flock locks, processes using a directory, running git,
+//! and the owner of a run's files.
+
+pub mod git;
+pub mod idmap;
+pub mod lock;
+pub mod mount;
+pub mod owner;
+pub mod procs;
+pub mod xattr;
+
+pub use owner::Owner;
