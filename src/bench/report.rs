@@ -1,5 +1,6 @@
 //! Presenting bench results: the terminal table, the markdown report and the SVG chart.
 
+use indicatif::HumanBytes;
 use std::fmt::Write;
 
 use super::{BenchReport, ClassResult};
@@ -13,8 +14,6 @@ fn human_ms(v: f64) -> String {
         format!("{v:.2} ms")
     }
 }
-
-use crate::cli::human_bytes;
 
 /// One line per class and backend.
 pub fn table(r: &BenchReport) -> String {
@@ -46,7 +45,7 @@ pub fn table(r: &BenchReport) -> String {
                 human_ms(b.ready_ms.p50),
                 b.run_ms.map(human_ms).unwrap_or_else(|| "-".into()),
                 human_ms(b.destroy_ms.p50),
-                human_bytes(b.bytes_per_root),
+                HumanBytes(b.bytes_per_root),
                 b.inodes_per_root,
                 format!("{}{}", human_ms(b.concurrent.total_ms), if b.concurrent.extrapolated { "*" } else { "" }),
             );
@@ -83,10 +82,10 @@ fn class_table(c: &ClassResult, s: &mut String) {
             b.run_ms.map(human_ms).unwrap_or_else(|| "n/a".into()),
             human_ms(b.destroy_ms.p50),
             human_ms(b.destroy_ms.p95),
-            human_bytes(b.bytes_per_root),
+            HumanBytes(b.bytes_per_root),
             b.inodes_per_root,
             human_ms(b.concurrent.total_ms),
-            human_bytes(b.concurrent.bytes),
+            HumanBytes(b.concurrent.bytes),
             if b.concurrent.extrapolated { " (extrapolated)" } else { "" },
             human_ms(b.one_time_ms),
             b.break_even_runs.map(|n| n.to_string()).unwrap_or_else(|| "never".into()),
@@ -229,7 +228,13 @@ pub fn svg(r: &BenchReport) -> String {
         let x2 = label_w + bar_w + 60.0;
         let _ =
             write!(s, r#"<rect x="{x2}" y="{}" width="{dw:.1}" height="{}" fill="{color}"/>"#, y + 3.0, row_h - 6.0);
-        let _ = write!(s, r#"<text x="{}" y="{}">{}</text>"#, x2 + dw + 4.0, y + 14.0, xml(&human_bytes(*d as u64)));
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            x2 + dw + 4.0,
+            y + 14.0,
+            xml(&HumanBytes(*d as u64).to_string())
+        );
     }
     s.push_str("</svg>\n");
     s

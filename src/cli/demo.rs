@@ -3,13 +3,14 @@
 //! out and compare the checkout with the source; then create and destroy one overlay root (when
 //! this machine can mount) and one copy root of the snapshot.
 
+use indicatif::HumanBytes;
 use std::path::Path;
 use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
 
-use super::{human_bytes, scratch_dir, to_json, Bar, Output};
+use super::{scratch_dir, to_json, Bar, Output};
 use crate::error::{Error, Result};
 use crate::store::ingest::{IngestOptions, NoProgress};
 use crate::Store;
@@ -91,11 +92,11 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
          checkout   {:.0} ms  ({} reflinked, {} copied)\n\
          round trip {}\n{}",
         gen.entries,
-        human_bytes(gen.bytes),
+        HumanBytes(gen.bytes),
         gen_ms,
         first.elapsed_ms,
         first.new_objects,
-        human_bytes(first.new_bytes),
+        HumanBytes(first.new_bytes),
         &first.id[..16],
         again.elapsed_ms,
         100.0 * again.elapsed_ms / first.elapsed_ms.max(f64::MIN_POSITIVE),

@@ -3,6 +3,7 @@
 
 mod demo;
 
+use indicatif::HumanBytes;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -427,9 +428,9 @@ impl Progress for Bar {
             let total = self.2.load(std::sync::atomic::Ordering::Relaxed);
             pb.inc(1);
             if total > 0 {
-                pb.set_message(format!("{} of {}", human_bytes(done), human_bytes(total)));
+                pb.set_message(format!("{} of {}", HumanBytes(done), HumanBytes(total)));
             } else {
-                pb.set_message(human_bytes(done));
+                pb.set_message(HumanBytes(done).to_string());
             }
         }
     }
@@ -440,22 +441,6 @@ impl Drop for Bar {
         if let Some(pb) = &self.0 {
             pb.finish_and_clear();
         }
-    }
-}
-
-/// Bytes in binary units for human output.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -484,11 +469,11 @@ fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
         report.files,
         report.dirs,
         report.symlinks,
-        human_bytes(report.bytes),
+        HumanBytes(report.bytes),
         report.new_objects,
-        human_bytes(report.new_bytes),
+        HumanBytes(report.new_bytes),
         report.reused_objects,
-        human_bytes(report.reused_bytes),
+        HumanBytes(report.reused_bytes),
         report.elapsed_ms
     );
     if let Some(n) = &report.name {
@@ -529,7 +514,7 @@ fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
                     "{}  {:>7} entries  {:>10}  {}  {}\n",
                     &id.to_hex()[..16],
                     v["entries"].as_u64().unwrap_or(0),
-                    human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+                    HumanBytes(v["bytes"].as_u64().unwrap_or(0)),
                     v["created"].as_str().unwrap_or("?"),
                     v["refs"]
                         .as_array()
@@ -579,7 +564,7 @@ fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
                 r.id,
                 dest.display(),
                 r.entries,
-                human_bytes(r.bytes),
+                HumanBytes(r.bytes),
                 r.reflinked,
                 r.copied,
                 r.elapsed_ms
@@ -617,7 +602,7 @@ fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
         "{}: {} objects ({}) re-hashed, {} snapshots, {} refs, {:.0} ms",
         if r.ok { "ok" } else { "PROBLEMS" },
         r.objects,
-        human_bytes(r.bytes),
+        HumanBytes(r.bytes),
         r.snapshots,
         r.refs,
         r.elapsed_ms
@@ -771,7 +756,7 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
                 return Ok(Output::new(Value::Null, ""));
             }
             let r = store.export_root(root, dest.as_deref(), *changed_only, &mut std::io::sink())?;
-            let human = format!("exported {} entries ({} files, {})", r.entries, r.files, human_bytes(r.bytes));
+            let human = format!("exported {} entries ({} files, {})", r.entries, r.files, HumanBytes(r.bytes));
             Ok(Output::new(to_json(&r), human))
         }
         RootCmd::Destroy { root, force } => {
@@ -862,7 +847,7 @@ fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
         r.removed_layers,
         r.removed_objects,
         r.removed_variants,
-        human_bytes(r.freed_bytes),
+        HumanBytes(r.freed_bytes),
         if dry_run { "to free" } else { "freed" },
         r.kept_snapshots
     );
@@ -874,11 +859,11 @@ fn df_cmd(store: &Store) -> Result<Output> {
     let mut human = format!(
         "objects   {:>8} files {:>10}\nvariants  {:>8} files {:>10}\nlayers    {:>8}       {:>10} private\n",
         r.objects.files,
-        human_bytes(r.objects.bytes),
+        HumanBytes(r.objects.bytes),
         r.variants.files,
-        human_bytes(r.variants.bytes),
+        HumanBytes(r.variants.bytes),
         r.layers.len(),
-        human_bytes(r.layers.iter().map(|l| l.private.bytes).sum())
+        HumanBytes(r.layers.iter().map(|l| l.private.bytes).sum())
     );
     for root in &r.roots {
         human.push_str(&format!(
@@ -886,10 +871,10 @@ fn df_cmd(store: &Store) -> Result<Output> {
             root.id,
             root.backend,
             root.unique.files,
-            human_bytes(root.unique.bytes)
+            HumanBytes(root.unique.bytes)
         ));
     }
-    human.push_str(&format!("shared {}  unique {}", human_bytes(r.shared_bytes), human_bytes(r.unique_bytes)));
+    human.push_str(&format!("shared {}  unique {}", HumanBytes(r.shared_bytes), HumanBytes(r.unique_bytes)));
     Ok(Output::new(to_json(&r), human))
 }
 
@@ -939,7 +924,7 @@ fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
                 r.files,
                 r.dirs,
                 r.symlinks,
-                human_bytes(r.bytes)
+                HumanBytes(r.bytes)
             );
             Ok(Output::new(to_json(&r), human))
         }

@@ -1,7 +1,6 @@
-//! `root commit` and `root export`: getting a run's output out of its root.
+//! `root commit`: what a run changed, recorded as a snapshot on the root's snapshots.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -56,57 +55,4 @@ impl Store {
         report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
         Ok(Committed { report, parents: parents.iter().map(|p| p.to_hex()).collect(), flattened })
     }
-
-    /// Copy the root's files (or, with `changed_only`, the added and modified ones with the
-    /// directories leading to them) to `dest` (absent or empty) or, when `dest` is `None`, as
-    /// a tar stream to `out`. `--mount` trees are left out.
-    pub fn export_root(
-        &self,
-        id_or_key: &str,
-        dest: Option<&Path>,
-        changed_only: bool,
-        out: &mut dyn std::io::Write,
-    ) -> Result<ExportReport> {
-        use std::os::unix::ffi::OsStrExt;
-        let rec = self.find_root(id_or_key)?;
-        let skip = rec.mount_subdirs();
-        let mut paths: Vec<Vec<u8>> = Vec::new();
-        if changed_only {
-            let diff = backend::get(rec.backend).diff(self, &rec)?;
-            let mut set = std::collections::BTreeSet::new();
-            for c in diff.added.iter().chain(&diff.modified) {
-                let mut a = c.path.0.as_slice();
-                set.insert(a.to_vec());
-                while let Some(i) = a.iter().rposition(|&b| b == b'/') {
-                    a = &a[..i];
-                    set.insert(a.to_vec());
-                }
-            }
-            paths.extend(set);
-        } else {
-            let walker = walkdir::WalkDir::new(&rec.cwd).min_depth(1).into_iter().filter_entry(|e| {
-                let rel =
-                    e.path().strip_prefix(&rec.cwd).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default();
-                !skip.iter().any(|s| crate::store::manifest::is_at_or_below(&rel, s)) && e.file_name() != ".git"
-            });
-            for e in walker {
-                let e = e.map_err(|e| Error::BadInput(format!("{}: {e}", rec.cwd.display())))?;
-                paths.push(e.path().strip_prefix(&rec.cwd).expect("under cwd").as_os_str().as_bytes().to_vec());
-            }
-        }
-        paths.sort_by(|a, b| crate::store::manifest::cmp_paths(a, b));
-        crate::root::export::write(&rec.cwd, &paths, dest, out)
-    }
-}
-
-/// What an export wrote.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExportReport {
-    /// Entries written.
-    pub entries: u64,
-    /// Regular files written.
-    pub files: u64,
-    /// Bytes of regular files.
-    pub bytes: u64,
 }

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod doctor;
 pub mod export;
+pub mod reclaim;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

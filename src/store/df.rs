@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::hash::Hash;
 use crate::store::Store;
 
 /// Bytes and files of one part of the store.
@@ -38,8 +39,8 @@ pub struct LayerSpace {
 pub struct RootSpace {
     /// Root id.
     pub id: String,
-    /// Backend.
-    pub backend: crate::policy::BackendKind,
+    /// Backend (`overlay`, `copy`, `worktree`).
+    pub backend: String,
     /// What the run wrote (overlay: its upper; copy and worktree: the whole tree).
     pub unique: Space,
 }
@@ -62,9 +63,34 @@ pub struct DfReport {
     pub unique_bytes: u64,
 }
 
+/// The store's own space: objects, variants and materialized layers (`roots` left at 0).
+#[derive(Debug)]
+pub struct StoreSpace {
+    /// Content objects.
+    pub objects: Space,
+    /// Variant inodes.
+    pub variants: Space,
+    /// Materialized layers, by id.
+    pub layers: Vec<LayerSpace>,
+}
+
+impl DfReport {
+    /// Put the report together: the store's space, how many roots use each layer (by snapshot
+    /// id), and each root's own writes.
+    pub fn new(space: StoreSpace, layer_users: &HashMap<Hash, u64>, roots: Vec<RootSpace>) -> DfReport {
+        let StoreSpace { objects, variants, mut layers } = space;
+        for l in &mut layers {
+            l.roots = Hash::from_hex(&l.id).ok().and_then(|h| layer_users.get(&h)).copied().unwrap_or(0);
+        }
+        let shared_bytes = objects.bytes + variants.bytes + layers.iter().map(|l| l.private.bytes).sum::<u64>();
+        let unique_bytes = roots.iter().map(|r| r.unique.bytes).sum();
+        DfReport { objects, variants, layers, roots, shared_bytes, unique_bytes }
+    }
+}
+
 impl Store {
-    /// Measure the store.
-    pub fn df(&self) -> Result<DfReport> {
+    /// Measure the store's own parts (what roots write is measured by the root layer).
+    pub fn store_space(&self) -> Result<StoreSpace> {
         let mut objects = Space::default();
         for (_, p) in self.list_objects()? {
             objects.files += 1;
@@ -77,25 +103,11 @@ impl Store {
                 variants.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
             }
         }
-        let records = self.scan_roots()?.roots;
-        let mut users: HashMap<String, u64> = HashMap::new();
-        for r in &records {
-            if let Ok(stack) = self.layer_stack(&r.layer_ids().unwrap_or_default()) {
-                for id in stack {
-                    *users.entry(id.to_hex()).or_default() += 1;
-                }
-            }
-        }
         let mut layers = Vec::new();
         if let Ok(rd) = std::fs::read_dir(self.root().join("layers")) {
             for l in rd.flatten() {
                 let id = l.file_name().to_string_lossy().into_owned();
-                let mut ls = LayerSpace {
-                    roots: users.get(&id).copied().unwrap_or(0),
-                    id,
-                    entries: 0,
-                    private: Space::default(),
-                };
+                let mut ls = LayerSpace { roots: 0, id, entries: 0, private: Space::default() };
                 for e in walkdir::WalkDir::new(l.path()).min_depth(1).into_iter().flatten() {
                     ls.entries += 1;
                     if let Ok(m) = e.metadata() {
@@ -109,17 +121,6 @@ impl Store {
             }
         }
         layers.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut roots = Vec::new();
-        for r in &records {
-            let u = crate::backend::get(r.backend).usage(self, r).unwrap_or_default();
-            roots.push(RootSpace {
-                id: r.id.clone(),
-                backend: r.backend,
-                unique: Space { files: u.inodes, bytes: u.bytes },
-            });
-        }
-        let shared_bytes = objects.bytes + variants.bytes + layers.iter().map(|l| l.private.bytes).sum::<u64>();
-        let unique_bytes = roots.iter().map(|r| r.unique.bytes).sum();
-        Ok(DfReport { objects, variants, layers, roots, shared_bytes, unique_bytes })
+        Ok(StoreSpace { objects, variants, layers })
     }
 }

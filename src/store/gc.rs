@@ -1,7 +1,8 @@
 //! Garbage collection: everything no ref, no root and no grace period keeps goes.
 //!
-//! Kept: snapshots named by a ref, snapshots a root uses (in any state, `creating` included:
-//! its layers and its `--mount` snapshots), snapshots younger than the grace period, and,
+//! Kept: snapshots named by a ref, snapshots the caller pins (the root layer pins what every
+//! root uses, in any state, `creating` included: its layers and its `--mount` snapshots),
+//! snapshots younger than the grace period, and,
 //! recursively, the parents of everything kept. Removed: every other snapshot, its layer (and
 //! its idmapped views), objects no kept snapshot names, and variants no kept snapshot needs.
 //!
@@ -51,22 +52,6 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Snapshots that roots use directly, with the root that uses each. Fails (`Corrupt`)
-    /// when any root's state cannot be read: what it uses is then unknown.
-    pub fn root_pins(&self) -> Result<Vec<(Hash, String)>> {
-        let scan = self.scan_roots()?;
-        scan.require_readable("deleting snapshots")?;
-        let mut out = Vec::new();
-        for r in scan.roots {
-            for s in r.layers.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
-                let h = Hash::from_hex(s)
-                    .map_err(|_| Error::Corrupt(format!("root {}: {s:?} in its state is not a snapshot id", r.id)))?;
-                out.push((h, r.id.clone()));
-            }
-        }
-        Ok(out)
-    }
-
     /// `ids` and all their ancestors. A snapshot that does not exist has no ancestors to keep;
     /// one whose manifest cannot be read fails the closure, since its parents are unknown.
     pub fn closure(&self, ids: impl IntoIterator<Item = Hash>) -> Result<BTreeSet<Hash>> {
@@ -84,15 +69,24 @@ impl Store {
         Ok(keep)
     }
 
-    /// Run gc.
-    pub fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
+    /// Run gc, keeping the snapshots `pins` names (with their ancestors) besides refs and young
+    /// snapshots. `pins` is called under the store's exclusive lock, so that no writer (a root
+    /// being created) can add a pin between the caller's reading of them and the sweep; an
+    /// error from it stops gc before anything is deleted. (The root layer's `gc` passes every
+    /// root's snapshots, in the spirit of composefs-rs's `gc(additional_roots)`.)
+    pub fn gc_with(
+        &self,
+        grace: Duration,
+        dry_run: bool,
+        pins: impl FnOnce() -> Result<Vec<Hash>>,
+    ) -> Result<GcReport> {
         let t0 = Instant::now();
         let _lock = StoreLock::acquire(self, true)?;
         let mut report = GcReport { dry_run, grace_secs: grace.as_secs(), ..Default::default() };
         let now = SystemTime::now();
         let all = self.list_snapshots()?;
         let mut roots: Vec<Hash> = self.list_refs()?.into_iter().map(|(_, h)| h).collect();
-        roots.extend(self.root_pins()?.into_iter().map(|(h, _)| h));
+        roots.extend(pins()?);
         for id in &all {
             let young = std::fs::metadata(self.snapshot_dir(id))
                 .and_then(|m| m.modified())

@@ -189,14 +189,22 @@ impl Store {
         Ok(self.list_refs()?.into_iter().filter(|(_, h)| h == id).map(|(n, _)| n).collect())
     }
 
-    /// Remove snapshot `id`. Refused while a root uses it (directly or as an ancestor), and
-    /// while refs point at it unless `force`, which removes those refs too. Objects stay until
-    /// gc. Returns the refs removed.
-    pub fn remove_snapshot(&self, id: &Hash, force: bool) -> Result<Vec<String>> {
+    /// Remove snapshot `id`. Refused while a pin (the caller's: `(snapshot, user)` pairs, the
+    /// root layer passes every root's snapshots) uses it directly or as an ancestor, and while
+    /// refs point at it unless `force`, which removes those refs too. Objects stay until gc.
+    /// Runs under the exclusive store lock, like gc, so no root can start using the snapshot
+    /// meanwhile; `pins` is read under it. Returns the refs removed.
+    pub fn remove_snapshot_with(
+        &self,
+        id: &Hash,
+        force: bool,
+        pins: impl FnOnce() -> Result<Vec<(Hash, String)>>,
+    ) -> Result<Vec<String>> {
+        let _lock = crate::store::StoreLock::acquire(self, true)?;
         // A live root is never broken, --force or not.
-        for (pin, root) in self.root_pins()? {
+        for (pin, user) in pins()? {
             if self.closure([pin])?.contains(id) {
-                return Err(Error::Conflict(format!("snapshot {id} is used by root {root}; destroy the root first")));
+                return Err(Error::Conflict(format!("snapshot {id} is used by {user}; destroy it first")));
             }
         }
         let refs = self.refs_to(id)?;

@@ -1,0 +1,64 @@
+//! The store's deleting operations with every root's snapshots pinned: gc and snapshot rm as
+//! callers use them, and disk accounting with what each root has written.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::backend;
+use crate::error::{Error, Result};
+use crate::hash::Hash;
+use crate::store::df::{DfReport, RootSpace, Space};
+use crate::store::gc::GcReport;
+use crate::Store;
+
+impl Store {
+    /// Snapshots that roots use directly, with the root that uses each (`root ID`). Fails (`Corrupt`)
+    /// when any root's state cannot be read: what it uses is then unknown.
+    pub fn root_pins(&self) -> Result<Vec<(Hash, String)>> {
+        let scan = self.scan_roots()?;
+        scan.require_readable("deleting snapshots")?;
+        let mut out = Vec::new();
+        for r in scan.roots {
+            for s in r.layers.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
+                let h = Hash::from_hex(s)
+                    .map_err(|_| Error::Corrupt(format!("root {}: {s:?} in its state is not a snapshot id", r.id)))?;
+                out.push((h, format!("root {}", r.id)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// gc (docs/capture.md): everything no ref, no root and no grace period keeps goes.
+    pub fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
+        self.gc_with(grace, dry_run, || Ok(self.root_pins()?.into_iter().map(|(h, _)| h).collect()))
+    }
+
+    /// `snapshot rm`: refused while a root uses the snapshot (see [`Store::remove_snapshot_with`]).
+    pub fn remove_snapshot(&self, id: &Hash, force: bool) -> Result<Vec<String>> {
+        self.remove_snapshot_with(id, force, || self.root_pins())
+    }
+
+    /// `df`: the store's space, which layers roots use, and what each root has written.
+    pub fn df(&self) -> Result<DfReport> {
+        let records = self.scan_roots()?.roots;
+        let mut users: HashMap<Hash, u64> = HashMap::new();
+        // Accounting, not deletion: a root whose stack cannot be read counts for nothing.
+        for r in &records {
+            if let Ok(stack) = r.layer_ids().and_then(|ids| self.layer_stack(&ids)) {
+                for id in stack {
+                    *users.entry(id).or_default() += 1;
+                }
+            }
+        }
+        let mut roots = Vec::new();
+        for r in &records {
+            let u = backend::get(r.backend).usage(self, r).unwrap_or_default();
+            roots.push(RootSpace {
+                id: r.id.clone(),
+                backend: r.backend.to_string(),
+                unique: Space { files: u.inodes, bytes: u.bytes },
+            });
+        }
+        Ok(DfReport::new(self.store_space()?, &users, roots))
+    }
+}
