@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong, grouped by what the caller can do about it.
+/// Everything that can go wrong, with a variant for each case a caller branches on. Several
+/// variants share a code and exit status (docs/cli.md): `Tool` is `bad-input` (2), `Busy`,
+/// `VolatileLost` and `Timeout` are `conflict` (5); callers match the variant, never the message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O failure on a named path.
@@ -30,6 +32,24 @@ pub enum Error {
     /// Stored data is damaged or hostile (bad manifest, unknown format version).
     #[error("{0}")]
     Corrupt(String),
+    /// An external tool (git) ran and failed.
+    #[error("{what} failed (exit status {}): {stderr}", status.map(|c| c.to_string()).unwrap_or_else(|| "none: killed by a signal".into()))]
+    Tool {
+        /// The command, as run (`git worktree add ...` in DIR).
+        what: String,
+        /// Its exit status (`None` when killed by a signal).
+        status: Option<i32>,
+        /// What it wrote on stderr, trimmed.
+        stderr: String,
+    },
+    /// An external tool did not finish in time and was killed.
+    #[error("{what} timed out after {secs}s")]
+    Timeout {
+        /// The command, as run.
+        what: String,
+        /// The limit it passed, in seconds.
+        secs: u64,
+    },
     /// A mount or directory is in use by a process, so it cannot be taken away now.
     #[error("{} is busy", path.display())]
     Busy {
@@ -52,9 +72,9 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Io { .. } => "io",
-            Error::BadInput(_) => "bad-input",
+            Error::BadInput(_) | Error::Tool { .. } => "bad-input",
             Error::NotFound(_) => "not-found",
-            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } => "conflict",
+            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } | Error::Timeout { .. } => "conflict",
             Error::Corrupt(_) => "corrupt",
         }
     }
@@ -63,9 +83,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Io { .. } => 1,
-            Error::BadInput(_) => 2,
+            Error::BadInput(_) | Error::Tool { .. } => 2,
             Error::NotFound(_) => 4,
-            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } => 5,
+            Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } | Error::Timeout { .. } => 5,
             Error::Corrupt(_) => 6,
         }
     }

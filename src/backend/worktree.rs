@@ -110,7 +110,7 @@ impl Ctx {
     fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         let o = self.git(dir, args)?;
         if !o.ok() {
-            return Err(Error::BadInput(format!("git {} in {} failed: {}", args.join(" "), dir.display(), o.stderr)));
+            return Err(Error::Tool { what: format!("git {} in {}", args.join(" "), dir.display()), status: o.code, stderr: o.stderr });
         }
         Ok(o.stdout)
     }

@@ -73,7 +73,7 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Conflict(format!("{what} in {} timed out after {}s", dir.display(), timeout.as_secs())));
+            return Err(Error::Timeout { what: format!("{what} in {}", dir.display()), secs: timeout.as_secs() });
         }
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(20));
@@ -87,7 +87,7 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
 pub fn check(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<Vec<u8>> {
     let o = run(dir, owner, args, timeout)?;
     if !o.ok() {
-        return Err(Error::BadInput(format!("git {} in {} failed: {}", args.join(" "), dir.display(), o.stderr)));
+        return Err(Error::Tool { what: format!("git {} in {}", args.join(" "), dir.display()), status: o.code, stderr: o.stderr });
     }
     Ok(o.stdout)
 }
