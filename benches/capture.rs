@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use execroot::policy::{BackendKind, Class};
+use execroot::backend::BackendKind;
+use execroot::policy::Class;
 use execroot::root::CreateRequest;
 use execroot::store::ingest::{IngestOptions, NoProgress};
 use execroot::Store;
@@ -51,12 +52,11 @@ fn diff_commit(c: &mut Criterion) {
         let (store, _) = store_with(scale, dir.path());
         let (id, _) = changed_root(&store);
         nix::unistd::sync();
-        let rec = store.find_root(&id).unwrap();
         let mut g = c.benchmark_group(format!("capture-{label}-base-100-changed"));
         g.bench_function("root diff", |b| {
             b.iter(|| {
-                let d = execroot::backend::get(rec.backend).diff(&store, &rec).unwrap();
-                assert_eq!(d.modified.len(), 100);
+                let d = store.diff_root(&id).unwrap();
+                assert_eq!(d.diff.modified.len(), 100);
             })
         });
         g.bench_function("root commit", |b| b.iter(|| store.commit_root(&id, None, Default::default()).unwrap()));

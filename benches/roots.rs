@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use execroot::policy::{BackendKind, Class};
+use execroot::backend::BackendKind;
+use execroot::policy::Class;
 use execroot::root::CreateRequest;
 use execroot::store::ingest::{IngestOptions, NoProgress};
 use execroot::Store;
@@ -73,7 +74,7 @@ fn roots(c: &mut Criterion) {
                 let t = Instant::now();
                 let out = Command::new(bin)
                     .arg("--store")
-                    .arg(s25.store.root())
+                    .arg(s25.store.path())
                     .args(["--json", "root", "create", "--class", "routine", "--from", "base", "--backend", "overlay"])
                     .output()
                     .unwrap();

@@ -61,6 +61,13 @@ impl serde::Serialize for Hash {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Hash, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Hash::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Size of the buffer used for streaming reads: large enough for blake3's SIMD paths.
 pub const STREAM_BUF: usize = 256 * 1024;
 

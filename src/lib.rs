@@ -1,20 +1,32 @@
 //! execroot: disposable copy-on-write execution roots for agent runs.
 //!
-//! The library is the product; the `execroot` binary is a thin CLI over it. Vocabulary, used
-//! the same way everywhere: a *snapshot* is committed and immutable, a *layer* is a snapshot
-//! materialized for mounting, a *root* is active and disposable, a *ref* names a snapshot.
+//! The library is the product; the `execroot` binary is a thin shell over it (its CLI and bench
+//! are not part of this API). Vocabulary, used the same way everywhere: a *snapshot* is
+//! committed and immutable, a *layer* is a snapshot materialized for mounting, a *root* is
+//! active and disposable, a *ref* names a snapshot.
 //!
-//! - [`store`]: the content-addressed snapshot store (objects, manifests, refs, ingest,
-//!   checkout, verify).
-//! - [`fixture`]: declarative workload shapes and their deterministic generator.
+//! Layers of the code, each using only those below it (docs/design.md):
+//!
+//! 1. [`sys`]: system helpers (mounts, idmapped views, extended attributes, locks, processes,
+//!    running git), with [`error`], [`hash`] and [`pathenc`] beside them;
+//! 2. [`store`]: the content-addressed snapshot store (objects, manifests, refs, ingest,
+//!    layers, checkout, verify, gc given its pins);
+//! 3. [`change`]: what a tree changed against its snapshots (diff);
+//! 4. [`backend`] and [`policy`]: the ways a root's working directory is made, and which
+//!    serves which workload class;
+//! 5. [`root`]: roots' records and lifecycle, doctor, commit, export, and the store's deleting
+//!    operations with every root pinned.
+//!
+//! Every operation returns typed values that derive `Serialize`: the CLI prints them as they
+//! are with `--json`, and a service can serve them unchanged. (`fixture`, the deterministic
+//! workload generator, is public only for tests and benchmarks.)
 
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod bench;
 pub mod change;
-pub mod cli;
 pub mod error;
+#[doc(hidden)]
 pub mod fixture;
 pub mod hash;
 pub mod pathenc;

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 /// Workload classes of the plan's Phase 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[value(rename_all = "kebab-case")]
 pub enum Class {
     /// Routine runs: read configuration, write a small result.
     Routine,
@@ -22,36 +22,24 @@ pub enum Class {
     RepoEdit,
 }
 
-/// The backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    /// overlayfs mount of shared read-only layers plus a private upper directory.
-    Overlay,
-    /// A private checkout of the layers (reflinks where possible).
-    Copy,
-    /// A `git worktree` on its own branch.
-    Worktree,
-}
+impl Class {
+    /// Every class, in the order the documentation lists them.
+    pub const ALL: [Class; 4] = [Class::Routine, Class::Preview, Class::Artifact, Class::RepoEdit];
 
-impl fmt::Display for Class {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// The name used in JSON, on the command line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Class::Routine => "routine",
             Class::Preview => "preview",
             Class::Artifact => "artifact",
             Class::RepoEdit => "repo-edit",
-        })
+        }
     }
 }
 
-impl fmt::Display for BackendKind {
+impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendKind::Overlay => "overlay",
-            BackendKind::Copy => "copy",
-            BackendKind::Worktree => "worktree",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -213,9 +213,9 @@ fn doctor_keeps_a_root_it_cannot_remount_for_any_reason_but_a_lost_volatile_uppe
     nix::mount::umount2(&cwd, nix::mount::MntFlags::empty()).unwrap();
     // The remount fails (its work directory is not a directory), which is not a lost
     // volatile upper: the root must stay, its upper untouched.
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(state_path(&env, &id)).unwrap()).unwrap();
-    let upper = PathBuf::from(state["upper"].as_str().unwrap());
-    let work = PathBuf::from(state["work"].as_str().unwrap());
+    let show = env.ok(&["root", "show", &id]);
+    let upper = PathBuf::from(show["upper"].as_str().unwrap());
+    let work = PathBuf::from(show["work"].as_str().unwrap());
     std::fs::remove_dir_all(&work).unwrap();
     std::fs::write(&work, "").unwrap();
     let d = env.fails(&["doctor", "--repair"], 3);

@@ -1,23 +1,140 @@
-//! Backends: the ways a root's working directory can be made. One small trait, so that the
-//! policy, the CLI and the service never branch on a backend's type (in the spirit of
-//! containerd's Snapshotter).
+//! Backends: the ways a root's working directory can be made, behind one small trait in the
+//! spirit of containerd's Snapshotter.
 //!
-//! Lifecycle, as the root module drives it: `create` fills in the root's working directory
-//! (`cwd`); while the root lives, `usage` and `status` inspect it and `is_live`/`revive` let
-//! `doctor` bring it back after a reboot; `check_destroy` says whether tearing it down would
-//! lose work a person would miss, and `destroy` tears it down. `destroy` is idempotent, because
-//! a destroy killed half way is finished by `doctor`.
+//! Lifecycle, as the root layer drives it:
+//!
+//! 1. [`plan`]: the backend decides where the working directory (`cwd`) will be and what it
+//!    will record (its own [`Backend::State`]), touching nothing. The root layer writes that
+//!    into `state.json` (state `creating`) *before* anything exists, so that a create killed at
+//!    any later point can be undone by doctor from the record alone.
+//! 2. [`Backend::create`] makes the working directory. Mounts it makes are returned as guards:
+//!    the root layer holds them until the root is recorded `ready` and drops them (unmounting)
+//!    on every error path.
+//! 3. While the root lives: [`Backend::usage`], [`Backend::diff`] and [`Backend::git_status`]
+//!    inspect it; [`Backend::is_live`] and [`Backend::revive`] let doctor bring it back after a
+//!    reboot.
+//! 4. [`Backend::detach`] makes the working directory unreachable (or reports it busy),
+//!    [`Backend::check_destroy`] says whether tearing it down would lose work a person would
+//!    miss, and [`Backend::destroy`] tears it down; it is idempotent, because a destroy killed
+//!    half way is finished by doctor.
+//!
+//! Backends never write the root's record: the root layer owns `state.json`. `--mount`
+//! sub-mounts are the same for every backend and live in [`submount`].
 
 pub mod copy;
 pub mod overlay;
+pub mod submount;
 pub mod worktree;
 
-use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+use crate::change::Diff;
 use crate::error::Result;
-use crate::policy::BackendKind;
-use crate::root::RootRecord;
+use crate::hash::Hash;
+use crate::sys::mount::MountGuard;
+use crate::sys::Owner;
 use crate::Store;
+
+/// The backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// overlayfs mount of shared read-only layers plus a private upper directory.
+    Overlay,
+    /// A private checkout of the snapshots (reflinks where possible).
+    Copy,
+    /// A `git worktree` on its own branch.
+    Worktree,
+}
+
+impl BackendKind {
+    /// Every backend, in the order the documentation lists them.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Overlay, BackendKind::Copy, BackendKind::Worktree];
+
+    /// The name used in JSON, on the command line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Overlay => "overlay",
+            BackendKind::Copy => "copy",
+            BackendKind::Worktree => "worktree",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a backend can do besides making and destroying roots, so that callers ask instead of
+/// branching on the backend's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `root commit` can record the root's change as a snapshot stacked on its snapshots (not
+    /// for a worktree, whose changes are git's to commit).
+    pub commit: bool,
+}
+
+/// The root a backend serves, as the root layer presents it: everything but the backend's own
+/// state.
+#[derive(Clone, Debug)]
+pub struct RootSpec {
+    /// Root id.
+    pub id: String,
+    /// The root's directory in the store (`roots/<id>`).
+    pub dir: PathBuf,
+    /// The working directory (set by [`plan`]).
+    pub cwd: PathBuf,
+    /// The snapshots the root presents, bottom first.
+    pub snapshots: Vec<Hash>,
+    /// Who owns what the run can touch.
+    pub owner: Owner,
+    /// Overlay without `volatile`.
+    pub durable: bool,
+    /// Idempotency key (a worktree's default branch name comes from it).
+    pub key: Option<String>,
+    /// `--mount` subdirectories (raw relative paths): not part of the root's own tree for diff,
+    /// commit, export and git status.
+    pub mount_subdirs: Vec<Vec<u8>>,
+}
+
+/// What the caller asked of the worktree backend.
+#[derive(Clone, Debug, Default)]
+pub struct WorktreeRequest {
+    /// `--repo`.
+    pub repo: Option<PathBuf>,
+    /// `--base-ref`.
+    pub base_ref: Option<String>,
+    /// `--branch`.
+    pub branch: Option<String>,
+    /// Whether an owner was given (`--owner` or config): else a worktree belongs to the
+    /// repository's owner.
+    pub owner_given: bool,
+}
+
+/// A backend's plan for a root, recorded before anything is made.
+#[derive(Debug)]
+pub struct Plan<S> {
+    /// Where the working directory will be.
+    pub cwd: PathBuf,
+    /// The owner, when the backend decides it (a worktree without `--owner`).
+    pub owner: Option<Owner>,
+    /// The backend's state to record.
+    pub state: S,
+}
+
+/// What a backend's create made.
+#[derive(Debug, Default)]
+pub struct Made {
+    /// Mounts made, unmounted if dropped: held by the root layer until the root is ready.
+    pub mounts: Vec<MountGuard>,
+    /// Notices for the caller (a branch used as is, and the like).
+    pub warnings: Vec<String>,
+}
 
 /// What a run has written into its root.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -29,50 +146,155 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-/// The operations every backend provides.
-pub trait Backend: Sync {
+/// The operations every backend provides, on its own state type.
+pub trait Backend {
+    /// What the backend records about a root (part of `state.json`).
+    type State;
     /// Which backend this is.
-    fn kind(&self) -> BackendKind;
-    /// Make the root's working directory and set `rec.cwd` (and backend fields of `rec`).
-    fn create(&self, store: &Store, rec: &mut RootRecord) -> Result<()>;
+    const KIND: BackendKind;
+    /// What it can do besides create and destroy.
+    const CAPABILITIES: Capabilities;
+    /// Decide the working directory and the state to record; make nothing.
+    fn plan(&self, store: &Store, root: &RootSpec, req: &WorktreeRequest) -> Result<Plan<Self::State>>;
+    /// Make the working directory at `root.cwd`, completing `st`.
+    fn create(&self, store: &Store, root: &RootSpec, st: &mut Self::State) -> Result<Made>;
     /// True when the working directory is present and usable (mounted, for overlay).
-    fn is_live(&self, store: &Store, rec: &RootRecord) -> Result<bool>;
-    /// Bring back a root that is not live (after a reboot). May refuse, with the reason.
-    fn revive(&self, store: &Store, rec: &mut RootRecord) -> Result<()>;
+    fn is_live(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<bool>;
+    /// Bring back a root that is not live (after a reboot). May refuse, with the reason:
+    /// [`crate::Error::VolatileLost`] when the root cannot come back at all.
+    fn revive(&self, store: &Store, root: &RootSpec, st: &mut Self::State) -> Result<()>;
     /// Make the working directory unreachable so teardown can start (overlay: unmount), or
     /// report that processes still use it (`false`), leaving the root as it was.
-    fn detach(&self, store: &Store, rec: &RootRecord) -> Result<bool>;
+    fn detach(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<bool>;
     /// Refuse (with a conflict naming what would be lost) unless destroying is safe or `force`;
     /// otherwise return warnings about what will be discarded.
-    fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>>;
+    fn check_destroy(&self, store: &Store, root: &RootSpec, st: &Self::State, force: bool) -> Result<Vec<String>>;
     /// Tear the working directory down; idempotent. Returns warnings.
-    fn destroy(&self, store: &Store, rec: &RootRecord) -> Result<Vec<String>>;
+    fn destroy(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Vec<String>>;
     /// Bytes and inodes the run has written.
-    fn usage(&self, store: &Store, rec: &RootRecord) -> Result<Usage>;
+    fn usage(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Usage>;
     /// What the run changed against its base (docs/capture.md).
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff>;
-    /// Backend-specific status for `root show` (git's view for worktrees).
-    fn status(&self, _store: &Store, _rec: &RootRecord) -> Result<Option<serde_json::Value>> {
+    fn diff(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Diff>;
+    /// Git's view of the working directory, for backends that are git worktrees.
+    fn git_status(&self, _store: &Store, _root: &RootSpec, _st: &Self::State) -> Result<Option<worktree::GitStatus>> {
         Ok(None)
     }
 }
 
-/// `detach` for backends without a mount: free unless a process is inside.
-pub fn detach_unmounted(rec: &RootRecord) -> bool {
-    crate::sys::procs::users_of(&rec.cwd).is_empty()
+/// Each backend's state, tagged by kind: the `backend` object of `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BackendState {
+    /// [`overlay::Overlay`]'s state.
+    Overlay(overlay::OverlayState),
+    /// [`copy::Copy`]'s state.
+    Copy(copy::CopyState),
+    /// [`worktree::Worktree`]'s state.
+    Worktree(worktree::WorktreeState),
 }
 
-/// The backend implementing `kind`.
-pub fn get(kind: BackendKind) -> &'static dyn Backend {
-    match kind {
-        BackendKind::Overlay => &overlay::Overlay,
-        BackendKind::Copy => &copy::Copy,
-        BackendKind::Worktree => &worktree::Worktree,
+/// Call `$body` with `$b` bound to the backend and `$s` to its state.
+macro_rules! dispatch {
+    ($state:expr, $b:ident, $s:ident => $body:expr) => {
+        match $state {
+            BackendState::Overlay($s) => {
+                let $b = &overlay::Overlay;
+                $body
+            }
+            BackendState::Copy($s) => {
+                let $b = &copy::Copy;
+                $body
+            }
+            BackendState::Worktree($s) => {
+                let $b = &worktree::Worktree;
+                $body
+            }
+        }
+    };
+}
+
+/// Plan a root on backend `kind` (step 1 of the lifecycle above).
+pub fn plan(kind: BackendKind, store: &Store, root: &RootSpec, req: &WorktreeRequest) -> Result<Plan<BackendState>> {
+    fn wrap<S>(p: Plan<S>, f: fn(S) -> BackendState) -> Plan<BackendState> {
+        Plan { cwd: p.cwd, owner: p.owner, state: f(p.state) }
+    }
+    Ok(match kind {
+        BackendKind::Overlay => wrap(overlay::Overlay.plan(store, root, req)?, BackendState::Overlay),
+        BackendKind::Copy => wrap(copy::Copy.plan(store, root, req)?, BackendState::Copy),
+        BackendKind::Worktree => wrap(worktree::Worktree.plan(store, root, req)?, BackendState::Worktree),
+    })
+}
+
+impl BackendState {
+    /// Which backend this state belongs to.
+    pub fn kind(&self) -> BackendKind {
+        fn k<B: Backend>(_: &B) -> BackendKind {
+            B::KIND
+        }
+        dispatch!(self, b, _s => k(b))
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        fn c<B: Backend>(_: &B) -> Capabilities {
+            B::CAPABILITIES
+        }
+        dispatch!(self, b, _s => c(b))
+    }
+
+    /// [`Backend::create`].
+    pub fn create(&mut self, store: &Store, root: &RootSpec) -> Result<Made> {
+        dispatch!(self, b, s => b.create(store, root, s))
+    }
+
+    /// [`Backend::is_live`].
+    pub fn is_live(&self, store: &Store, root: &RootSpec) -> Result<bool> {
+        dispatch!(self, b, s => b.is_live(store, root, s))
+    }
+
+    /// [`Backend::revive`].
+    pub fn revive(&mut self, store: &Store, root: &RootSpec) -> Result<()> {
+        dispatch!(self, b, s => b.revive(store, root, s))
+    }
+
+    /// [`Backend::detach`].
+    pub fn detach(&self, store: &Store, root: &RootSpec) -> Result<bool> {
+        dispatch!(self, b, s => b.detach(store, root, s))
+    }
+
+    /// [`Backend::check_destroy`].
+    pub fn check_destroy(&self, store: &Store, root: &RootSpec, force: bool) -> Result<Vec<String>> {
+        dispatch!(self, b, s => b.check_destroy(store, root, s, force))
+    }
+
+    /// [`Backend::destroy`].
+    pub fn destroy(&self, store: &Store, root: &RootSpec) -> Result<Vec<String>> {
+        dispatch!(self, b, s => b.destroy(store, root, s))
+    }
+
+    /// [`Backend::usage`].
+    pub fn usage(&self, store: &Store, root: &RootSpec) -> Result<Usage> {
+        dispatch!(self, b, s => b.usage(store, root, s))
+    }
+
+    /// [`Backend::diff`].
+    pub fn diff(&self, store: &Store, root: &RootSpec) -> Result<Diff> {
+        dispatch!(self, b, s => b.diff(store, root, s))
+    }
+
+    /// [`Backend::git_status`].
+    pub fn git_status(&self, store: &Store, root: &RootSpec) -> Result<Option<worktree::GitStatus>> {
+        dispatch!(self, b, s => b.git_status(store, root, s))
     }
 }
 
+/// `detach` for backends without a mount: free unless a process is inside.
+pub fn detach_unmounted(cwd: &Path) -> bool {
+    crate::sys::procs::users_of(cwd).is_empty()
+}
+
 /// Count bytes and inodes below `dir` (not following symlinks, not crossing mounts).
-pub fn tree_usage(dir: &std::path::Path) -> Usage {
+pub fn tree_usage(dir: &Path) -> Usage {
     let mut u = Usage::default();
     for e in walkdir::WalkDir::new(dir).min_depth(1).same_file_system(true).into_iter().flatten() {
         u.inodes += 1;
@@ -84,7 +306,7 @@ pub fn tree_usage(dir: &std::path::Path) -> Usage {
 }
 
 /// Give everything below `dir` (and `dir`) to `owner`, not following symlinks.
-pub fn chown_tree(dir: &std::path::Path, owner: crate::sys::Owner) -> Result<()> {
+pub fn chown_tree(dir: &Path, owner: Owner) -> Result<()> {
     use crate::error::IoContext;
     for e in walkdir::WalkDir::new(dir).same_file_system(true) {
         let e = e.map_err(|e| crate::Error::BadInput(format!("{}: {e}", dir.display())))?;

@@ -2,59 +2,77 @@
 //! overlayfs. Creating a root costs a few mkdirs and one mount, whatever the size of the tree.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use super::{tree_usage, Backend, Usage};
+use serde::{Deserialize, Serialize};
+
+use super::{tree_usage, Backend, BackendKind, Capabilities, Made, Plan, RootSpec, Usage, WorktreeRequest};
+use crate::change::Diff;
 use crate::error::{Error, IoContext, Result};
-use crate::policy::BackendKind;
-use crate::root::RootRecord;
-use crate::sys::mount::{self, OverlaySpec, Unmounted};
+use crate::hash::Hash;
+use crate::sys::mount::{self, MountGuard, OverlayDirs, Unmounted};
 use crate::sys::Owner;
 use crate::Store;
 
 /// See the module documentation.
 pub struct Overlay;
 
-/// Build the overlay of `snapshots` (bottom first) for a root directory `dir`: materialize the
-/// layers, make a private upper and work directory (random names) owned by `owner`, and mount
-/// it at `target`. Used for a root's cwd and for its `--mount` sub-roots alike.
-pub fn mount_stack(
+/// What an overlay root records: its overlay's directories (`upper`, `work`, `lowers`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayState {
+    /// The overlay's directories.
+    #[serde(flatten)]
+    pub dirs: OverlayDirs,
+}
+
+/// Fresh upper and work directory names under `dir` (random, so that no two overlays ever
+/// share them); lowers are filled in when mounting.
+pub fn fresh_dirs(dir: &Path) -> OverlayDirs {
+    let tag: u64 = rand::random();
+    OverlayDirs {
+        lowers: vec![],
+        upper: dir.join(format!("upper-{tag:016x}")),
+        work: dir.join(format!("work-{tag:016x}")),
+    }
+}
+
+/// Mount an overlay of `snapshots` (bottom first) at `target`: materialize the layers, make
+/// `dirs`' upper (owned by `owner`) and work directories, record the lowers in `dirs`, mount.
+/// Used for a root's cwd and for its `--mount` trees alike.
+pub fn mount_snapshots(
     store: &Store,
-    snapshots: &[crate::Hash],
-    dir: &std::path::Path,
-    target: &std::path::Path,
+    snapshots: &[Hash],
+    dirs: &mut OverlayDirs,
+    target: &Path,
     owner: Owner,
     volatile: bool,
-) -> Result<OverlaySpec> {
+) -> Result<MountGuard> {
     let stack = store.layer_stack(snapshots)?;
-    let lowers = lowers_for(store, &stack, owner)?;
-    let tag: u64 = rand::random();
-    let upper = dir.join(format!("upper-{tag:016x}"));
-    let work = dir.join(format!("work-{tag:016x}"));
+    dirs.lowers = lowers_for(store, &stack, owner)?;
     // The merged root directory shows the upper's attributes: give it the top layer's mode.
     let top_mode = match stack.last() {
         Some(id) => std::fs::metadata(store.layer_dir(id)).at(store.layer_dir(id))?.permissions().mode() & 0o7777,
         None => 0o755,
     };
-    std::fs::DirBuilder::new().mode(top_mode).create(&upper).at(&upper)?;
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(top_mode)).at(&upper)?;
-    std::os::unix::fs::lchown(&upper, Some(owner.uid), Some(owner.gid)).at(&upper)?;
-    std::fs::DirBuilder::new().mode(0o700).create(&work).at(&work)?;
-    let spec = OverlaySpec { lowers, upper, work, volatile };
-    spec.mount(target)?.keep();
-    Ok(spec)
+    let upper = &dirs.upper;
+    std::fs::DirBuilder::new().mode(top_mode).create(upper).at(upper)?;
+    std::fs::set_permissions(upper, std::fs::Permissions::from_mode(top_mode)).at(upper)?;
+    std::os::unix::fs::lchown(upper, Some(owner.uid), Some(owner.gid)).at(upper)?;
+    std::fs::DirBuilder::new().mode(0o700).create(&dirs.work).at(&dirs.work)?;
+    dirs.mount(target, volatile)
 }
 
 /// The owner a store's files belong to (the store directory's owner).
 pub fn store_owner(store: &Store) -> Result<Owner> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(store.root()).at(store.root())?;
+    let md = std::fs::metadata(store.path()).at(store.path())?;
     Ok(Owner { uid: md.uid(), gid: md.gid() })
 }
 
 /// The lower directory to use for `layer` (a short layer path) in a root owned by `owner`: the
 /// layer itself when the owner owns the store, else an idmapped view of it,
 /// `STORE/idmap/<uid>-<gid>/<12 hex>`, shared by every root of that owner.
-pub fn lower_for(store: &Store, layer: &std::path::Path, owner: Owner) -> Result<std::path::PathBuf> {
+pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
     let base = store_owner(store)?;
     if owner == base {
         return Ok(layer.to_path_buf());
@@ -69,14 +87,14 @@ pub fn lower_for(store: &Store, layer: &std::path::Path, owner: Owner) -> Result
 
 /// The lower directories (top first) presenting `stack` (bottom first) to `owner`:
 /// materialized layers, idmapped when the owner is not the store's owner.
-pub fn lowers_for(store: &Store, stack: &[crate::Hash], owner: Owner) -> Result<Vec<std::path::PathBuf>> {
+pub fn lowers_for(store: &Store, stack: &[Hash], owner: Owner) -> Result<Vec<PathBuf>> {
     let mut lowers = Vec::with_capacity(stack.len().max(1));
     for id in stack.iter().rev() {
         let layer = store.materialize(id)?;
         lowers.push(lower_for(store, &layer, owner)?);
     }
     if lowers.is_empty() {
-        let empty = store.root().join("layers").join("empty");
+        let empty = store.path().join("layers").join("empty");
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&empty).at(&empty)?;
         lowers.push(lower_for(store, &empty, owner)?);
     }
@@ -84,72 +102,60 @@ pub fn lowers_for(store: &Store, stack: &[crate::Hash], owner: Owner) -> Result<
 }
 
 impl Backend for Overlay {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Overlay
+    type State = OverlayState;
+    const KIND: BackendKind = BackendKind::Overlay;
+    const CAPABILITIES: Capabilities = Capabilities { commit: true };
+
+    fn plan(&self, _store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
+        Ok(Plan { cwd: root.dir.join("merged"), owner: None, state: OverlayState { dirs: fresh_dirs(&root.dir) } })
     }
 
-    fn create(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
-        let dir = rec.dir(store);
-        let merged = dir.join("merged");
-        std::fs::create_dir(&merged).at(&merged)?;
-        rec.cwd = merged.clone();
-        let spec = mount_stack(store, &rec.layer_ids()?, &dir, &merged, rec.owner, !rec.durable)?;
-        rec.upper = Some(spec.upper);
-        rec.work = Some(spec.work);
-        rec.lowers = spec.lowers;
-        rec.cwd = merged;
-        Ok(())
+    fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {
+        std::fs::create_dir(&root.cwd).at(&root.cwd)?;
+        let guard = mount_snapshots(store, &root.snapshots, &mut st.dirs, &root.cwd, root.owner, !root.durable)?;
+        Ok(Made { mounts: vec![guard], warnings: vec![] })
     }
 
-    fn is_live(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
-        mount::is_mounted(&rec.cwd)
+    fn is_live(&self, _store: &Store, root: &RootSpec, _st: &OverlayState) -> Result<bool> {
+        mount::is_mounted(&root.cwd)
     }
 
-    fn revive(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
-        let (Some(upper), Some(work)) = (rec.upper.clone(), rec.work.clone()) else {
-            return Err(Error::Corrupt(format!("root {} has no upper directory recorded", rec.id)));
-        };
-        if !rec.durable && work.join("work/incompat/volatile").exists() {
-            return Err(Error::VolatileLost(format!(
-                "root {} was volatile and the system went down under it; the kernel will not remount its upper directory",
-                rec.id
-            )));
-        }
+    fn revive(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<()> {
         // Idmapped views of the layers do not survive a reboot either: make them again.
-        let lowers = lowers_for(store, &store.layer_stack(&rec.layer_ids()?)?, rec.owner)?;
-        let spec = OverlaySpec { lowers, upper, work, volatile: !rec.durable };
-        spec.mount(&rec.cwd)?.keep();
+        let mut dirs = st.dirs.clone();
+        dirs.lowers = lowers_for(store, &store.layer_stack(&root.snapshots)?, root.owner)?;
+        dirs.mount_again(&root.cwd, !root.durable, false)?.keep();
+        st.dirs = dirs;
         Ok(())
     }
 
-    fn detach(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
+    fn detach(&self, _store: &Store, root: &RootSpec, _st: &OverlayState) -> Result<bool> {
         // The kernel knows whether anything uses the mount: EBUSY is the authoritative answer.
-        Ok(mount::unmount(&rec.cwd)? != Unmounted::Busy)
+        Ok(mount::unmount(&root.cwd)? != Unmounted::Busy)
     }
 
-    fn check_destroy(&self, _store: &Store, _rec: &RootRecord, _force: bool) -> Result<Vec<String>> {
+    fn check_destroy(&self, _: &Store, _: &RootSpec, _: &OverlayState, _force: bool) -> Result<Vec<String>> {
         Ok(vec![])
     }
 
-    fn destroy(&self, _store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
-        match mount::unmount(&rec.cwd)? {
+    fn destroy(&self, _store: &Store, root: &RootSpec, _st: &OverlayState) -> Result<Vec<String>> {
+        match mount::unmount(&root.cwd)? {
             Unmounted::Done | Unmounted::NotMounted => Ok(vec![]),
-            Unmounted::Busy => Err(Error::Busy { path: rec.cwd.clone() }),
+            Unmounted::Busy => Err(Error::Busy { path: root.cwd.clone() }),
         }
     }
 
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff> {
-        if !mount::is_mounted(&rec.cwd)? {
-            return Err(Error::Conflict(format!("root {} is not mounted; run `execroot doctor --repair`", rec.id)));
+    fn usage(&self, _store: &Store, _root: &RootSpec, st: &OverlayState) -> Result<Usage> {
+        Ok(tree_usage(&st.dirs.upper))
+    }
+
+    fn diff(&self, store: &Store, root: &RootSpec, st: &OverlayState) -> Result<Diff> {
+        if !mount::is_mounted(&root.cwd)? {
+            return Err(Error::Conflict(format!("root {} is not mounted; run `execroot doctor --repair`", root.id)));
         }
-        let upper = rec.upper.clone().ok_or_else(|| Error::Corrupt(format!("root {} has no upper", rec.id)))?;
-        let stack = store.layer_stack(&rec.layer_ids()?)?;
+        let stack = store.layer_stack(&root.snapshots)?;
         let lower =
             crate::change::overlay::Lower { layers: stack.iter().rev().map(|id| store.layer_dir(id)).collect() };
-        crate::change::overlay::diff(&upper, &rec.cwd, &lower, &rec.mount_subdirs())
-    }
-
-    fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
-        Ok(rec.upper.as_ref().map(|u| tree_usage(u)).unwrap_or_default())
+        crate::change::overlay::diff(&st.dirs.upper, &root.cwd, &lower, &root.mount_subdirs)
     }
 }

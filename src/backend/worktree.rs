@@ -7,12 +7,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{chown_tree, tree_usage, Backend, Usage};
+use super::{chown_tree, tree_usage, Backend, BackendKind, Capabilities, Made, Plan, RootSpec, Usage, WorktreeRequest};
+use crate::change::Diff;
 use crate::error::{Error, IoContext, Result};
-use crate::policy::BackendKind;
-use crate::root::RootRecord;
 use crate::sys::git;
 use crate::sys::Owner;
 use crate::Store;
@@ -20,11 +19,33 @@ use crate::Store;
 /// See the module documentation.
 pub struct Worktree;
 
+/// What a worktree root records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorktreeState {
+    /// The repository (canonical path).
+    pub repo: PathBuf,
+    /// The worktree's branch.
+    pub branch_name: String,
+    /// The worktree (the root's `cwd`).
+    pub worktree_path: PathBuf,
+    /// The base ref it was made from.
+    pub base_ref: String,
+    /// Whether execroot created the branch (only then may it delete it).
+    #[serde(default)]
+    pub created_branch: bool,
+}
+
+/// `--mount` trees are not part of the worktree: pathspecs that leave them out.
+fn exclude_pathspecs(root: &RootSpec) -> Vec<String> {
+    root.mount_subdirs.iter().map(|m| format!(":(exclude,top){}", String::from_utf8_lossy(m))).collect()
+}
+
 /// Longest branch name execroot derives from a key.
 pub const MAX_BRANCH: usize = 120;
 
 /// Git's view of a worktree: the fields the caller checks before closing a workspace.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GitStatus {
     /// Tracked files with changes (staged or not).
@@ -94,9 +115,8 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn of(store: &Store, rec: &RootRecord) -> Result<Ctx> {
-        let repo = rec.repo.clone().ok_or_else(|| Error::Corrupt(format!("root {} has no repository", rec.id)))?;
-        Ok(Ctx { git_owner: repo_owner(&repo)?, repo, timeout: timeout(store) })
+    fn of(store: &Store, repo: &Path) -> Result<Ctx> {
+        Ok(Ctx { git_owner: repo_owner(repo)?, repo: repo.to_path_buf(), timeout: timeout(store) })
     }
 
     /// git in `dir`, trusting the worktree even if its files belong to another user.
@@ -110,20 +130,24 @@ impl Ctx {
     fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         let o = self.git(dir, args)?;
         if !o.ok() {
-            return Err(Error::Tool { what: format!("git {} in {}", args.join(" "), dir.display()), status: o.code, stderr: o.stderr });
+            return Err(Error::Tool {
+                what: format!("git {} in {}", args.join(" "), dir.display()),
+                status: o.code,
+                stderr: o.stderr,
+            });
         }
         Ok(o.stdout)
     }
 }
 
-fn status(store: &Store, ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
-    let wt = rec.worktree_path.as_ref().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
+fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Result<GitStatus> {
+    let wt = &wst.worktree_path;
     // git status refreshes the index: it is one of execroot's git commands on this repository.
     let _lock = repo_lock(store, &ctx.repo)?;
     // --mount trees are not part of the worktree. They are excluded by pathspec rather than
     // unmounted, so that inspecting a live root never pulls a mount from under its run
     // (destroy unmounts them before its own check).
-    let excludes: Vec<String> = rec.mounts.iter().map(|m| format!(":(exclude,top){}", m.subdir)).collect();
+    let excludes = exclude_pathspecs(root);
     let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."];
     args.extend(excludes.iter().map(String::as_str));
     let out = ctx.check(wt, &args)?;
@@ -152,7 +176,8 @@ fn status(store: &Store, ctx: &Ctx, rec: &RootRecord) -> Result<GitStatus> {
             st.paths.push(path);
         }
     }
-    if let Some(base) = &rec.base_ref {
+    {
+        let base = &wst.base_ref;
         let range = format!("{base}...HEAD");
         if let Ok(out) = ctx.check(wt, &["rev-list", "--left-right", "--count", &range]) {
             let text = String::from_utf8_lossy(&out);
@@ -184,23 +209,42 @@ fn has_entries(dir: &Path) -> Result<bool> {
 }
 
 impl Backend for Worktree {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Worktree
-    }
+    type State = WorktreeState;
+    const KIND: BackendKind = BackendKind::Worktree;
+    const CAPABILITIES: Capabilities = Capabilities { commit: false };
 
-    fn create(&self, store: &Store, rec: &mut RootRecord) -> Result<()> {
-        let repo = rec.repo.clone().ok_or_else(|| Error::BadInput("--repo is required".into()))?;
+    fn plan(&self, store: &Store, root: &RootSpec, req: &WorktreeRequest) -> Result<Plan<WorktreeState>> {
+        let repo = req.repo.clone().ok_or_else(|| Error::BadInput("--repo is required".into()))?;
         let repo = repo.canonicalize().map_err(|e| Error::BadInput(format!("--repo {}: {e}", repo.display())))?;
-        rec.repo = Some(repo.clone());
-        let ctx = Ctx::of(store, rec)?;
-        let base = rec.base_ref.clone().ok_or_else(|| Error::BadInput("--base-ref is required".into()))?;
-        let branch = match (&rec.request.branch, &rec.key) {
+        let base_ref = req.base_ref.clone().ok_or_else(|| Error::BadInput("--base-ref is required".into()))?;
+        let branch_name = match (&req.branch, &root.key) {
             (Some(b), _) => b.clone(),
             (None, Some(k)) => sanitize_branch(k),
-            (None, None) => format!("execroot/{}", rec.id),
+            (None, None) => format!("execroot/{}", root.id),
         };
-        let _lock = repo_lock(store, &repo)?;
-        let probe = ctx.git(&repo, &["rev-parse", "--git-dir"])?;
+        // git runs as the repository's owner, who must be able to create and remove the
+        // worktree directory: it lives in a directory of its own that the owner owns (never in
+        // the root's directory, whose state file the owner must not be able to replace).
+        let parent = match store.config()?.worktree_dir {
+            Some(d) => d.join(&root.id),
+            None => root.dir.join("wt"),
+        };
+        let worktree_path = parent.join("worktree");
+        // A worktree belongs to whoever owns the repository unless told otherwise.
+        let owner = if req.owner_given { None } else { Some(repo_owner(&repo)?) };
+        Ok(Plan {
+            cwd: worktree_path.clone(),
+            owner,
+            state: WorktreeState { repo, branch_name, worktree_path, base_ref, created_branch: false },
+        })
+    }
+
+    fn create(&self, store: &Store, root: &RootSpec, st: &mut WorktreeState) -> Result<Made> {
+        let ctx = Ctx::of(store, &st.repo)?;
+        let repo = &st.repo;
+        let branch = st.branch_name.clone();
+        let _lock = repo_lock(store, repo)?;
+        let probe = ctx.git(repo, &["rev-parse", "--git-dir"])?;
         if !probe.ok() {
             return Err(Error::BadInput(format!(
                 "--repo {} is not a git repository: {}",
@@ -208,61 +252,46 @@ impl Backend for Worktree {
                 probe.stderr
             )));
         }
-        if !ctx.git(&repo, &["check-ref-format", "--branch", &branch])?.ok() {
+        if !ctx.git(repo, &["check-ref-format", "--branch", &branch])?.ok() {
             return Err(Error::BadInput(format!("invalid branch name {branch:?}")));
         }
-        // git runs as the repository's owner, who must be able to create and remove the
-        // worktree directory: it lives in a directory of its own that the owner owns (never in
-        // the root's directory, whose state file the owner must not be able to replace).
-        let parent = match store.config()?.worktree_dir {
-            Some(d) => d.join(&rec.id),
-            None => rec.dir(store).join("wt"),
-        };
+        let parent = st.worktree_path.parent().expect("planned below a parent").to_path_buf();
         std::fs::create_dir_all(&parent).at(&parent)?;
         std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
-        let path = parent.join("worktree");
-        // Recorded before git runs, so that doctor can finish or undo a killed create.
-        rec.branch_name = Some(branch.clone());
-        rec.worktree_path = Some(path.clone());
-        rec.cwd = path.clone();
-        rec.save(store)?;
-        let path_s = path.to_string_lossy().into_owned();
-        let exists = ctx.git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])?.ok();
+        let path_s = st.worktree_path.to_string_lossy().into_owned();
+        let mut made = Made::default();
+        let exists = ctx.git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])?.ok();
         if exists {
-            ctx.check(&repo, &["worktree", "add", &path_s, &branch])?;
-            rec.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
+            ctx.check(repo, &["worktree", "add", &path_s, &branch])?;
+            made.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
         } else {
-            ctx.check(&repo, &["worktree", "add", "-b", &branch, &path_s, &base])?;
-            rec.created_branch = true;
+            ctx.check(repo, &["worktree", "add", "-b", &branch, &path_s, &st.base_ref])?;
+            st.created_branch = true;
         }
-        if rec.request.owner.is_none() && store.config()?.owner.is_none() {
-            // A worktree belongs to whoever owns the repository unless told otherwise.
-            rec.owner = ctx.git_owner;
+        if root.owner != ctx.git_owner {
+            chown_tree(&st.worktree_path, root.owner)?;
         }
-        if rec.owner != ctx.git_owner {
-            chown_tree(&path, rec.owner)?;
-        }
-        Ok(())
+        Ok(made)
     }
 
-    fn is_live(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
-        has_git_link(&rec.cwd)
+    fn is_live(&self, _store: &Store, root: &RootSpec, _st: &WorktreeState) -> Result<bool> {
+        has_git_link(&root.cwd)
     }
 
-    fn revive(&self, _store: &Store, rec: &mut RootRecord) -> Result<()> {
-        if has_git_link(&rec.cwd)? {
+    fn revive(&self, _store: &Store, root: &RootSpec, _st: &mut WorktreeState) -> Result<()> {
+        if has_git_link(&root.cwd)? {
             Ok(())
         } else {
-            Err(Error::NotFound(format!("worktree {} is gone", rec.cwd.display())))
+            Err(Error::NotFound(format!("worktree {} is gone", root.cwd.display())))
         }
     }
 
-    fn detach(&self, _store: &Store, rec: &RootRecord) -> Result<bool> {
-        Ok(super::detach_unmounted(rec))
+    fn detach(&self, _store: &Store, root: &RootSpec, _st: &WorktreeState) -> Result<bool> {
+        Ok(super::detach_unmounted(&root.cwd))
     }
 
-    fn check_destroy(&self, store: &Store, rec: &RootRecord, force: bool) -> Result<Vec<String>> {
-        let Some(wt) = &rec.worktree_path else { return Ok(vec![]) };
+    fn check_destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState, force: bool) -> Result<Vec<String>> {
+        let wt = &st.worktree_path;
         if !has_git_link(wt)? {
             // No git worktree there (a create killed before git ran, or one already removed).
             // Files without git's record cannot be checked for unsaved work: kept unless forced.
@@ -274,14 +303,14 @@ impl Backend for Worktree {
             }
             return Ok(vec![]);
         }
-        let ctx = Ctx::of(store, rec)?;
-        let st = status(store, &ctx, rec)?;
+        let ctx = Ctx::of(store, &st.repo)?;
+        let st = status(store, &ctx, root, st)?;
         let lose = st.dirty_entry_count + st.untracked_entry_count;
         let mut warnings = Vec::new();
         if lose > 0 && !force {
             return Err(Error::Conflict(format!(
                 "worktree {} has {} uncommitted change(s) and {} untracked file(s); commit them or use --force: {}",
-                rec.cwd.display(),
+                root.cwd.display(),
                 st.dirty_entry_count,
                 st.untracked_entry_count,
                 st.paths.join(", ")
@@ -297,61 +326,63 @@ impl Backend for Worktree {
         Ok(warnings)
     }
 
-    fn destroy(&self, store: &Store, rec: &RootRecord) -> Result<Vec<String>> {
-        if rec.worktree_path.is_none() {
-            // Killed or failed before git was asked for anything: nothing to undo in the repo.
+    fn destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Vec<String>> {
+        let wt = &st.worktree_path;
+        if !st.created_branch && std::fs::symlink_metadata(wt).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            // Killed or failed before `git worktree add` made anything: nothing to undo in the
+            // repository (which may not even be one).
             return Ok(vec![]);
         }
-        let ctx = Ctx::of(store, rec)?;
+        let ctx = Ctx::of(store, &st.repo)?;
         let _lock = repo_lock(store, &ctx.repo)?;
         let mut warnings = Vec::new();
-        if let Some(wt) = &rec.worktree_path {
-            if has_git_link(wt)? {
-                ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
-            }
-            match std::fs::remove_dir_all(wt) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(wt, e)),
-            }
-            if let Some(parent) =
-                wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == rec.id.as_str()))
-            {
-                let _ = std::fs::remove_dir(parent);
-            }
+        if has_git_link(wt)? {
+            ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
+        }
+        match std::fs::remove_dir_all(wt) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(wt, e)),
+        }
+        if let Some(parent) = wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == root.id.as_str()))
+        {
+            let _ = std::fs::remove_dir(parent);
         }
         ctx.check(&ctx.repo, &["worktree", "prune"])?;
-        if let (Some(branch), true) = (&rec.branch_name, rec.created_branch) {
-            let full = format!("refs/heads/{branch}");
-            if ctx.git(&ctx.repo, &["rev-parse", "--verify", "--quiet", &full])?.ok() {
-                // --exclude patterns for --branches are branch names, not full refs.
-                let exclude = format!("--exclude={branch}");
-                let unique = ctx.check(
-                    &ctx.repo,
-                    &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
-                )?;
-                let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
-                if n == 0 {
-                    ctx.check(&ctx.repo, &["branch", "-D", branch])?;
-                } else {
-                    warnings
-                        .push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
-                }
-            }
-        } else if let Some(branch) = &rec.branch_name {
+        let branch = &st.branch_name;
+        let full = format!("refs/heads/{branch}");
+        // A create killed before git ran made no branch: nothing to keep or delete.
+        if !ctx.git(&ctx.repo, &["rev-parse", "--verify", "--quiet", &full])?.ok() {
+            return Ok(warnings);
+        }
+        if !st.created_branch {
             warnings.push(format!("branch {branch} kept: execroot did not create it"));
+            return Ok(warnings);
+        }
+        // --exclude patterns for --branches are branch names, not full refs.
+        let exclude = format!("--exclude={branch}");
+        let unique = ctx.check(
+            &ctx.repo,
+            &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
+        )?;
+        let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
+        if n == 0 {
+            ctx.check(&ctx.repo, &["branch", "-D", branch])?;
+        } else {
+            warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
         }
         Ok(warnings)
     }
 
-    fn diff(&self, store: &Store, rec: &RootRecord) -> Result<crate::change::Diff> {
-        use crate::change::{Change, Diff, EntryKind};
+    fn diff(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Diff> {
+        use crate::change::{Change, EntryKind};
         use crate::pathenc::PathJson;
-        let ctx = Ctx::of(store, rec)?;
-        let wt = rec.worktree_path.clone().ok_or_else(|| Error::Corrupt("no worktree path".into()))?;
-        let base = rec.base_ref.clone().unwrap_or_else(|| "HEAD".into());
+        let ctx = Ctx::of(store, &st.repo)?;
+        let wt = st.worktree_path.clone();
+        let base = st.base_ref.clone();
         let _lock = repo_lock(store, &ctx.repo)?;
-        let excludes: Vec<String> = rec.mounts.iter().map(|m| format!(":(exclude,top){}", m.subdir)).collect();
+        let excludes = exclude_pathspecs(root);
         let mut args = vec!["diff", "--no-renames", "--name-status", "-z", base.as_str(), "--", "."];
         args.extend(excludes.iter().map(String::as_str));
         let tracked = ctx.check(&wt, &args)?;
@@ -389,16 +420,15 @@ impl Backend for Worktree {
         Ok(d)
     }
 
-    fn usage(&self, _store: &Store, rec: &RootRecord) -> Result<Usage> {
-        Ok(tree_usage(&rec.cwd))
+    fn usage(&self, _store: &Store, root: &RootSpec, _st: &WorktreeState) -> Result<Usage> {
+        Ok(tree_usage(&root.cwd))
     }
 
-    fn status(&self, store: &Store, rec: &RootRecord) -> Result<Option<serde_json::Value>> {
-        if !rec.worktree_path.as_ref().is_some_and(|w| w.join(".git").exists()) {
+    fn git_status(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Option<GitStatus>> {
+        if !has_git_link(&st.worktree_path)? {
             return Ok(None);
         }
-        let st = status(store, &Ctx::of(store, rec)?, rec)?;
-        Ok(Some(serde_json::to_value(st).expect("serializable")))
+        Ok(Some(status(store, &Ctx::of(store, &st.repo)?, root, st)?))
     }
 }
 

@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
-use crate::policy::{BackendKind, Class};
-use crate::root::CreateRequest;
-use crate::store::ingest::{IngestOptions, NoProgress};
-use crate::Store;
+use execroot::backend::BackendKind;
+use execroot::error::{Error, IoContext, Result};
+use execroot::policy::Class;
+use execroot::root::CreateRequest;
+use execroot::store::ingest::{IngestOptions, NoProgress};
+use execroot::Store;
 use measure::{disk_added, inode_set, Disk, Stats};
 
 /// What `execroot bench` was asked to do.
@@ -272,7 +273,8 @@ fn sh(cmd: &str, dir: &Path) -> Result<()> {
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let mut all = vec!["-c", "user.name=execroot-bench", "-c", "user.email=bench@execroot", "-c", "safe.directory=*"];
     all.extend_from_slice(args);
-    let out = crate::sys::git::check(dir, crate::sys::Owner::current(), &all, std::time::Duration::from_secs(600))?;
+    let out =
+        execroot::sys::git::check(dir, execroot::sys::Owner::current(), &all, std::time::Duration::from_secs(600))?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
@@ -302,7 +304,7 @@ impl Ctx<'_> {
             ..Default::default()
         };
         let deps_mount = || base.deps.as_ref().map(|d| vec![format!("node_modules={d}")]).unwrap_or_default();
-        let root = |r: crate::root::Created| -> Made {
+        let root = |r: execroot::root::Created| -> Made {
             let dir = self.store.roots_dir().join(&r.id);
             Made { root_id: Some(r.id), cwd: r.cwd, disk_paths: vec![dir], create_ms: 0.0, ready_ms: 0.0 }
         };
@@ -586,7 +588,7 @@ fn machine(store: &Store) -> Machine {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let fs = match nix::sys::statfs::statfs(store.root()).map(|s| s.filesystem_type()) {
+    let fs = match nix::sys::statfs::statfs(store.path()).map(|s| s.filesystem_type()) {
         Ok(t) if t == nix::sys::statfs::EXT4_SUPER_MAGIC => "ext4".into(),
         Ok(t) if t == nix::sys::statfs::XFS_SUPER_MAGIC => "xfs".into(),
         Ok(t) if t == nix::sys::statfs::BTRFS_SUPER_MAGIC => "btrfs".into(),
@@ -611,7 +613,7 @@ fn machine(store: &Store) -> Machine {
         kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
         filesystem: fs,
         root: nix::unistd::geteuid().is_root(),
-        date: crate::store::snapshot::now_rfc3339(),
+        date: execroot::store::snapshot::now_rfc3339(),
         execroot: env!("CARGO_PKG_VERSION").into(),
         git: version("git").unwrap_or_default(),
         ostree: version("ostree").map(|v| v.trim_start_matches("Version:").trim().trim_matches('\'').to_string()),
@@ -631,7 +633,7 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
         None => {
             progress.step("generating the project fixture");
             let r = ctx.work.join("project");
-            crate::fixture::generate_named(&shape, scale, 1, &r)?;
+            execroot::fixture::generate_named(&shape, scale, 1, &r)?;
             git(&r, &["init", "-q", "-b", "main"])?;
             git(&r, &["add", "-A"])?;
             git(&r, &["commit", "-q", "-m", "base"])?;
@@ -643,7 +645,7 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
         None => {
             progress.step("generating the dependency fixture");
             let d = ctx.work.join("deps");
-            crate::fixture::generate_named(&shape, scale, 2, &d)?;
+            execroot::fixture::generate_named(&shape, scale, 2, &d)?;
             d
         }
     };
@@ -653,9 +655,9 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
     // The committed tree, exactly what a worktree of HEAD shows (no untracked or ignored files):
     // `git archive HEAD | execroot snapshot create --tar -`.
     let t = Instant::now();
-    let archive = crate::sys::git::check(
+    let archive = execroot::sys::git::check(
         &repo,
-        crate::sys::Owner::current(),
+        execroot::sys::Owner::current(),
         &["-c", "safe.directory=*", "archive", "HEAD"],
         std::time::Duration::from_secs(600),
     )?;
@@ -670,19 +672,19 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
     if policy_overlay_ok(store) {
         progress.step("materializing layers");
         let t = Instant::now();
-        store.materialize(&crate::Hash::from_hex(&r.id)?)?;
+        store.materialize(&execroot::Hash::from_hex(&r.id)?)?;
         one.materialize_ms = ms(t);
         let t = Instant::now();
-        store.materialize(&crate::Hash::from_hex(&d.id)?)?;
+        store.materialize(&execroot::Hash::from_hex(&d.id)?)?;
         one.deps_materialize_ms = ms(t);
     }
     // Reference trees: the project as a run sees it, and with its dependencies.
     progress.step("preparing reference trees");
     let tree = ctx.work.join("tree");
-    store.checkout(&crate::Hash::from_hex(&r.id)?, &tree)?;
+    store.checkout(&execroot::Hash::from_hex(&r.id)?, &tree)?;
     let ptree = ctx.work.join("preview-tree");
-    store.checkout(&crate::Hash::from_hex(&r.id)?, &ptree)?;
-    store.checkout(&crate::Hash::from_hex(&d.id)?, &ptree.join("node_modules"))?;
+    store.checkout(&execroot::Hash::from_hex(&r.id)?, &ptree)?;
+    store.checkout(&execroot::Hash::from_hex(&d.id)?, &ptree.join("node_modules"))?;
     ostree_compare(ctx, &tree, one, progress);
     let project = Base { project: "bench-project".into(), deps: None, repo: repo.clone(), tree, deps_dir: None };
     let preview = Base {
@@ -696,7 +698,7 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
 }
 
 fn policy_overlay_ok(store: &Store) -> bool {
-    crate::policy::unavailable(BackendKind::Overlay, store.root()).is_none()
+    execroot::policy::unavailable(BackendKind::Overlay, store.path()).is_none()
 }
 
 fn ostree_compare(ctx: &Ctx, tree: &Path, one: &mut OneTime, progress: &dyn BenchProgress) {
@@ -829,7 +831,7 @@ pub fn run(opts: &BenchOptions, progress: &dyn BenchProgress) -> Result<BenchRep
     let mut one = OneTime::default();
     let (project, preview) = setup(&ctx, &mut one, progress)?;
     let th = Thresholds { ready_ratio: 5.0, disk_ratio: 5.0 };
-    let overlay_why = crate::policy::unavailable(BackendKind::Overlay, store.root());
+    let overlay_why = execroot::policy::unavailable(BackendKind::Overlay, store.path());
 
     let project_classes: Vec<Class> = opts.classes.iter().copied().filter(|c| *c != Class::Preview).collect();
     let mut per_class: BTreeMap<String, Vec<BackendResult>> = BTreeMap::new();

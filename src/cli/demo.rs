@@ -11,9 +11,9 @@ use clap::Args;
 use serde_json::json;
 
 use super::{scratch_dir, to_json, Bar, Output};
-use crate::error::{Error, Result};
-use crate::store::ingest::{IngestOptions, NoProgress};
-use crate::Store;
+use execroot::error::{Error, Result};
+use execroot::store::ingest::{IngestOptions, NoProgress};
+use execroot::Store;
 
 /// Arguments of `execroot demo`.
 #[derive(Args, Debug)]
@@ -42,7 +42,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
 
     say(&format!("generating fixture {} (scale {}, seed {}) ...", a.shape, a.scale, a.seed));
     let t = Instant::now();
-    let gen = crate::fixture::generate_named(&a.shape, a.scale, a.seed, &src)?;
+    let gen = execroot::fixture::generate_named(&a.shape, a.scale, a.seed, &src)?;
     let gen_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     say("ingesting ...");
@@ -56,15 +56,15 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
     let verify = store.verify(false)?;
     say("checking out ...");
     let out = work.path().join("checkout");
-    let id = crate::Hash::from_hex(&first.id)?;
+    let id = execroot::Hash::from_hex(&first.id)?;
     let checkout = store.checkout(&id, &out)?;
-    let diffs = crate::fixture::compare_trees(&src, &out, true)?;
+    let diffs = execroot::fixture::compare_trees(&src, &out, true)?;
 
     say("creating and destroying roots ...");
     let mut roots = Vec::new();
-    for backend in [crate::policy::BackendKind::Overlay, crate::policy::BackendKind::Copy] {
-        let req = crate::root::CreateRequest {
-            class: Some(crate::policy::Class::Routine),
+    for backend in [execroot::backend::BackendKind::Overlay, execroot::backend::BackendKind::Copy] {
+        let req = execroot::root::CreateRequest {
+            class: Some(execroot::policy::Class::Routine),
             from: vec![first.id.clone()],
             backend: Some(backend),
             ..Default::default()

@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::error::{Error, Result};
-use crate::store::ingest::{IngestOptions, Progress};
-use crate::store::manifest::EntryJson;
-use crate::store::snapshot::Counts;
-use crate::Store;
+use execroot::backend::BackendKind;
+use execroot::error::{Error, Result};
+use execroot::policy::Class;
+use execroot::root::RootListEntry;
+use execroot::store::ingest::{IngestOptions, Progress};
+use execroot::store::refs::{RefInfo, RefList};
+use execroot::store::snapshot::{SnapshotListEntry, SnapshotRemoved};
+use execroot::Store;
 
 /// Exit status when `verify` finds problems.
 pub const EXIT_PROBLEMS: i32 = 3;
@@ -91,8 +94,8 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Classes to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "routine,preview,artifact,repo-edit")]
-    classes: Vec<crate::policy::Class>,
+    #[arg(long, value_delimiter = ',', default_value = "routine,preview,artifact,repo-edit", value_parser = parse_class)]
+    classes: Vec<Class>,
     /// Your repository (its HEAD is the project base) instead of the fixture.
     #[arg(long, value_name = "PATH")]
     repo: Option<PathBuf>,
@@ -220,8 +223,8 @@ enum RootCmd {
 #[derive(Args, Debug)]
 struct RootCreateArgs {
     /// Workload class.
-    #[arg(long, value_enum)]
-    class: crate::policy::Class,
+    #[arg(long, value_parser = parse_class, value_name = "routine|preview|artifact|repo-edit")]
+    class: Class,
     /// Snapshot to present (repeatable; bottom first).
     #[arg(long, value_name = "ID|REF")]
     from: Vec<String>,
@@ -289,6 +292,26 @@ enum FixtureCmd {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+}
+
+/// `--class`: the library's names for workload classes.
+fn parse_class(s: &str) -> std::result::Result<Class, String> {
+    Class::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+        let names: Vec<&str> = Class::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown class {s:?}: use {}", names.join(", "))
+    })
+}
+
+/// `--backend`: `auto` (None) or one of the library's backends.
+fn parse_backend(s: &str) -> Result<Option<BackendKind>> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    BackendKind::ALL
+        .into_iter()
+        .find(|b| b.as_str() == s)
+        .map(Some)
+        .ok_or_else(|| Error::BadInput(format!("--backend {s:?}: use auto, overlay, copy or worktree")))
 }
 
 /// A command's result: the JSON document and the human rendering.
@@ -372,9 +395,10 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Gc { grace, dry_run } => gc_cmd(&open()?, grace, *dry_run),
         Cmd::Df => df_cmd(&open()?),
         Cmd::Doctor { repair, discard_unreadable: Some(id) } if !*repair => {
-            let f = open()?.discard_unreadable(id)?;
-            let human = format!("{} {}: {}", f.kind, f.path.display(), f.action);
-            Ok(Output::new(json!({ "ok": true, "repair": false, "findings": [to_json(&f)] }), human))
+            let r = open()?.discard_unreadable(id)?;
+            let human: String =
+                r.findings.iter().map(|f| format!("{} {}: {}", f.kind.as_str(), f.path.display(), f.action)).collect();
+            Ok(Output::new(to_json(&r), human))
         }
         Cmd::Doctor { repair, .. } => doctor_cmd(&open()?, *repair),
         Cmd::Fixture(c) => fixture_cmd(c),
@@ -485,58 +509,56 @@ fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
     Ok(Output::new(to_json(&report), human))
 }
 
-fn snapshot_summary(store: &Store, id: &crate::Hash) -> Result<Value> {
-    let m = store.load_manifest(id)?;
-    let meta = store.snapshot_meta(id)?;
-    let mut v = to_json(&Counts::of(&m));
-    let obj = v.as_object_mut().expect("object");
-    obj.insert("id".into(), json!(id.to_hex()));
-    obj.insert("parents".into(), json!(m.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()));
-    obj.insert("refs".into(), json!(store.refs_to(id)?));
-    obj.insert("created".into(), json!(meta.created));
-    obj.insert("source".into(), json!(meta.source));
-    obj.insert("labels".into(), json!(meta.labels));
-    Ok(v)
-}
-
 fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
     match c {
         SnapshotCmd::Create(a) => ingest_cmd(store, a, json),
         SnapshotCmd::List => {
-            let mut list = Vec::new();
+            let list = store.snapshot_list()?;
             let mut human = String::new();
-            for id in store.list_snapshots()? {
-                let v = match snapshot_summary(store, &id) {
-                    Ok(v) => v,
-                    Err(e) => json!({ "id": id.to_hex(), "error": e.to_string() }),
-                };
-                human.push_str(&format!(
-                    "{}  {:>7} entries  {:>10}  {}  {}\n",
-                    &id.to_hex()[..16],
-                    v["entries"].as_u64().unwrap_or(0),
-                    HumanBytes(v["bytes"].as_u64().unwrap_or(0)),
-                    v["created"].as_str().unwrap_or("?"),
-                    v["refs"]
-                        .as_array()
-                        .map(|r| r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
-                        .unwrap_or_default()
-                ));
-                list.push(v);
+            for e in &list.snapshots {
+                match e {
+                    SnapshotListEntry::Snapshot(i) => human.push_str(&format!(
+                        "{}  {:>7} entries  {:>10}  {}  {}\n",
+                        &i.id.to_hex()[..16],
+                        i.counts.entries,
+                        HumanBytes(i.counts.bytes),
+                        i.created,
+                        i.refs.join(",")
+                    )),
+                    SnapshotListEntry::Damaged { id, error } => {
+                        human.push_str(&format!("{}  DAMAGED {error}\n", &id.to_hex()[..16]))
+                    }
+                }
             }
-            Ok(Output::new(json!({ "snapshots": list }), human))
+            Ok(Output::new(to_json(&list), human))
         }
         SnapshotCmd::Show { snapshot, entries } => {
             let id = store.resolve(snapshot)?;
-            let mut v = snapshot_summary(store, &id)?;
-            let mut human = serde_json::to_string_pretty(&v).expect("serializable");
+            let info = store.snapshot_info(&id, *entries)?;
+            let mut human = format!(
+                "snapshot {}\n  parents {}\n  refs {}\n  created {}  source {}\n  {} entries: {} files, {} dirs, {} symlinks, {} whiteouts, {}",
+                info.id,
+                info.parents.len(),
+                info.refs.join(", "),
+                info.created,
+                info.source,
+                info.counts.entries,
+                info.counts.files,
+                info.counts.dirs,
+                info.counts.symlinks,
+                info.counts.whiteouts,
+                HumanBytes(info.counts.bytes)
+            );
+            for (k, v) in &info.labels {
+                human.push_str(&format!("\n  label {k}={v}"));
+            }
             if *entries {
                 let m = store.load_manifest(&id)?;
-                let list: Vec<EntryJson> = m.entries.iter().map(EntryJson::from).collect();
                 human.push('\n');
                 for e in &m.entries {
                     let extra = match &e.node {
-                        crate::store::Node::File { size, hash } => format!("{size} {}", &hash.to_hex()[..16]),
-                        crate::store::Node::Symlink { target } => format!("-> {}", String::from_utf8_lossy(target)),
+                        execroot::store::Node::File { size, hash } => format!("{size} {}", &hash.to_hex()[..16]),
+                        execroot::store::Node::Symlink { target } => format!("-> {}", String::from_utf8_lossy(target)),
                         _ => String::new(),
                     };
                     human.push_str(&format!(
@@ -547,14 +569,14 @@ fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
                         extra
                     ));
                 }
-                v["entryList"] = to_json(&list);
             }
-            Ok(Output::new(v, human))
+            Ok(Output::new(to_json(&info), human))
         }
         SnapshotCmd::Rm { snapshot, force } => {
             let id = store.resolve(snapshot)?;
-            let refs = store.remove_snapshot(&id, *force)?;
-            Ok(Output::new(json!({ "removed": id.to_hex(), "refsRemoved": refs }), format!("removed snapshot {id}")))
+            let refs_removed = store.remove_snapshot(&id, *force)?;
+            let r = SnapshotRemoved { removed: id, refs_removed };
+            Ok(Output::new(to_json(&r), format!("removed snapshot {id}")))
         }
         SnapshotCmd::Checkout { snapshot, dest } => {
             let id = store.resolve(snapshot)?;
@@ -579,19 +601,19 @@ fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
         RefCmd::Set { name, snapshot } => {
             let id = store.resolve(snapshot)?;
             store.set_ref(name, &id)?;
-            Ok(Output::new(json!({ "name": name, "id": id.to_hex() }), format!("{name} -> {id}")))
+            Ok(Output::new(to_json(&RefInfo { name: name.clone(), id: Some(id) }), format!("{name} -> {id}")))
         }
         RefCmd::Rm { name } => {
             let id = store.remove_ref(name)?;
-            let was = id.map(|h| h.to_hex());
-            let human = format!("removed ref {name} (was {})", was.as_deref().unwrap_or("unreadable"));
-            Ok(Output::new(json!({ "name": name, "id": was }), human))
+            let human =
+                format!("removed ref {name} (was {})", id.map(|h| h.to_hex()).unwrap_or_else(|| "unreadable".into()));
+            Ok(Output::new(to_json(&RefInfo { name: name.clone(), id }), human))
         }
         RefCmd::List => {
             let refs = store.list_refs()?;
             let human: String = refs.iter().map(|(n, h)| format!("{n}  {h}\n")).collect();
-            let list: Vec<Value> = refs.iter().map(|(n, h)| json!({ "name": n, "id": h.to_hex() })).collect();
-            Ok(Output::new(json!({ "refs": list }), human))
+            let list = RefList { refs: refs.into_iter().map(|(name, id)| RefInfo { name, id: Some(id) }).collect() };
+            Ok(Output::new(to_json(&list), human))
         }
     }
 }
@@ -633,23 +655,13 @@ fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
 }
 
 fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
-    use crate::policy::BackendKind;
     match c {
         RootCmd::Create(a) => {
-            let backend = match a.backend.as_str() {
-                "auto" => None,
-                "overlay" => Some(BackendKind::Overlay),
-                "copy" => Some(BackendKind::Copy),
-                "worktree" => Some(BackendKind::Worktree),
-                other => {
-                    return Err(Error::BadInput(format!("--backend {other:?}: use auto, overlay, copy or worktree")))
-                }
-            };
-            let req = crate::root::CreateRequest {
+            let req = execroot::root::CreateRequest {
                 class: Some(a.class),
                 from: a.from.clone(),
                 mounts: a.mount.clone(),
-                backend,
+                backend: parse_backend(&a.backend)?,
                 key: a.key.clone(),
                 owner: a.owner.clone(),
                 durable: a.durable,
@@ -674,47 +686,60 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
             Ok(Output::new(to_json(&r), human))
         }
         RootCmd::List => {
-            let scan = store.scan_roots()?;
-            let mut human: String = scan
+            let list = store.list_roots()?;
+            let human: String = list
                 .roots
                 .iter()
-                .map(|r| {
-                    format!(
+                .map(|e| match e {
+                    RootListEntry::Root(r) => format!(
                         "{}  {:<10} {:<9} {:<8} {}  {}\n",
                         r.id,
-                        format!("{:?}", r.state).to_lowercase(),
+                        r.state.as_str(),
                         r.class,
                         r.backend,
                         r.cwd.display(),
                         r.key.as_deref().unwrap_or("")
-                    )
+                    ),
+                    RootListEntry::Unreadable(u) => format!("{}  UNREADABLE {}\n", u.id, u.error),
                 })
                 .collect();
-            let mut list: Vec<Value> = scan
-                .roots
-                .iter()
-                .map(|r| {
-                    let mut v = to_json(r);
-                    v.as_object_mut().expect("object").remove("request");
-                    v
-                })
-                .collect();
-            for u in &scan.unreadable {
-                human.push_str(&format!("{}  UNREADABLE {}\n", u.id, u.error));
-                list.push(to_json(u));
-            }
-            Ok(Output::new(json!({ "roots": list }), human))
+            Ok(Output::new(to_json(&list), human))
         }
         RootCmd::Show { root } => {
             let v = store.show_root(root)?;
-            let human = serde_json::to_string_pretty(&v).expect("serializable");
-            Ok(Output::new(v, human))
+            let mut human = format!(
+                "root {}  {}  {} ({})\n  cwd {}\n  mounted {}",
+                v.id,
+                v.state.as_str(),
+                v.class,
+                v.backend,
+                v.cwd.display(),
+                v.mounted.unwrap_or(false)
+            );
+            if let Some(k) = &v.key {
+                human.push_str(&format!("\n  key {k}"));
+            }
+            for s in &v.snapshots {
+                human.push_str(&format!("\n  snapshot {s}"));
+            }
+            for m in &v.mounts {
+                human.push_str(&format!("\n  mount {} = {}", m.subdir, m.snapshot));
+            }
+            if let Some(u) = &v.usage {
+                human.push_str(&format!("\n  written {} in {} inodes", HumanBytes(u.bytes), u.inodes));
+            }
+            if let (Some(b), Some(g)) = (&v.branch_name, &v.git) {
+                human.push_str(&format!(
+                    "\n  branch {b}: {} dirty, {} untracked, {} ahead, {} behind",
+                    g.dirty_entry_count, g.untracked_entry_count, g.ahead_count, g.behind_count
+                ));
+            }
+            Ok(Output::new(to_json(&v), human))
         }
         RootCmd::Diff { root } => {
-            let rec = store.find_root(root)?;
-            let d = crate::backend::get(rec.backend).diff(store, &rec)?;
+            let d = store.diff_root(root)?;
             let mut human = String::new();
-            for (sign, list) in [("+", &d.added), ("M", &d.modified), ("-", &d.deleted)] {
+            for (sign, list) in [("+", &d.diff.added), ("M", &d.diff.modified), ("-", &d.diff.deleted)] {
                 for c in list {
                     human.push_str(&format!("{sign} {} {}\n", c.kind.as_str(), String::from_utf8_lossy(&c.path.0)));
                 }
@@ -722,9 +747,7 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
             if human.is_empty() {
                 human.push_str("no changes");
             }
-            let mut v = to_json(&d);
-            v["root"] = json!(rec.id);
-            Ok(Output::new(v, human))
+            Ok(Output::new(to_json(&d), human))
         }
         RootCmd::Commit { root, name, label } => {
             let c = store.commit_root(root, name.clone(), parse_labels(label)?)?;
@@ -884,7 +907,7 @@ fn doctor_cmd(store: &Store, repair: bool) -> Result<Output> {
     for f in &r.findings {
         human.push_str(&format!(
             "\n  {} {} {}: {}{}",
-            f.kind,
+            f.kind.as_str(),
             f.root.as_deref().unwrap_or("-"),
             f.path.display(),
             f.action,
@@ -903,8 +926,8 @@ fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
         FixtureCmd::List => {
             let mut list = Vec::new();
             let mut human = String::new();
-            for n in crate::fixture::Shape::builtin_names() {
-                let s = crate::fixture::Shape::load(n)?;
+            for n in execroot::fixture::Shape::builtin_names() {
+                let s = execroot::fixture::Shape::load(n)?;
                 human.push_str(&format!("{:<14} {}\n", s.name, s.description));
                 list.push(to_json(&s));
             }
@@ -914,7 +937,7 @@ fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
             if scale.is_nan() || *scale <= 0.0 {
                 return Err(Error::BadInput("--scale must be positive".into()));
             }
-            let r = crate::fixture::generate_named(shape, *scale, *seed, dest)?;
+            let r = execroot::fixture::generate_named(shape, *scale, *seed, dest)?;
             let human = format!(
                 "generated {} (seed {}) in {}: {} entries, {} files, {} dirs, {} symlinks, {}",
                 r.shape,

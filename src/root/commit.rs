@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend;
 use crate::error::{Error, Result};
-use crate::policy::BackendKind;
+use crate::hash::Hash;
 use crate::store::ingest::{IngestOptions, IngestReport};
 use crate::store::layer::MAX_STACK;
 use crate::Store;
@@ -20,7 +19,7 @@ pub struct Committed {
     #[serde(flatten)]
     pub report: IngestReport,
     /// Its parents, bottom first (empty when flattened).
-    pub parents: Vec<String>,
+    pub parents: Vec<Hash>,
     /// True when the chain would have passed the stack limit and the root's whole view was
     /// committed as one layer instead.
     pub flattened: bool,
@@ -37,22 +36,23 @@ impl Store {
     ) -> Result<Committed> {
         let t0 = Instant::now();
         let rec = self.find_root(id_or_key)?;
-        if rec.backend == BackendKind::Worktree {
+        if !rec.backend.capabilities().commit {
             return Err(Error::BadInput(format!(
-                "root {} is a git worktree: commit with git; `root commit` records overlay and copy roots",
-                rec.id
+                "root {} is a {}: commit with git; `root commit` records overlay and copy roots",
+                rec.id,
+                if rec.kind() == crate::backend::BackendKind::Worktree { "git worktree" } else { rec.kind().as_str() }
             )));
         }
         let opts = IngestOptions { name, labels, skip_special: false, exclude: rec.mount_subdirs() };
-        let parents = rec.layer_ids()?;
+        let parents = rec.snapshots.clone();
         let depth = self.layer_stack(&parents)?.len();
         let (mut report, parents, flattened) = if depth + 1 > MAX_STACK {
             (self.ingest_dir(&rec.cwd, &opts, &crate::store::ingest::NoProgress)?, vec![], true)
         } else {
-            let diff = backend::get(rec.backend).diff(self, &rec)?;
+            let diff = rec.backend.diff(self, &rec.spec(self))?;
             (self.ingest_change(&rec.cwd, &diff.written(), &diff.removed(), parents.clone(), &opts)?, parents, false)
         };
         report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        Ok(Committed { report, parents: parents.iter().map(|p| p.to_hex()).collect(), flattened })
+        Ok(Committed { report, parents, flattened })
     }
 }

@@ -17,18 +17,58 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{RootRecord, State};
-use crate::backend;
+use crate::backend::submount;
 use crate::error::{Error, Result};
 use crate::sys::mount;
 use crate::Store;
 
+/// What kind of thing doctor found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A root left `creating`: the create is undone.
+    StuckCreating,
+    /// A root left `destroying`: the destroy is finished (a worktree is re-checked first).
+    StuckDestroying,
+    /// A `ready` root whose mounts are gone: remounted.
+    NotMounted,
+    /// A volatile root the kernel will not remount: discarded, and said so.
+    VolatileLost,
+    /// A root whose state cannot be read: kept untouched.
+    UnreadableState,
+    /// A mount under the store that no root owns: unmounted.
+    StrayMount,
+    /// An empty root directory: removed.
+    OrphanDirectory,
+    /// A key index entry naming no root: removed.
+    StaleKey,
+    /// Leases of dead processes: removed.
+    DeadLease,
+}
+
+impl FindingKind {
+    /// The name used in JSON and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::StuckCreating => "stuck-creating",
+            FindingKind::StuckDestroying => "stuck-destroying",
+            FindingKind::NotMounted => "not-mounted",
+            FindingKind::VolatileLost => "volatile-lost",
+            FindingKind::UnreadableState => "unreadable-state",
+            FindingKind::StrayMount => "stray-mount",
+            FindingKind::OrphanDirectory => "orphan-directory",
+            FindingKind::StaleKey => "stale-key",
+            FindingKind::DeadLease => "dead-lease",
+        }
+    }
+}
+
 /// One thing doctor found.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
-    /// What: `stuck-creating`, `stuck-destroying`, `not-mounted`, `volatile-lost`,
-    /// `unreadable-state`, `stray-mount`, `orphan-directory`, `stale-key`, `dead-lease`.
-    pub kind: &'static str,
+    /// What kind of problem.
+    pub kind: FindingKind,
     /// The root concerned, if any.
     pub root: Option<String>,
     /// The path concerned.
@@ -40,7 +80,7 @@ pub struct Finding {
 }
 
 /// What doctor found and did.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorReport {
     /// Nothing left to fix.
@@ -75,7 +115,7 @@ impl Store {
             protected.push(dir.clone());
             known_ids.insert(u.id.clone());
             note(
-                "unreadable-state",
+                FindingKind::UnreadableState,
                 Some(&u.id),
                 dir,
                 format!("kept untouched ({}); check it, then `execroot doctor --discard-unreadable {}`", u.error, u.id),
@@ -84,20 +124,23 @@ impl Store {
         }
         for dir in &scan.empty {
             let res = repair.then(|| remove_empty_dir(dir));
-            note("orphan-directory", None, dir.clone(), "remove the empty directory (no state)".into(), res);
+            note(FindingKind::OrphanDirectory, None, dir.clone(), "remove the empty directory (no state)".into(), res);
         }
         for rec in scan.roots {
             known_ids.insert(rec.id.clone());
             match rec.state {
                 State::Creating | State::Destroying => {
-                    let kind = if rec.state == State::Creating { "stuck-creating" } else { "stuck-destroying" };
+                    let kind = if rec.state == State::Creating {
+                        FindingKind::StuckCreating
+                    } else {
+                        FindingKind::StuckDestroying
+                    };
                     let verb = if rec.state == State::Creating { "undo the create" } else { "finish the destroy" };
                     let res = repair.then(|| self.finish_teardown(rec.clone()));
                     note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
                 }
                 State::Ready => {
-                    let b = backend::get(rec.backend);
-                    let live = b.is_live(self, &rec)?;
+                    let live = rec.backend.is_live(self, &rec.spec(self))?;
                     let mut subs_live = true;
                     for m in &rec.mounts {
                         subs_live &= mount::is_mounted(&m.path)?;
@@ -108,21 +151,27 @@ impl Store {
                         continue;
                     }
                     if !repair {
-                        note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), None);
+                        note(FindingKind::NotMounted, Some(&rec.id), rec.cwd.clone(), "remount".into(), None);
                         continue;
                     }
                     match self.revive_root(rec.clone()) {
                         Ok(()) => {
                             owned.insert(rec.cwd.clone());
                             owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
-                            note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remounted".into(), Some(Ok(())));
+                            note(
+                                FindingKind::NotMounted,
+                                Some(&rec.id),
+                                rec.cwd.clone(),
+                                "remounted".into(),
+                                Some(Ok(())),
+                            );
                         }
                         // Only a volatile upper the kernel refuses is discarded: any other
                         // failure (busy, git, I/O) leaves the root for the next run.
                         Err(Error::VolatileLost(why)) => {
                             let res = self.finish_teardown(rec.clone());
                             note(
-                                "volatile-lost",
+                                FindingKind::VolatileLost,
                                 Some(&rec.id),
                                 rec.cwd.clone(),
                                 format!("discarded the root: {why}"),
@@ -132,7 +181,13 @@ impl Store {
                         Err(e) => {
                             // What revive took away (sub-mounts) stays for a human to see.
                             protected.push(rec.dir(self));
-                            note("not-mounted", Some(&rec.id), rec.cwd.clone(), "remount".into(), Some(Err(e)))
+                            note(
+                                FindingKind::NotMounted,
+                                Some(&rec.id),
+                                rec.cwd.clone(),
+                                "remount".into(),
+                                Some(Err(e)),
+                            )
                         }
                     }
                 }
@@ -140,7 +195,7 @@ impl Store {
         }
 
         let shared_views = self.idmap_dir();
-        for m in mount::mounts_under(self.root())? {
+        for m in mount::mounts_under(self.path())? {
             // Idmapped layer views are shared by all roots of an owner and made on demand.
             if owned.contains(&m.target)
                 || m.target.starts_with(&shared_views)
@@ -150,7 +205,7 @@ impl Store {
             }
             // A mount still present under a root being repaired was handled above.
             if !repair {
-                note("stray-mount", None, m.target.clone(), "unmount".into(), None);
+                note(FindingKind::StrayMount, None, m.target.clone(), "unmount".into(), None);
                 continue;
             }
             if !m.target.exists() && !mount::is_mounted(&m.target)? {
@@ -161,7 +216,7 @@ impl Store {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
             };
-            note("stray-mount", None, m.target.clone(), "unmount".into(), Some(res));
+            note(FindingKind::StrayMount, None, m.target.clone(), "unmount".into(), Some(res));
         }
 
         let keys = self.keys_dir();
@@ -180,7 +235,7 @@ impl Store {
             let target = match std::fs::read_to_string(ent.path()) {
                 Ok(t) => t.trim().to_string(),
                 Err(e) => {
-                    note("stale-key", None, ent.path(), format!("kept: cannot read it: {e}"), None);
+                    note(FindingKind::StaleKey, None, ent.path(), format!("kept: cannot read it: {e}"), None);
                     continue;
                 }
             };
@@ -189,14 +244,14 @@ impl Store {
             }
             if let Err(Error::NotFound(_)) = self.load_root(&target) {
                 let res = repair.then(|| std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e)));
-                note("stale-key", None, ent.path(), "remove the key index entry".into(), res);
+                note(FindingKind::StaleKey, None, ent.path(), "remove the key index entry".into(), res);
             }
         }
 
         if repair {
             let n = crate::store::lock::sweep_dead_leases(self)?;
             if n > 0 {
-                note("dead-lease", None, self.tmp_dir(), format!("removed {n} dead lease(s)"), Some(Ok(())));
+                note(FindingKind::DeadLease, None, self.tmp_dir(), format!("removed {n} dead lease(s)"), Some(Ok(())));
             }
         }
         let ok = findings.iter().all(|f| f.repaired);
@@ -205,17 +260,16 @@ impl Store {
 
     /// Finish tearing a root down; a worktree with uncommitted work is left alone.
     fn finish_teardown(&self, mut rec: RootRecord) -> Result<()> {
-        for m in rec.mounts.iter().rev() {
-            let _ = mount::unmount(&m.path);
-        }
-        backend::get(rec.backend).check_destroy(self, &rec, false)?;
-        self.teardown(&mut rec, false).map(|_| ())
+        // A busy sub-mount is found again, and stops the teardown, below.
+        let _ = submount::unmount_all(&rec.mounts);
+        rec.backend.check_destroy(self, &rec.spec(self), false)?;
+        self.teardown(&mut rec).map(|_| ())
     }
 
     /// Remove the directory of an unreadable root after a human has decided so: unmount what
     /// is mounted below it (refusing if busy), delete it, and free its key. A worktree's
     /// registration in its repository is left to `git worktree prune`.
-    pub fn discard_unreadable(&self, id: &str) -> Result<Finding> {
+    pub fn discard_unreadable(&self, id: &str) -> Result<DoctorReport> {
         let scan = self.scan_roots()?;
         let Some(u) = scan.unreadable.iter().find(|u| u.id == id) else {
             return match self.load_root(id) {
@@ -240,30 +294,34 @@ impl Store {
                 }
             }
         }
-        Ok(Finding {
-            kind: "unreadable-state",
+        let finding = Finding {
+            kind: FindingKind::UnreadableState,
             root: Some(id.to_string()),
             path: dir,
             action: format!("discarded the root as asked ({}); its files are gone", u.error),
             repaired: true,
-        })
+        };
+        Ok(DoctorReport { ok: true, repair: false, findings: vec![finding] })
     }
 
     fn revive_root(&self, mut rec: RootRecord) -> Result<()> {
-        let b = backend::get(rec.backend);
-        // Sub-mounts sit on top of the cwd: take them away before remounting the cwd.
-        for m in rec.mounts.iter().rev() {
-            let _ = mount::unmount(&m.path);
-        }
-        if !b.is_live(self, &rec)? {
-            b.revive(self, &mut rec)?;
-        }
+        let spec = rec.spec(self);
+        // Sub-mounts sit on top of the cwd: take away those still mounted (cleanly, so they
+        // may come back whatever their volatility) before remounting the cwd.
+        let mut cleanly = Vec::new();
         for m in &rec.mounts {
-            if !rec.durable && m.work.join("work/incompat/volatile").exists() {
-                return Err(Error::VolatileLost(format!("mount {} was volatile and cannot be remounted", m.subdir)));
-            }
+            cleanly.push(mount::is_mounted(&m.path)?);
         }
-        self.remount_subs(&rec)
+        submount::unmount_all(&rec.mounts)?;
+        if !rec.backend.is_live(self, &spec)? {
+            rec.backend.revive(self, &spec)?;
+            // Revive may have made new idmapped views: record where the lowers are now.
+            rec.save(self)?;
+        }
+        for (m, clean) in rec.mounts.iter().zip(cleanly) {
+            submount::remount_all(std::slice::from_ref(m), rec.durable, clean)?;
+        }
+        Ok(())
     }
 }
 

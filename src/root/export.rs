@@ -5,7 +5,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::backend;
 use crate::error::{Error, IoContext, Result};
 use crate::Store;
 use serde::Serialize;
@@ -38,7 +37,7 @@ impl Store {
         let skip = rec.mount_subdirs();
         let mut paths: Vec<Vec<u8>> = Vec::new();
         if changed_only {
-            let diff = backend::get(rec.backend).diff(self, &rec)?;
+            let diff = rec.backend.diff(self, &rec.spec(self))?;
             let mut set = std::collections::BTreeSet::new();
             for c in diff.added.iter().chain(&diff.modified) {
                 let mut a = c.path.0.as_slice();

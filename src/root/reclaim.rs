@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash::Hash;
 use crate::store::df::{DfReport, RootSpace, Space};
 use crate::store::gc::GcReport;
@@ -19,10 +18,8 @@ impl Store {
         scan.require_readable("deleting snapshots")?;
         let mut out = Vec::new();
         for r in scan.roots {
-            for s in r.layers.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
-                let h = Hash::from_hex(s)
-                    .map_err(|_| Error::Corrupt(format!("root {}: {s:?} in its state is not a snapshot id", r.id)))?;
-                out.push((h, format!("root {}", r.id)));
+            for h in r.snapshots.iter().chain(r.mounts.iter().map(|m| &m.snapshot)) {
+                out.push((*h, format!("root {}", r.id)));
             }
         }
         Ok(out)
@@ -44,7 +41,7 @@ impl Store {
         let mut users: HashMap<Hash, u64> = HashMap::new();
         // Accounting, not deletion: a root whose stack cannot be read counts for nothing.
         for r in &records {
-            if let Ok(stack) = r.layer_ids().and_then(|ids| self.layer_stack(&ids)) {
+            if let Ok(stack) = self.layer_stack(&r.snapshots) {
                 for id in stack {
                     *users.entry(id).or_default() += 1;
                 }
@@ -52,10 +49,10 @@ impl Store {
         }
         let mut roots = Vec::new();
         for r in &records {
-            let u = backend::get(r.backend).usage(self, r).unwrap_or_default();
+            let u = r.backend.usage(self, &r.spec(self)).unwrap_or_default();
             roots.push(RootSpace {
                 id: r.id.clone(),
-                backend: r.backend.to_string(),
+                backend: r.kind().to_string(),
                 unique: Space { files: u.inodes, bytes: u.bytes },
             });
         }

@@ -22,7 +22,7 @@ pub struct Config {
 impl Store {
     /// Read `config.json` (defaults when absent).
     pub fn config(&self) -> Result<Config> {
-        let path = self.root().join("config.json");
+        let path = self.path().join("config.json");
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::BadInput(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),

@@ -97,14 +97,14 @@ impl Store {
             objects.bytes += std::fs::symlink_metadata(&p).map(|m| m.len()).unwrap_or(0);
         }
         let mut variants = Space::default();
-        for e in walkdir::WalkDir::new(self.root().join("variants")).into_iter().flatten() {
+        for e in walkdir::WalkDir::new(self.path().join("variants")).into_iter().flatten() {
             if e.file_type().is_file() {
                 variants.files += 1;
                 variants.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
             }
         }
         let mut layers = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.root().join("layers")) {
+        if let Ok(rd) = std::fs::read_dir(self.path().join("layers")) {
             for l in rd.flatten() {
                 let id = l.file_name().to_string_lossy().into_owned();
                 let mut ls = LayerSpace { roots: 0, id, entries: 0, private: Space::default() };

@@ -65,10 +65,10 @@ pub fn write_new(store: &Store) -> Result<()> {
     json.push(b'\n');
     let tmp = store.tmp_dir().join(format!(".format-{}", std::process::id()));
     std::fs::write(&tmp, &json).at(&tmp)?;
-    let dest = store.root().join("format");
+    let dest = store.path().join("format");
     if !crate::store::rename_noreplace(&tmp, &dest)? {
         let _ = std::fs::remove_file(&tmp);
-        if let Some(existing) = read(store.root())? {
+        if let Some(existing) = read(store.path())? {
             existing.check()?;
         }
     }

@@ -135,7 +135,7 @@ impl Store {
                 }
             }
         }
-        let vdir = self.root().join("variants");
+        let vdir = self.path().join("variants");
         if let Ok(modes) = std::fs::read_dir(&vdir) {
             for m in modes.flatten() {
                 let Some(mode) = m.file_name().to_str().and_then(|s| u32::from_str_radix(s, 8).ok()) else { continue };

@@ -31,12 +31,12 @@ pub const MAX_STACK: usize = 32;
 impl Store {
     /// Directory of materialized layer `id`.
     pub fn layer_dir(&self, id: &Hash) -> PathBuf {
-        self.root().join("layers").join(id.to_hex())
+        self.path().join("layers").join(id.to_hex())
     }
 
     /// Short path of layer `id`, used in overlay options.
     pub fn layer_link(&self, id: &Hash) -> PathBuf {
-        self.root().join("l").join(&id.to_hex()[..12])
+        self.path().join("l").join(&id.to_hex()[..12])
     }
 
     /// The layers a stack of snapshots presents, bottom first: each snapshot's parents' layers
@@ -101,7 +101,7 @@ impl Store {
             let lease = Lease::new(self)?;
             let staging = lease.temp_path();
             self.build_layer(&m.entries, &staging)?;
-            let parent = self.root().join("layers");
+            let parent = self.path().join("layers");
             std::fs::create_dir_all(&parent).at(&parent)?;
             rename_noreplace(&staging, &dir)?;
         }
@@ -111,7 +111,7 @@ impl Store {
                 return Err(Error::Corrupt(format!("{} points at {}, not at layer {id}", link.display(), t.display())))
             }
             Err(_) => {
-                let parent = self.root().join("l");
+                let parent = self.path().join("l");
                 std::fs::create_dir_all(&parent).at(&parent)?;
                 let tmp = parent.join(format!(".{}-{}", &id.to_hex()[..12], std::process::id()));
                 let _ = std::fs::remove_file(&tmp);
@@ -129,7 +129,7 @@ impl Store {
         if mode == OBJECT_MODE {
             return Ok(self.object_path(hash));
         }
-        let dir = self.root().join("variants").join(format!("{mode:04o}"));
+        let dir = self.path().join("variants").join(format!("{mode:04o}"));
         let path = dir.join(hash.to_hex());
         if path.exists() {
             return Ok(path);

@@ -27,7 +27,7 @@ pub struct StoreLock {
 impl StoreLock {
     /// Take the store lock shared (writers) or exclusive (sweeps), waiting for it.
     pub fn acquire(store: &Store, exclusive: bool) -> Result<StoreLock> {
-        Ok(StoreLock { _lock: FileLock::acquire(&store.root().join("lock"), exclusive)? })
+        Ok(StoreLock { _lock: FileLock::acquire(&store.path().join("lock"), exclusive)? })
     }
 }
 
@@ -35,7 +35,7 @@ impl Store {
     /// Take the exclusive lock `STORE/locks/<name>` (a repository's git commands, a layer's
     /// first materialization).
     pub fn named_lock(&self, name: &str) -> Result<FileLock> {
-        let dir = self.root().join("locks");
+        let dir = self.path().join("locks");
         std::fs::create_dir_all(&dir).at(&dir)?;
         FileLock::acquire(&dir.join(name), true)
     }

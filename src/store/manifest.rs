@@ -373,7 +373,7 @@ impl<'a> Reader<'a> {
 }
 
 /// JSON view of one manifest entry (`snapshot show --entries`).
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryJson {
     /// Path (see docs/cli.md for the non-UTF-8 encoding).

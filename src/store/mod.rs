@@ -40,7 +40,7 @@ pub use manifest::{Entry, Manifest, Node};
 /// An opened store. Cheap to clone; holds only its path.
 #[derive(Clone, Debug)]
 pub struct Store {
-    root: PathBuf,
+    dir: PathBuf,
 }
 
 impl Store {
@@ -63,8 +63,8 @@ impl Store {
         let root = root.as_ref();
         std::fs::create_dir_all(root).at(root)?;
         let root = root.canonicalize().at(root)?;
-        let store = Store { root };
-        match format::read(&store.root)? {
+        let store = Store { dir: root };
+        match format::read(&store.dir)? {
             Some(f) => f.check()?,
             None => {
                 store.create_layout()?;
@@ -76,37 +76,37 @@ impl Store {
 
     fn create_layout(&self) -> Result<()> {
         for d in ["objects", "snapshots", "refs", "tmp", "quarantine"] {
-            let p = self.root.join(d);
+            let p = self.dir.join(d);
             std::fs::create_dir_all(&p).at(&p)?;
         }
         // All 256 fan-out directories exist up front so that writing an object never has to
         // create (or race to create) its directory.
         for i in 0..=255u8 {
-            let p = self.root.join("objects").join(format!("{i:02x}"));
+            let p = self.dir.join("objects").join(format!("{i:02x}"));
             std::fs::create_dir_all(&p).at(&p)?;
         }
         Ok(())
     }
 
     /// The store's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// Directory of content objects.
     pub fn objects_dir(&self) -> PathBuf {
-        self.root.join("objects")
+        self.dir.join("objects")
     }
 
     /// Where the object with content hash `h` lives.
     pub fn object_path(&self, h: &Hash) -> PathBuf {
         let hex = h.to_hex();
-        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
     /// Directory holding one subdirectory per snapshot.
     pub fn snapshots_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
+        self.dir.join("snapshots")
     }
 
     /// Directory of snapshot `id`.
@@ -116,28 +116,28 @@ impl Store {
 
     /// Directory of refs.
     pub fn refs_dir(&self) -> PathBuf {
-        self.root.join("refs")
+        self.dir.join("refs")
     }
 
     /// Directory of operation leases.
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.dir.join("tmp")
     }
 
     /// Directory of idmapped layer views (mount points), one subdirectory per owner.
     pub fn idmap_dir(&self) -> PathBuf {
-        self.root.join("idmap")
+        self.dir.join("idmap")
     }
 
     /// Directory where `verify --repair` moves damaged items.
     pub fn quarantine_dir(&self) -> PathBuf {
-        self.root.join("quarantine")
+        self.dir.join("quarantine")
     }
 
     /// Flush everything written to the store's filesystem: the one sync of a finished ingest.
     pub fn sync(&self) -> Result<()> {
-        let dir = std::fs::File::open(&self.root).at(&self.root)?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).at(&self.root)
+        let dir = std::fs::File::open(&self.dir).at(&self.dir)?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).at(&self.dir)
     }
 }
 

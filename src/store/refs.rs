@@ -6,6 +6,23 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::store::{fsync_dir, Lease, Store};
 
+/// A ref and the snapshot it names (`ref set`, `ref list`; for `ref rm`, the snapshot it named,
+/// null for a damaged ref file).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RefInfo {
+    /// Ref name.
+    pub name: String,
+    /// Snapshot id.
+    pub id: Option<Hash>,
+}
+
+/// `ref list`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RefList {
+    /// Every ref, by name.
+    pub refs: Vec<RefInfo>,
+}
+
 /// Longest accepted ref name, in bytes.
 pub const MAX_REF_NAME: usize = 200;
 

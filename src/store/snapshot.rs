@@ -62,6 +62,62 @@ impl Counts {
     }
 }
 
+/// What `snapshot show` reports about a snapshot (and `snapshot list` about each).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    /// The snapshot id.
+    pub id: Hash,
+    /// Its parents, bottom first (a change snapshot has some).
+    pub parents: Vec<Hash>,
+    /// Refs naming it.
+    pub refs: Vec<String>,
+    /// When it was first published.
+    pub created: String,
+    /// Where it came from.
+    pub source: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Entry counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// With `--entries`: every entry in canonical order.
+    #[serde(rename = "entryList", skip_serializing_if = "Option::is_none")]
+    pub entry_list: Option<Vec<crate::store::manifest::EntryJson>>,
+}
+
+/// One entry of `snapshot list`: a snapshot, or one whose manifest cannot be read.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum SnapshotListEntry {
+    /// A readable snapshot.
+    Snapshot(Box<SnapshotInfo>),
+    /// A damaged one: `{ "id", "error" }`.
+    Damaged {
+        /// The snapshot id.
+        id: Hash,
+        /// Why it cannot be read.
+        error: String,
+    },
+}
+
+/// `snapshot list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotList {
+    /// Every snapshot, by id.
+    pub snapshots: Vec<SnapshotListEntry>,
+}
+
+/// What `snapshot rm` removed.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRemoved {
+    /// The snapshot id.
+    pub removed: Hash,
+    /// Refs removed with it (`--force`).
+    pub refs_removed: Vec<String>,
+}
+
 /// Current time in RFC 3339 (seconds, UTC).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
@@ -182,6 +238,34 @@ impl Store {
             }
         }
         Err(Error::NotFound(format!("no snapshot or ref named {spec:?}")))
+    }
+
+    /// `snapshot show`: the summary of `id`, with every entry when `entries`.
+    pub fn snapshot_info(&self, id: &Hash, entries: bool) -> Result<SnapshotInfo> {
+        let m = self.load_manifest(id)?;
+        let meta = self.snapshot_meta(id)?;
+        Ok(SnapshotInfo {
+            id: *id,
+            parents: m.parents.clone(),
+            refs: self.refs_to(id)?,
+            created: meta.created,
+            source: meta.source,
+            labels: meta.labels,
+            counts: Counts::of(&m),
+            entry_list: entries.then(|| m.entries.iter().map(crate::store::manifest::EntryJson::from).collect()),
+        })
+    }
+
+    /// `snapshot list`: every snapshot's summary, a damaged one as `{ id, error }`.
+    pub fn snapshot_list(&self) -> Result<SnapshotList> {
+        let mut snapshots = Vec::new();
+        for id in self.list_snapshots()? {
+            snapshots.push(match self.snapshot_info(&id, false) {
+                Ok(info) => SnapshotListEntry::Snapshot(Box::new(info)),
+                Err(e) => SnapshotListEntry::Damaged { id, error: e.to_string() },
+            });
+        }
+        Ok(SnapshotList { snapshots })
     }
 
     /// Refs pointing at `id`.

@@ -87,7 +87,11 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
 pub fn check(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<Vec<u8>> {
     let o = run(dir, owner, args, timeout)?;
     if !o.ok() {
-        return Err(Error::Tool { what: format!("git {} in {}", args.join(" "), dir.display()), status: o.code, stderr: o.stderr });
+        return Err(Error::Tool {
+            what: format!("git {} in {}", args.join(" "), dir.display()),
+            status: o.code,
+            stderr: o.stderr,
+        });
     }
     Ok(o.stdout)
 }

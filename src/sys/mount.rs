@@ -3,28 +3,29 @@
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 
 /// Longest overlay option string the kernel accepts (one page).
 pub const MAX_OPTIONS: usize = 4095;
 
-/// The overlayfs mount of one root.
-#[derive(Debug, Clone)]
-pub struct OverlaySpec {
+/// The directories of one overlayfs mount: what a root (or a `--mount` tree) records, and all
+/// that is needed to mount it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayDirs {
     /// Lower directories, top first (overlayfs order).
     pub lowers: Vec<PathBuf>,
     /// The private upper directory.
     pub upper: PathBuf,
     /// The private work directory (same filesystem as `upper`).
     pub work: PathBuf,
-    /// Skip all syncs of the upper filesystem (`volatile`).
-    pub volatile: bool,
 }
 
-impl OverlaySpec {
-    /// The option string, every option explicit (docs/roots.md justifies each).
-    pub fn options(&self) -> String {
+impl OverlayDirs {
+    /// The option string, every option explicit (docs/roots.md justifies each); `volatile`
+    /// skips all syncs of the upper filesystem.
+    pub fn options(&self, volatile: bool) -> String {
         let lowers: Vec<String> = self.lowers.iter().map(|p| escape(p)).collect();
         let mut o = format!(
             "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=on,metacopy=off,xino=off",
@@ -32,15 +33,15 @@ impl OverlaySpec {
             escape(&self.upper),
             escape(&self.work)
         );
-        if self.volatile {
+        if volatile {
             o.push_str(",volatile");
         }
         o
     }
 
     /// Mount at `target` (nosuid, nodev). Returns a guard that unmounts on drop unless kept.
-    pub fn mount(&self, target: &Path) -> Result<MountGuard> {
-        let opts = self.options();
+    pub fn mount(&self, target: &Path, volatile: bool) -> Result<MountGuard> {
+        let opts = self.options(volatile);
         if opts.len() > MAX_OPTIONS {
             return Err(Error::BadInput(format!(
                 "overlay options for {} are {} bytes, over the kernel's {MAX_OPTIONS}; use a shorter --store path or fewer layers",
@@ -51,6 +52,26 @@ impl OverlaySpec {
         mount(Some("execroot"), target, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
             .map_err(|e| Error::io(target, std::io::Error::other(format!("mount overlay: {e} (options: {opts})"))))?;
         Ok(MountGuard { target: target.to_path_buf(), armed: true })
+    }
+
+    /// Mount again an overlay that was mounted before: the one place of the volatile rule. A
+    /// volatile overlay leaves a marker in its work directory that makes the kernel refuse a
+    /// remount, as it cannot know whether the upper survived. When this process unmounted it
+    /// cleanly (`unmounted_cleanly`, a refused destroy putting mounts back) the upper is
+    /// intact and the marker may go, as the kernel documentation allows; otherwise (a crash or
+    /// reboot) the upper is lost: [`Error::VolatileLost`].
+    pub fn mount_again(&self, target: &Path, volatile: bool, unmounted_cleanly: bool) -> Result<MountGuard> {
+        let marker = self.work.join("work/incompat/volatile");
+        if volatile && std::fs::symlink_metadata(&marker).is_ok() {
+            if !unmounted_cleanly {
+                return Err(Error::VolatileLost(format!(
+                    "{} was volatile and the system went down under it; the kernel will not mount its upper directory again",
+                    target.display()
+                )));
+            }
+            std::fs::remove_dir_all(&marker).at(&marker)?;
+        }
+        self.mount(target, volatile)
     }
 }
 

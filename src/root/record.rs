@@ -1,0 +1,360 @@
+//! A root's record, `roots/<id>/state.json`: what the root layer knows about a root, in the
+//! format documented in docs/roots.md, and the scan of `roots/` that sorts every directory into
+//! a readable root, an unreadable one (kept, never taken for absent) or an empty leftover.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::copy::CopyState;
+use crate::backend::overlay::OverlayState;
+use crate::backend::submount::SubMount;
+use crate::backend::worktree::WorktreeState;
+use crate::backend::{BackendKind, BackendState, RootSpec};
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::policy::Class;
+use crate::sys::mount::OverlayDirs;
+use crate::sys::Owner;
+use crate::Store;
+
+/// The `state.json` format this execroot writes and the newest it reads. Version 1 (a flat
+/// record with every backend's fields) is read and upgraded when next written; a record of a
+/// newer version is refused read-only: never rewritten, and nothing it pins is collected.
+pub const STATE_VERSION: u32 = 2;
+
+/// Lifecycle states (`state.json`'s `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Being made; may be half made.
+    Creating,
+    /// Usable.
+    Ready,
+    /// Being torn down; may be half torn down.
+    Destroying,
+}
+
+impl State {
+    /// The name used in JSON and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Ready => "ready",
+            State::Destroying => "destroying",
+        }
+    }
+}
+
+/// A create request exactly as given (before refs are resolved): what `--key` compares.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    /// Workload class.
+    pub class: Option<Class>,
+    /// `--from` values (snapshot ids or refs), bottom first.
+    pub from: Vec<String>,
+    /// `--mount SUBDIR=REF` values.
+    pub mounts: Vec<String>,
+    /// `--backend` (None: auto).
+    pub backend: Option<BackendKind>,
+    /// Idempotency key.
+    pub key: Option<String>,
+    /// `--owner`.
+    pub owner: Option<String>,
+    /// `--durable`.
+    pub durable: bool,
+    /// `--repo`.
+    pub repo: Option<PathBuf>,
+    /// `--base-ref`.
+    pub base_ref: Option<String>,
+    /// `--branch`.
+    pub branch: Option<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Everything known about a root (`state.json`, version 2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RootRecord {
+    /// Format version of this record.
+    pub version: u32,
+    /// Root id (16 hex digits).
+    pub id: String,
+    /// Idempotency key.
+    pub key: Option<String>,
+    /// Workload class.
+    pub class: Class,
+    /// Lifecycle state.
+    pub state: State,
+    /// The directory the run uses.
+    pub cwd: PathBuf,
+    /// The snapshots the root presents, bottom first, as `--from` gave them.
+    pub snapshots: Vec<Hash>,
+    /// `--mount` overlays.
+    pub mounts: Vec<SubMount>,
+    /// Who owns what the run can touch.
+    pub owner: Owner,
+    /// Overlay without `volatile`.
+    pub durable: bool,
+    /// The backend's own state, tagged by `kind`.
+    pub backend: BackendState,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Warnings from creation (fallbacks and the like).
+    pub warnings: Vec<String>,
+    /// The request as given.
+    pub request: CreateRequest,
+}
+
+impl RootRecord {
+    /// The root's directory in the store.
+    pub fn dir(&self, store: &Store) -> PathBuf {
+        store.roots_dir().join(&self.id)
+    }
+
+    /// The backend serving the root.
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// The `--mount` subdirectories as raw relative paths (not part of diff, commit, export).
+    pub fn mount_subdirs(&self) -> Vec<Vec<u8>> {
+        self.mounts.iter().map(|m| m.subdir.as_bytes().to_vec()).collect()
+    }
+
+    /// The root as its backend sees it.
+    pub fn spec(&self, store: &Store) -> RootSpec {
+        RootSpec {
+            id: self.id.clone(),
+            dir: self.dir(store),
+            cwd: self.cwd.clone(),
+            snapshots: self.snapshots.clone(),
+            owner: self.owner,
+            durable: self.durable,
+            key: self.key.clone(),
+            mount_subdirs: self.mount_subdirs(),
+        }
+    }
+
+    /// Replace `state.json` atomically. Not fsync-ed: a root does not outlive a reboot's worth
+    /// of promises, and crash safety rests on this record plus doctor (docs/roots.md).
+    pub(crate) fn save(&self, store: &Store) -> Result<()> {
+        let dir = self.dir(store);
+        let tmp = dir.join(".state.json.tmp");
+        let mut json = serde_json::to_vec_pretty(self).expect("serializable");
+        json.push(b'\n');
+        std::fs::write(&tmp, json).at(&tmp)?;
+        let dest = dir.join("state.json");
+        std::fs::rename(&tmp, &dest).at(&dest)
+    }
+
+    /// Parse a `state.json` of any version this execroot reads.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<RootRecord> {
+        let bad = |e: serde_json::Error| Error::Corrupt(format!("{}: {e}", path.display()));
+        #[derive(Deserialize)]
+        struct Probe {
+            version: Option<u32>,
+        }
+        let version = serde_json::from_slice::<Probe>(bytes).map_err(bad)?.version.unwrap_or(1);
+        match version {
+            1 => Ok(serde_json::from_slice::<RecordV1>(bytes).map_err(bad)?.upgrade()),
+            STATE_VERSION => serde_json::from_slice(bytes).map_err(bad),
+            v => Err(Error::Corrupt(format!(
+                "{}: state format version {v} is not one this execroot reads (1 to {STATE_VERSION}); left untouched",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// `state.json` version 1: one flat record with every backend's fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordV1 {
+    id: String,
+    key: Option<String>,
+    class: Class,
+    backend: BackendKind,
+    state: State,
+    cwd: PathBuf,
+    layers: Vec<Hash>,
+    mounts: Vec<SubMount>,
+    owner: Owner,
+    durable: bool,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    #[serde(default)]
+    lowers: Vec<PathBuf>,
+    repo: Option<PathBuf>,
+    branch_name: Option<String>,
+    worktree_path: Option<PathBuf>,
+    base_ref: Option<String>,
+    #[serde(default)]
+    created_branch: bool,
+    created_at: String,
+    labels: BTreeMap<String, String>,
+    warnings: Vec<String>,
+    request: CreateRequest,
+}
+
+impl RecordV1 {
+    fn upgrade(self) -> RootRecord {
+        // A version-1 create killed before its backend ran recorded no paths; the ones filled
+        // in here are where that create would have put them, and nothing is there to remove.
+        let dir = self.cwd.parent().map(Path::to_path_buf).unwrap_or_default();
+        let backend = match self.backend {
+            BackendKind::Overlay => BackendState::Overlay(OverlayState {
+                dirs: OverlayDirs {
+                    lowers: self.lowers,
+                    upper: self.upper.unwrap_or_default(),
+                    work: self.work.unwrap_or_default(),
+                },
+            }),
+            BackendKind::Copy => BackendState::Copy(CopyState {}),
+            BackendKind::Worktree => BackendState::Worktree(WorktreeState {
+                repo: self.repo.unwrap_or_default(),
+                worktree_path: self.worktree_path.unwrap_or_else(|| dir.join("wt/worktree")),
+                branch_name: self.branch_name.unwrap_or_default(),
+                base_ref: self.base_ref.unwrap_or_else(|| "HEAD".into()),
+                created_branch: self.created_branch,
+            }),
+        };
+        RootRecord {
+            version: STATE_VERSION,
+            id: self.id,
+            key: self.key,
+            class: self.class,
+            state: self.state,
+            cwd: self.cwd,
+            snapshots: self.layers,
+            mounts: self.mounts,
+            owner: self.owner,
+            durable: self.durable,
+            backend,
+            created_at: self.created_at,
+            labels: self.labels,
+            warnings: self.warnings,
+            request: self.request,
+        }
+    }
+}
+
+/// A root directory whose `state.json` cannot be read or parsed (or is of a newer version): the
+/// shape `snapshot list` uses for a damaged snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnreadableRoot {
+    /// Root id (the directory's name).
+    pub id: String,
+    /// Why its state cannot be used.
+    pub error: String,
+}
+
+/// Every directory under `roots/`, sorted into what it is.
+#[derive(Clone, Debug, Default)]
+pub struct RootScan {
+    /// Roots with a readable state, by creation time.
+    pub roots: Vec<RootRecord>,
+    /// Roots whose state cannot be read: kept, pinned, reported.
+    pub unreadable: Vec<UnreadableRoot>,
+    /// Empty root directories (a create killed before its first state write).
+    pub empty: Vec<PathBuf>,
+}
+
+impl RootScan {
+    /// Fail (naming the files) when any root's state is unreadable: for operations that would
+    /// otherwise delete what such a root uses.
+    pub fn require_readable(&self, what: &str) -> Result<()> {
+        if self.unreadable.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.unreadable.iter().map(|u| u.error.clone()).collect();
+        Err(Error::Corrupt(format!(
+            "{what} refused: the state of {} root(s) cannot be read, so what they use is unknown: {}; \
+             `execroot doctor` lists them, `execroot doctor --discard-unreadable ID` removes one after you have checked it",
+            list.len(),
+            list.join("; ")
+        )))
+    }
+}
+
+/// True when `id` looks like a root id (16 lowercase hex digits).
+pub(crate) fn validate_id(id: &str) -> bool {
+    id.len() == 16 && crate::hash::is_lower_hex(id)
+}
+
+/// True when a root directory holds nothing but, at most, a torn `.state.json.tmp`.
+fn root_dir_is_empty(dir: &Path) -> Result<bool> {
+    for e in std::fs::read_dir(dir).at(dir)? {
+        if e.at(dir)?.file_name() != ".state.json.tmp" {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl Store {
+    /// Directory of roots.
+    pub fn roots_dir(&self) -> PathBuf {
+        self.path().join("roots")
+    }
+
+    /// Read a root's state. `NotFound` only when there is no such root (or no `state.json`);
+    /// a state file that cannot be read or parsed, or that is of a newer format version, is
+    /// `Corrupt` naming the file: callers that delete must treat that as "keep", never as absent.
+    pub fn load_root(&self, id: &str) -> Result<RootRecord> {
+        if !validate_id(id) {
+            return Err(Error::NotFound(format!("no root {id:?}")));
+        }
+        let path = self.roots_dir().join(id).join("state.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("no root {id:?}")))
+            }
+            Err(e) => return Err(Error::Corrupt(format!("{}: cannot read: {e}", path.display()))),
+        };
+        RootRecord::parse(&bytes, &path)
+    }
+
+    /// Every root directory, sorted: readable roots by creation time, roots whose state cannot
+    /// be read (kept and reported, never skipped), and empty directories that a create killed
+    /// before its first state write left behind.
+    pub fn scan_roots(&self) -> Result<RootScan> {
+        let dir = self.roots_dir();
+        let mut scan = RootScan::default();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for e in rd {
+            let e = e.at(&dir)?;
+            // Only directories named like a root id are roots; anything else is not execroot's.
+            let Some(name) = e.file_name().to_str().filter(|n| validate_id(n)).map(str::to_string) else { continue };
+            match self.load_root(&name) {
+                Ok(r) => scan.roots.push(r),
+                Err(Error::NotFound(_)) => {
+                    if root_dir_is_empty(&e.path())? {
+                        scan.empty.push(e.path());
+                    } else {
+                        let error = format!(
+                            "{}: missing, but the directory holds files",
+                            e.path().join("state.json").display()
+                        );
+                        scan.unreadable.push(UnreadableRoot { id: name, error });
+                    }
+                }
+                Err(err) => scan.unreadable.push(UnreadableRoot { id: name, error: err.to_string() }),
+            }
+        }
+        scan.roots.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        scan.unreadable.sort_by(|a, b| a.id.cmp(&b.id));
+        scan.empty.sort();
+        Ok(scan)
+    }
+}
