@@ -190,6 +190,11 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
     Ok(st)
 }
 
+/// True when branch `name` exists in `repo`.
+fn branch_exists(ctx: &Ctx, repo: &Path, name: &str) -> Result<bool> {
+    Ok(ctx.git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")])?.ok())
+}
+
 /// True when `wt/.git` exists; an error (other than absence) is an error, never "absent".
 fn has_git_link(wt: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(wt.join(".git")) {
@@ -232,10 +237,14 @@ impl Backend for Worktree {
         let worktree_path = parent.join("worktree");
         // A worktree belongs to whoever owns the repository unless told otherwise.
         let owner = if req.owner_given { None } else { Some(repo_owner(&repo)?) };
+        // Whether execroot will create the branch is recorded before git runs, so that a create
+        // killed right after `git worktree add -b` is undone with its branch. (Reading a ref
+        // changes nothing.)
+        let created_branch = !branch_exists(&Ctx::of(store, &repo)?, &repo, &branch_name)?;
         Ok(Plan {
             cwd: worktree_path.clone(),
             owner,
-            state: WorktreeState { repo, branch_name, worktree_path, base_ref, created_branch: false },
+            state: WorktreeState { repo, branch_name, worktree_path, base_ref, created_branch },
         })
     }
 
@@ -260,13 +269,14 @@ impl Backend for Worktree {
         std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
         let path_s = st.worktree_path.to_string_lossy().into_owned();
         let mut made = Made::default();
-        let exists = ctx.git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])?.ok();
-        if exists {
+        if branch_exists(&ctx, repo, &branch)? {
+            // Someone else's branch (or one made since the plan): never ours to delete.
+            st.created_branch = false;
             ctx.check(repo, &["worktree", "add", &path_s, &branch])?;
             made.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
         } else {
-            ctx.check(repo, &["worktree", "add", "-b", &branch, &path_s, &st.base_ref])?;
             st.created_branch = true;
+            ctx.check(repo, &["worktree", "add", "-b", &branch, &path_s, &st.base_ref])?;
         }
         if root.owner != ctx.git_owner {
             chown_tree(&st.worktree_path, root.owner)?;
@@ -328,32 +338,34 @@ impl Backend for Worktree {
 
     fn destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Vec<String>> {
         let wt = &st.worktree_path;
-        if !st.created_branch && std::fs::symlink_metadata(wt).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            // Killed or failed before `git worktree add` made anything: nothing to undo in the
-            // repository (which may not even be one).
-            return Ok(vec![]);
-        }
         let ctx = Ctx::of(store, &st.repo)?;
         let _lock = repo_lock(store, &ctx.repo)?;
         let mut warnings = Vec::new();
-        if has_git_link(wt)? {
-            ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
-        }
-        match std::fs::remove_dir_all(wt) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let made_worktree = match std::fs::symlink_metadata(wt) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(wt, e)),
+        };
+        if made_worktree {
+            if has_git_link(wt)? {
+                ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
+            }
+            match std::fs::remove_dir_all(wt) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(wt, e)),
+            }
+            ctx.check(&ctx.repo, &["worktree", "prune"])?;
         }
         if let Some(parent) = wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == root.id.as_str()))
         {
             let _ = std::fs::remove_dir(parent);
         }
-        ctx.check(&ctx.repo, &["worktree", "prune"])?;
         let branch = &st.branch_name;
         let full = format!("refs/heads/{branch}");
-        // A create killed before git ran made no branch: nothing to keep or delete.
-        if !ctx.git(&ctx.repo, &["rev-parse", "--verify", "--quiet", &full])?.ok() {
+        // A create killed or failed before git made the branch (the repository may not even be
+        // one): nothing to keep or delete.
+        if !branch_exists(&ctx, &ctx.repo, branch)? {
             return Ok(warnings);
         }
         if !st.created_branch {

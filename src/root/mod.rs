@@ -218,6 +218,7 @@ impl Store {
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
         rec.save(self)?;
+        crate::sys::failpoint::hit("root.create.recorded");
         if let Some(k) = &req.key {
             let idx = self.key_index(k);
             std::fs::write(&idx, format!("{id}\n")).at(&idx)?;
@@ -229,6 +230,7 @@ impl Store {
             let mut guards = made.mounts;
             rec.warnings.extend(made.warnings);
             timings.insert("backend".into(), elapsed_ms(t1));
+            crate::sys::failpoint::hit("root.create.backend-made");
             let t2 = Instant::now();
             for (i, (sub, snap)) in mounts.iter().enumerate() {
                 let (m, guard) = submount::mount(self, &spec, i, sub, *snap)?;
@@ -238,6 +240,7 @@ impl Store {
             if !mounts.is_empty() {
                 timings.insert("mounts".into(), elapsed_ms(t2));
             }
+            crate::sys::failpoint::hit("root.create.mounts-made");
             rec.state = State::Ready;
             rec.save(self)?;
             guards.into_iter().for_each(mount::MountGuard::keep);
@@ -315,8 +318,18 @@ impl Store {
             rec.state = State::Destroying;
             rec.save(self)?;
         }
+        crate::sys::failpoint::hit("root.destroy.recorded");
         submount::unmount_all(&rec.mounts)?;
+        // A create killed after mounting a sub-mount but before recording it leaves a mount
+        // on the cwd that the record does not name: take away whatever is mounted below the
+        // cwd (deepest first) before the backend tears the cwd down.
+        for m in mount::mounts_under(&rec.cwd)? {
+            if m.target != rec.cwd && mount::unmount(&m.target)? == Unmounted::Busy {
+                return Err(Error::Busy { path: m.target.clone() });
+            }
+        }
         let warnings = rec.backend.destroy(self, &rec.spec(self))?;
+        crate::sys::failpoint::hit("root.destroy.backend-done");
         let dir = rec.dir(self);
         // Never delete through a mount: whatever is still mounted below is taken away first,
         // and a mount that will not go stops the deletion.
@@ -357,6 +370,7 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
             Err(err) => return Err(Error::io(&p, err)),
         }
     }
+    crate::sys::failpoint::hit("root.destroy.files-removed");
     let state = dir.join("state.json");
     match std::fs::remove_file(&state) {
         Ok(()) => {}

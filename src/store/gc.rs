@@ -126,12 +126,14 @@ impl Store {
                 lease.discard(&self.snapshot_dir(id))?;
             }
         }
+        crate::sys::failpoint::hit("gc.snapshots-removed");
         for (h, path) in self.list_objects()? {
             if !objects.contains(&h) {
                 report.removed_objects += 1;
                 report.freed_bytes += std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
                 if !dry_run {
                     std::fs::remove_file(&path).at(&path)?;
+                    crate::sys::failpoint::hit("gc.object-removed");
                 }
             }
         }

@@ -152,7 +152,9 @@ impl<'a> Session<'a> {
         let m = Manifest::new(parents, entries)?;
         let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
         tracing::info!(ms = self.ms(), "manifest built");
+        crate::sys::failpoint::hit("ingest.objects-stored");
         let (id, new_snapshot) = self.store.publish_snapshot(&self.lease, &m, meta)?;
+        crate::sys::failpoint::hit("ingest.published");
         tracing::info!(ms = self.ms(), "snapshot published");
         if let Some(n) = &opts.name {
             self.store.set_ref(n, &id)?;

@@ -103,6 +103,7 @@ impl Store {
             self.build_layer(&m.entries, &staging)?;
             let parent = self.path().join("layers");
             std::fs::create_dir_all(&parent).at(&parent)?;
+            crate::sys::failpoint::hit("layer.built");
             rename_noreplace(&staging, &dir)?;
         }
         match std::fs::read_link(&link) {

@@ -77,6 +77,7 @@ impl Store {
         writeln!(f, "{id}").at(&tmp)?;
         drop(f);
         let dest = self.refs_dir().join(name);
+        crate::sys::failpoint::hit("ref.set.staged");
         std::fs::rename(&tmp, &dest).at(&dest)?;
         // A ref is what a user relies on to find their snapshot again: make it durable.
         fsync_dir(&self.refs_dir())

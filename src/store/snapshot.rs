@@ -143,9 +143,11 @@ impl Store {
         }
         write_meta(&staging, &meta)?;
         let t = std::time::Instant::now();
+        crate::sys::failpoint::hit("snapshot.publish.staged");
         self.sync()?;
         tracing::info!(ms = t.elapsed().as_secs_f64() * 1000.0, "store synced");
         let new = rename_noreplace(&staging, &dest)?;
+        crate::sys::failpoint::hit("snapshot.publish.renamed");
         if new {
             fsync_dir(&self.snapshots_dir())?;
         } else {
@@ -301,6 +303,7 @@ impl Store {
         for r in &refs {
             self.remove_ref(r)?;
         }
+        crate::sys::failpoint::hit("snapshot.rm.refs-removed");
         Lease::new(self)?.discard(&self.snapshot_dir(id))?;
         Ok(refs)
     }

@@ -2,6 +2,7 @@
 //! idmapped views, extended attributes, flock locks, processes using a directory, running git,
 //! and the owner of a run's files.
 
+pub mod failpoint;
 pub mod git;
 pub mod idmap;
 pub mod lock;
