@@ -73,8 +73,7 @@ fn missing_or_non_directory_source() {
 
 #[test]
 fn unreadable_file_is_named() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run the binary as another user");
+    if !needs_root("needs root to run the binary as another user") {
         return;
     }
     let env = Env::new();

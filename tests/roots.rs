@@ -122,8 +122,7 @@ fn a_root_owned_by_nobody_is_fully_writable_by_nobody() {
 
 #[test]
 fn without_root_auto_falls_back_to_copy_and_explicit_overlay_fails() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to another user");
+    if !needs_root("needs root to switch to another user") {
         return;
     }
     let env = Env::new();

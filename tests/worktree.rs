@@ -76,8 +76,7 @@ fn destroy_refuses_to_lose_work_and_keeps_unique_commits() {
 
 #[test]
 fn git_runs_as_the_repository_owner() {
-    if !is_root() {
-        eprintln!("skipped: needs root to own a repository as another user");
+    if !needs_root("needs root to own a repository as another user") {
         return;
     }
     let env = Env::new();

@@ -120,13 +120,20 @@ pub fn cwd(v: &serde_json::Value) -> PathBuf {
 /// Mount tests need root. In CI (`EXECROOT_REQUIRE_MOUNT=1`) their absence is a failure;
 /// elsewhere they skip with a message. Returns false when the test should return early.
 pub fn can_mount() -> bool {
+    needs_root("mount tests need root")
+}
+
+/// The one rule for every test that needs root (to mount, or to act as another user): it runs
+/// as root; in CI (`EXECROOT_REQUIRE_MOUNT=1`) not being root fails it loudly; elsewhere it
+/// skips, saying `why`. Returns false when the test should return early.
+pub fn needs_root(why: &str) -> bool {
     if is_root() {
         return true;
     }
     if std::env::var("EXECROOT_REQUIRE_MOUNT").as_deref() == Ok("1") {
-        panic!("EXECROOT_REQUIRE_MOUNT=1 but this test cannot mount (not root)");
+        panic!("EXECROOT_REQUIRE_MOUNT=1 but this test cannot run: {why} (not root)");
     }
-    eprintln!("skipped: mount tests need root");
+    eprintln!("skipped: {why}");
     false
 }
 
