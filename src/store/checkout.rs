@@ -39,12 +39,12 @@ pub struct CheckoutReport {
     pub elapsed_ms: f64,
 }
 
-use crate::store::manifest::canonical_sort_key as key;
+use crate::store::manifest::canonical_sort_key as sort_key;
 
 /// Apply one layer's entries on top of `view` with overlay semantics.
 fn apply_layer(view: &mut BTreeMap<Vec<u8>, Entry>, layer: Vec<Entry>) {
     for e in layer {
-        let k = key(&e.path);
+        let k = sort_key(&e.path);
         let keeps_children = matches!((&e.node, view.get(&k).map(|x| &x.node)), (Node::Dir, Some(old)) if old.is_dir());
         let drop_descendants = !keeps_children;
         if drop_descendants && !k.is_empty() {
@@ -263,6 +263,6 @@ mod tests {
         );
         let paths: Vec<String> = view.values().map(|e| String::from_utf8(e.path.clone()).unwrap()).collect();
         assert_eq!(paths, vec!["", "a", "a/z", "c"]);
-        assert_eq!(view[&key(b"a")].node, Node::Dir);
+        assert_eq!(view[&sort_key(b"a")].node, Node::Dir);
     }
 }

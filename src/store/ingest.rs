@@ -391,16 +391,16 @@ impl Store {
             };
             Ok(Entry { path: rel.to_vec(), mode: md.mode() & 0o7777, mtime_sec, mtime_nsec, node })
         };
-        let key = crate::store::manifest::canonical_sort_key;
+        let sort_key = crate::store::manifest::canonical_sort_key;
         let with_ancestors = |rel: &[u8], e: Entry, entries: &mut BTreeMap<Vec<u8>, Entry>| -> Result<()> {
             let mut a = rel;
             while !a.is_empty() {
                 a = parent_of(a);
-                if let std::collections::btree_map::Entry::Vacant(v) = entries.entry(key(a)) {
+                if let std::collections::btree_map::Entry::Vacant(v) = entries.entry(sort_key(a)) {
                     v.insert(entry_at(a)?);
                 }
             }
-            entries.insert(key(rel), e);
+            entries.insert(sort_key(rel), e);
             Ok(())
         };
         entries.insert(Vec::new(), entry_at(b"")?);
