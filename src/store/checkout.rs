@@ -2,7 +2,6 @@
 //! of layers that it (and the copy backend) writes.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -178,10 +177,8 @@ impl Store {
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&p)
                         .at(&p)?;
-                    // SAFETY: FICLONE takes the source descriptor as its argument; both fds
-                    // are open for the duration of the call.
-                    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
-                    if rc == 0 {
+                    // Any failure (other filesystem, no reflink support) falls back to a copy.
+                    if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
                         reflinked.fetch_add(1, Ordering::Relaxed);
                     } else {
                         std::io::copy(&mut src, &mut dst).at(&p)?;

@@ -4,7 +4,9 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 use crate::error::{Error, Result};
 use crate::sys::Owner;
@@ -64,19 +66,14 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
         let _ = err.read_to_end(&mut v);
         v
     });
-    let start = Instant::now();
-    let mut nap = Duration::from_micros(200);
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| Error::io(dir, e))? {
-            break s;
-        }
-        if start.elapsed() > timeout {
+    let status = match child.wait_timeout(timeout).map_err(|e| Error::io(dir, e))? {
+        Some(s) => s,
+        None => {
+            // Reap it too, so no zombie is left and the reader threads see EOF.
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::Timeout { what: format!("{what} in {}", dir.display()), secs: timeout.as_secs() });
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).trim().to_string();
@@ -94,4 +91,27 @@ pub fn check(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Resu
         });
     }
     Ok(o.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn output_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(dir.path(), Owner::current(), &["--version"], Duration::from_secs(60)).unwrap();
+        assert!(o.ok() && o.stdout.starts_with(b"git version"), "{}", o.stderr);
+        let started = Instant::now();
+        let hang = ["-c", "alias.hang=!sleep 5", "hang"];
+        match run(dir.path(), Owner::current(), &hang, Duration::from_millis(300)) {
+            Err(Error::Timeout { what, .. }) => assert!(what.starts_with("git -c"), "{what}"),
+            Err(e) => panic!("{e}"),
+            Ok(o) => panic!("finished: {:?} {}", o.code, o.stderr),
+        }
+        // Well before the alias would have finished by itself.
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
 }

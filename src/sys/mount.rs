@@ -1,11 +1,13 @@
 //! Mount syscalls and /proc/self/mountinfo, with mounts modelled as values that clean up.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Longest overlay option string the kernel accepts (one page).
 pub const MAX_OPTIONS: usize = 4095;
@@ -69,7 +71,7 @@ impl OverlayDirs {
                     target.display()
                 )));
             }
-            std::fs::remove_dir_all(&marker).at(&marker)?;
+            std::fs::remove_dir_all(&marker).map_err(|e| Error::io(&marker, e))?;
         }
         self.mount(target, volatile)
     }
@@ -131,27 +133,45 @@ pub struct MountInfo {
     pub target: PathBuf,
     /// Filesystem type.
     pub fstype: String,
-    /// Superblock options (for overlay: lowerdir, upperdir, ...).
+    /// Superblock options (for overlay: lowerdir, upperdir, ...), comma-separated as the kernel
+    /// shows them, but sorted by name: procfs hands them over as a map.
     pub options: String,
 }
 
 /// Mounts whose mount point is `prefix` or below it, deepest first (the unmount order).
 pub fn mounts_under(prefix: &Path) -> Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").at("/proc/self/mountinfo")?;
+    let table = procfs::process::Process::myself()
+        .and_then(|me| me.mountinfo())
+        .map_err(|e| Error::io("/proc/self/mountinfo", proc_error(e)))?;
     let mut out = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
-        if fields.len() < dash + 4 || fields.len() < 5 {
-            continue;
-        }
-        let target = PathBuf::from(unescape(fields[4]));
+    for m in table {
+        // procfs splits the fields but leaves the kernel's octal escapes in the mount point.
+        let target = PathBuf::from(unescape(m.mount_point.as_os_str()));
         if target.starts_with(prefix) {
-            out.push(MountInfo { target, fstype: fields[dash + 1].to_string(), options: fields[dash + 3].to_string() });
+            let mut options: Vec<String> = m
+                .super_options
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k,
+                })
+                .collect();
+            options.sort();
+            out.push(MountInfo { target, fstype: m.fs_type, options: options.join(",") });
         }
     }
     out.sort_by_key(|m| std::cmp::Reverse(m.target.components().count()));
     Ok(out)
+}
+
+/// Keep the OS error's kind where there is one, so callers can still tell what failed.
+fn proc_error(e: procfs::ProcError) -> std::io::Error {
+    match e {
+        procfs::ProcError::Io(e, _) => e,
+        procfs::ProcError::PermissionDenied(_) => std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
+        procfs::ProcError::NotFound(_) => std::io::Error::new(std::io::ErrorKind::NotFound, e),
+        e => std::io::Error::other(e),
+    }
 }
 
 /// True when something is mounted exactly at `path`.
@@ -159,13 +179,18 @@ pub fn is_mounted(path: &Path) -> Result<bool> {
     Ok(mounts_under(path)?.iter().any(|m| m.target == path))
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+/// mountinfo escapes space, tab, newline and backslash as three octal digits (a byte, so the
+/// first is at most 3).
+fn unescape(s: &OsStr) -> OsString {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -173,5 +198,39 @@ fn unescape(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    OsString::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_decodes_only_byte_escapes() {
+        assert_eq!(unescape(OsStr::new(r"a\040b\011c\012d\134e")), OsStr::new("a b\tc\nd\\e"));
+        // Not escapes the kernel writes: kept as they are.
+        assert_eq!(unescape(OsStr::new(r"\400\08x\04")), OsStr::new(r"\400\08x\04"));
+    }
+
+    #[test]
+    fn finds_a_mount_point_with_a_space() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a b\\c");
+        std::fs::create_dir(&target).unwrap();
+        mount(Some("execroot-test"), &target, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+        let found = mounts_under(dir.path());
+        let mounted = is_mounted(&target);
+        umount2(&target, MntFlags::UMOUNT_NOFOLLOW).unwrap();
+        let found = found.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].target, target);
+        assert_eq!(found[0].fstype, "tmpfs");
+        assert!(found[0].options.split(',').any(|o| o == "size=1024k"), "{}", found[0].options);
+        assert!(mounted.unwrap());
+        assert!(!is_mounted(&target).unwrap());
+    }
 }
