@@ -56,23 +56,75 @@ pub fn mount(
     Ok((SubMount { subdir: sub.to_string(), snapshot, path, dirs }, guard))
 }
 
-/// Unmount every sub-mount, last first; stops at the first that is busy ([`Error::Busy`]).
-pub fn unmount_all(mounts: &[SubMount]) -> Result<()> {
-    for m in mounts.iter().rev() {
-        if mount::unmount(&m.path)? == Unmounted::Busy {
-            return Err(Error::Busy { path: m.path.clone() });
+/// Sub-mounts this process took away, with where each was mounted, to put back if the
+/// operation that took them (a destroy refused as busy, a revive) does not go on.
+#[derive(Debug, Default)]
+pub struct Taken {
+    mounts: Vec<(PathBuf, OverlayDirs)>,
+}
+
+impl Taken {
+    /// Mount again, where it was, each sub-mount taken away (cleanly, so a volatile one may
+    /// come back: see [`OverlayDirs::mount_again`]).
+    pub fn put_back(&self, durable: bool) -> Result<()> {
+        for (target, dirs) in &self.mounts {
+            if !mount::is_mounted(target)? {
+                dirs.mount_again(target, !durable, true)?.keep();
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the sub-mount with these directories was taken away by this process.
+    pub fn contains(&self, dirs: &OverlayDirs) -> bool {
+        self.mounts.iter().any(|(_, d)| d.upper == dirs.upper)
+    }
+}
+
+/// Unmount everything mounted below `cwd` (not `cwd` itself), deepest first, recording in
+/// `taken` each of the root's sub-mounts with where it really was: a run may have moved a
+/// mount point by renaming a parent, and a create killed before recording a sub-mount leaves
+/// one the record does not name, so the mounts are found in mountinfo (a sub-mount by its
+/// upper directory), not at their recorded paths. Stops at the first busy one
+/// ([`Error::Busy`]); what was taken until then is in `taken`.
+pub fn unmount_all(cwd: &Path, mounts: &[SubMount], taken: &mut Taken) -> Result<()> {
+    if cwd.as_os_str().is_empty() {
+        return Ok(());
+    }
+    for m in mount::mounts_under(cwd)? {
+        if m.target == cwd {
+            continue;
+        }
+        let ours = mounts.iter().find(|s| m.option("upperdir") == s.dirs.upper.to_str());
+        if mount::unmount(&m.target)? == Unmounted::Busy {
+            return Err(Error::Busy { path: m.target.clone() });
+        }
+        if let Some(s) = ours {
+            taken.mounts.push((m.target.clone(), s.dirs.clone()));
         }
     }
     Ok(())
 }
 
-/// Mount again the sub-mounts that are not mounted. `unmounted_cleanly`: this process took
-/// them away itself (a refused destroy); otherwise (after a reboot) a lost volatile upper is
-/// [`Error::VolatileLost`].
-pub fn remount_all(mounts: &[SubMount], durable: bool, unmounted_cleanly: bool) -> Result<()> {
+/// Where each of `mounts` is mounted now below `cwd` (found by its upper directory), or `None`.
+pub fn where_mounted(cwd: &Path, mounts: &[SubMount]) -> Result<Vec<Option<PathBuf>>> {
+    if mounts.is_empty() || cwd.as_os_str().is_empty() {
+        return Ok(vec![None; mounts.len()]);
+    }
+    let found = mount::mounts_under(cwd)?;
+    Ok(mounts
+        .iter()
+        .map(|s| found.iter().find(|m| m.option("upperdir") == s.dirs.upper.to_str()).map(|m| m.target.clone()))
+        .collect())
+}
+
+/// Mount again, at their recorded paths, the root's sub-mounts that are not mounted and were
+/// not taken away by this process (after a reboot: a lost volatile upper is
+/// [`Error::VolatileLost`]).
+pub fn remount_lost(mounts: &[SubMount], taken: &Taken, durable: bool) -> Result<()> {
     for m in mounts {
-        if !mount::is_mounted(&m.path)? {
-            m.dirs.mount_again(&m.path, !durable, unmounted_cleanly)?.keep();
+        if !taken.contains(&m.dirs) && !mount::is_mounted(&m.path)? {
+            m.dirs.mount_again(&m.path, !durable, false)?.keep();
         }
     }
     Ok(())

@@ -164,7 +164,9 @@ impl Collector {
             (None, Some(b)) => self.deleted(Change::at(path, b)),
             (Some(n), Some(b)) => {
                 let (nk, bk) = (EntryKind::of(n.file_type()), EntryKind::of(b.file_type()));
-                let mode = nk != EntryKind::Symlink && (n.mode() & 0o7777) != (b.mode() & 0o7777);
+                // A change of kind is a content change; permission bits are compared only
+                // between entries of one kind (as the tree diff does).
+                let mode = nk == bk && nk != EntryKind::Symlink && (n.mode() & 0o7777) != (b.mode() & 0o7777);
                 let content = if nk != bk {
                     true
                 } else {

@@ -210,5 +210,11 @@ pub fn diff(upper: &Path, merged: &Path, lower: &Lower, skip: &[Vec<u8>]) -> Res
             todo.push((child(&rel, &name), deep));
         }
     }
-    Ok(c.finish())
+    // Deletions found through the lower view (a removed or renamed ancestor) reach below the
+    // skipped subdirectories too: they are not part of the root's own tree either.
+    let mut d = c.finish();
+    for list in [&mut d.added, &mut d.modified, &mut d.deleted] {
+        list.retain(|ch| !skip.iter().any(|s| is_at_or_below(&ch.path.0, s)));
+    }
+    Ok(d)
 }

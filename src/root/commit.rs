@@ -43,13 +43,14 @@ impl Store {
                 if rec.kind() == crate::backend::BackendKind::Worktree { "git worktree" } else { rec.kind().as_str() }
             )));
         }
-        let opts = IngestOptions { name, labels, skip_special: false, exclude: rec.mount_subdirs() };
+        let spec = rec.capture_spec(self)?;
+        let opts = IngestOptions { name, labels, skip_special: false, exclude: spec.mount_subdirs.clone() };
         let parents = rec.snapshots.clone();
         let depth = self.layer_stack(&parents)?.len();
         let (mut report, parents, flattened) = if depth + 1 > MAX_STACK {
             (self.ingest_dir(&rec.cwd, &opts, &crate::store::ingest::NoProgress)?, vec![], true)
         } else {
-            let diff = rec.backend.diff(self, &rec.spec(self))?;
+            let diff = rec.backend.diff(self, &spec)?;
             (self.ingest_change(&rec.cwd, &diff.written(), &diff.removed(), parents.clone(), &opts)?, parents, false)
         };
         report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;

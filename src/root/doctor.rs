@@ -141,13 +141,12 @@ impl Store {
                 }
                 State::Ready => {
                     let live = rec.backend.is_live(self, &rec.spec(self))?;
-                    let mut subs_live = true;
-                    for m in &rec.mounts {
-                        subs_live &= mount::is_mounted(&m.path)?;
-                    }
-                    if live && subs_live {
+                    // Where each sub-mount is now (a run may have moved one by renaming a
+                    // parent): found by its upper directory, not at its recorded path.
+                    let at = submount::where_mounted(&rec.cwd, &rec.mounts)?;
+                    if live && at.iter().all(Option::is_some) {
                         owned.insert(rec.cwd.clone());
-                        owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
+                        owned.extend(at.into_iter().flatten());
                         continue;
                     }
                     if !repair {
@@ -157,7 +156,7 @@ impl Store {
                     match self.revive_root(rec.clone()) {
                         Ok(()) => {
                             owned.insert(rec.cwd.clone());
-                            owned.extend(rec.mounts.iter().map(|m| m.path.clone()));
+                            owned.extend(submount::where_mounted(&rec.cwd, &rec.mounts)?.into_iter().flatten());
                             note(
                                 FindingKind::NotMounted,
                                 Some(&rec.id),
@@ -261,7 +260,7 @@ impl Store {
     /// Finish tearing a root down; a worktree with uncommitted work is left alone.
     fn finish_teardown(&self, mut rec: RootRecord) -> Result<()> {
         // A busy sub-mount is found again, and stops the teardown, below.
-        let _ = submount::unmount_all(&rec.mounts);
+        let _ = submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default());
         rec.backend.check_destroy(self, &rec.spec(self), false)?;
         self.teardown(&mut rec).map(|_| ())
     }
@@ -307,21 +306,17 @@ impl Store {
     fn revive_root(&self, mut rec: RootRecord) -> Result<()> {
         let spec = rec.spec(self);
         // Sub-mounts sit on top of the cwd: take away those still mounted (cleanly, so they
-        // may come back whatever their volatility) before remounting the cwd.
-        let mut cleanly = Vec::new();
-        for m in &rec.mounts {
-            cleanly.push(mount::is_mounted(&m.path)?);
-        }
-        submount::unmount_all(&rec.mounts)?;
+        // may come back whatever their volatility) before remounting the cwd; those that went
+        // down with the system come back at their recorded paths, if their upper survived.
+        let mut taken = submount::Taken::default();
+        submount::unmount_all(&rec.cwd, &rec.mounts, &mut taken)?;
         if !rec.backend.is_live(self, &spec)? {
             rec.backend.revive(self, &spec)?;
             // Revive may have made new idmapped views: record where the lowers are now.
             rec.save(self)?;
         }
-        for (m, clean) in rec.mounts.iter().zip(cleanly) {
-            submount::remount_all(std::slice::from_ref(m), rec.durable, clean)?;
-        }
-        Ok(())
+        taken.put_back(rec.durable)?;
+        submount::remount_lost(&rec.mounts, &taken, rec.durable)
     }
 }
 

@@ -34,10 +34,11 @@ impl Store {
     ) -> Result<ExportReport> {
         use std::os::unix::ffi::OsStrExt;
         let rec = self.find_root(id_or_key)?;
-        let skip = rec.mount_subdirs();
+        let spec = rec.capture_spec(self)?;
+        let skip = spec.mount_subdirs.clone();
         let mut paths: Vec<Vec<u8>> = Vec::new();
         if changed_only {
-            let diff = rec.backend.diff(self, &rec.spec(self))?;
+            let diff = rec.backend.diff(self, &spec)?;
             let mut set = std::collections::BTreeSet::new();
             for c in diff.added.iter().chain(&diff.modified) {
                 let mut a = c.path.0.as_slice();

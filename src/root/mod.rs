@@ -115,7 +115,7 @@ impl Store {
     /// `root diff`: what the run changed against its base (docs/capture.md).
     pub fn diff_root(&self, id_or_key: &str) -> Result<RootDiff> {
         let rec = self.find_root(id_or_key)?;
-        let diff = rec.backend.diff(self, &rec.spec(self))?;
+        let diff = rec.backend.diff(self, &rec.capture_spec(self)?)?;
         Ok(RootDiff { root: rec.id, diff })
     }
 
@@ -276,28 +276,30 @@ impl Store {
                 crate::sys::procs::users_of(&rec.cwd).join(", ")
             )],
         };
-        // Sub-mounts go first: nothing inspects a tree with foreign mounts in it.
-        match submount::unmount_all(&rec.mounts) {
+        // Sub-mounts go first: nothing inspects a tree with foreign mounts in it. Whatever
+        // this call takes away it puts back if the destroy does not go on.
+        let mut taken = submount::Taken::default();
+        match submount::unmount_all(&rec.cwd, &rec.mounts, &mut taken) {
             Ok(()) => {}
             Err(Error::Busy { .. }) => {
-                submount::remount_all(&rec.mounts, rec.durable, true)?;
+                taken.put_back(rec.durable)?;
                 return Ok(busy(&rec));
             }
             Err(e) => {
-                // Put back what this call took away; report the first failure.
-                let _ = submount::remount_all(&rec.mounts, rec.durable, true);
+                // Report the first failure.
+                let _ = taken.put_back(rec.durable);
                 return Err(e);
             }
         }
         let mut warnings = match rec.backend.check_destroy(self, &spec, force) {
             Ok(w) => w,
             Err(e) => {
-                submount::remount_all(&rec.mounts, rec.durable, true)?;
+                taken.put_back(rec.durable)?;
                 return Err(e);
             }
         };
         if !rec.backend.detach(self, &spec)? {
-            submount::remount_all(&rec.mounts, rec.durable, true)?;
+            taken.put_back(rec.durable)?;
             return Ok(busy(&rec));
         }
         match self.teardown(&mut rec) {
@@ -319,15 +321,8 @@ impl Store {
             rec.save(self)?;
         }
         crate::sys::failpoint::hit("root.destroy.recorded");
-        submount::unmount_all(&rec.mounts)?;
-        // A create killed after mounting a sub-mount but before recording it leaves a mount
-        // on the cwd that the record does not name: take away whatever is mounted below the
-        // cwd (deepest first) before the backend tears the cwd down.
-        for m in mount::mounts_under(&rec.cwd)? {
-            if m.target != rec.cwd && mount::unmount(&m.target)? == Unmounted::Busy {
-                return Err(Error::Busy { path: m.target.clone() });
-            }
-        }
+        // Everything below the cwd goes, recorded or not (see submount::unmount_all).
+        submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default())?;
         let warnings = rec.backend.destroy(self, &rec.spec(self))?;
         crate::sys::failpoint::hit("root.destroy.backend-done");
         let dir = rec.dir(self);

@@ -141,6 +141,30 @@ impl RootRecord {
         }
     }
 
+    /// The `--mount` subdirectories to leave out of what the root captures (diff, commit,
+    /// export): the recorded ones and, for a sub-mount the run moved by renaming a parent,
+    /// where it is now (so a mount's files never enter a commit of the root).
+    pub fn capture_skips(&self) -> Result<Vec<Vec<u8>>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut skips = self.mount_subdirs();
+        for at in crate::backend::submount::where_mounted(&self.cwd, &self.mounts)?.into_iter().flatten() {
+            if let Ok(rel) = at.strip_prefix(&self.cwd) {
+                let rel = rel.as_os_str().as_bytes().to_vec();
+                if !skips.contains(&rel) {
+                    skips.push(rel);
+                }
+            }
+        }
+        Ok(skips)
+    }
+
+    /// [`RootRecord::spec`] for capturing the root: its skips are [`RootRecord::capture_skips`].
+    pub fn capture_spec(&self, store: &Store) -> Result<RootSpec> {
+        let mut spec = self.spec(store);
+        spec.mount_subdirs = self.capture_skips()?;
+        Ok(spec)
+    }
+
     /// Replace `state.json` atomically. Not fsync-ed: a root does not outlive a reboot's worth
     /// of promises, and crash safety rests on this record plus doctor (docs/roots.md).
     pub(crate) fn save(&self, store: &Store) -> Result<()> {

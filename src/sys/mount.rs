@@ -138,6 +138,13 @@ pub struct MountInfo {
     pub options: String,
 }
 
+impl MountInfo {
+    /// The value of superblock option `name` (`upperdir` of an overlay), if present.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options.split(',').find_map(|o| o.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+    }
+}
+
 /// Mounts whose mount point is `prefix` or below it, deepest first (the unmount order).
 pub fn mounts_under(prefix: &Path) -> Result<Vec<MountInfo>> {
     let table = procfs::process::Process::myself()
