@@ -128,15 +128,7 @@ impl Ctx {
     }
 
     fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
-        let o = self.git(dir, args)?;
-        if !o.ok() {
-            return Err(Error::Tool {
-                what: format!("git {} in {}", args.join(" "), dir.display()),
-                status: o.code,
-                stderr: o.stderr,
-            });
-        }
-        Ok(o.stdout)
+        self.git(dir, args)?.stdout_if_ok(dir, args)
     }
 }
 

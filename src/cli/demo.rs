@@ -73,14 +73,14 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
             Ok(created) => {
                 let t = Instant::now();
                 let d = store.destroy_root(&created.id, false)?;
-                roots.push(json!({
-                    "backend": backend,
-                    "createMs": created.timings_ms.get("total"),
-                    "destroyMs": t.elapsed().as_secs_f64() * 1000.0,
-                    "cleaned": d.cleaned,
-                }));
+                roots.push(DemoRoot::Made {
+                    backend,
+                    create_ms: created.timings_ms.get("total").copied().unwrap_or(0.0),
+                    destroy_ms: t.elapsed().as_secs_f64() * 1000.0,
+                    cleaned: d.cleaned,
+                });
             }
-            Err(e) => roots.push(json!({ "backend": backend, "unavailable": e.to_string() })),
+            Err(e) => roots.push(DemoRoot::Unavailable { backend, unavailable: e.to_string() }),
         }
     }
     let equal = diffs.is_empty();
@@ -108,18 +108,13 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         if equal { "equal".to_string() } else { format!("DIFFERS: {}", diffs.join("; ")) },
         roots
             .iter()
-            .map(|r| match r.get("unavailable") {
-                Some(why) => format!(
-                    "{:<10} root: unavailable ({})",
-                    r["backend"].as_str().unwrap_or("?"),
-                    why.as_str().unwrap_or("")
-                ),
-                None => format!(
-                    "{:<10} root: create {:.1} ms, destroy {:.1} ms",
-                    r["backend"].as_str().unwrap_or("?"),
-                    r["createMs"].as_f64().unwrap_or(0.0),
-                    r["destroyMs"].as_f64().unwrap_or(0.0)
-                ),
+            .map(|r| match r {
+                DemoRoot::Unavailable { backend, unavailable } => {
+                    format!("{:<10} root: unavailable ({unavailable})", backend.as_str())
+                }
+                DemoRoot::Made { backend, create_ms, destroy_ms, .. } => {
+                    format!("{:<10} root: create {create_ms:.1} ms, destroy {destroy_ms:.1} ms", backend.as_str())
+                }
             })
             .collect::<Vec<_>>()
             .join("\n"),
@@ -133,7 +128,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         "verify": to_json(&verify),
         "checkout": to_json(&checkout),
         "roundTripEqual": equal,
-        "roots": roots,
+        "roots": to_json(&roots),
         "differences": diffs,
     });
     let mut o = Output::new(doc, human);
@@ -141,4 +136,22 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         o.exit = super::EXIT_PROBLEMS;
     }
     Ok(o)
+}
+
+/// One root the demo made and destroyed, or why the backend was unavailable.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum DemoRoot {
+    Made {
+        backend: execroot::backend::BackendKind,
+        #[serde(rename = "createMs")]
+        create_ms: f64,
+        #[serde(rename = "destroyMs")]
+        destroy_ms: f64,
+        cleaned: bool,
+    },
+    Unavailable {
+        backend: execroot::backend::BackendKind,
+        unavailable: String,
+    },
 }

@@ -80,17 +80,23 @@ pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result
     Ok(GitOutput { code: status.code(), stdout, stderr })
 }
 
+impl GitOutput {
+    /// Its stdout if it exited 0, else [`Error::Tool`] naming `git ARGS in DIR`.
+    pub fn stdout_if_ok(self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+        if !self.ok() {
+            return Err(Error::Tool {
+                what: format!("git {} in {}", args.join(" "), dir.display()),
+                status: self.code,
+                stderr: self.stderr,
+            });
+        }
+        Ok(self.stdout)
+    }
+}
+
 /// Like [`run`], failing with git's message unless it exits 0.
 pub fn check(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<Vec<u8>> {
-    let o = run(dir, owner, args, timeout)?;
-    if !o.ok() {
-        return Err(Error::Tool {
-            what: format!("git {} in {}", args.join(" "), dir.display()),
-            status: o.code,
-            stderr: o.stderr,
-        });
-    }
-    Ok(o.stdout)
+    run(dir, owner, args, timeout)?.stdout_if_ok(dir, args)
 }
 
 #[cfg(test)]
