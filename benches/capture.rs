@@ -17,7 +17,7 @@ fn store_with(scale: f64, dir: &std::path::Path) -> (Store, String) {
     let store = Store::open(dir.join("store")).unwrap();
     let opts = IngestOptions { name: Some("base".into()), ..Default::default() };
     let id = store.ingest_dir(&tree, &opts, &NoProgress).unwrap().id;
-    (store, id)
+    (store, id.to_hex())
 }
 
 /// A root of `base` in which 100 files were rewritten.

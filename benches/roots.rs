@@ -27,7 +27,7 @@ fn setup(scale: f64, name: &str) -> Setup {
     let store = Store::open(dir.path().join("store")).unwrap();
     let opts = IngestOptions { name: Some(name.into()), ..Default::default() };
     let id = store.ingest_dir(&tree, &opts, &NoProgress).unwrap().id;
-    store.materialize(&execroot::Hash::from_hex(&id).unwrap()).unwrap();
+    store.materialize(&id).unwrap();
     // Measure the steady state, not the writeback of the fixture just written.
     nix::unistd::sync();
     Setup { _dir: dir, store, tree }

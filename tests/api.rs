@@ -53,7 +53,7 @@ fn single(env: &Env, name: &str, content: &str) -> PathBuf {
 
 fn ingest(store: &Store, dir: &Path, name: Option<&str>) -> Hash {
     let opts = IngestOptions { name: name.map(str::to_string), ..Default::default() };
-    Hash::from_hex(&store.ingest_dir(dir, &opts, &NoProgress).unwrap().id).unwrap()
+    store.ingest_dir(dir, &opts, &NoProgress).unwrap().id
 }
 
 /// A store with [`source`] ingested as ref `base`.
@@ -133,7 +133,7 @@ fn ingest_counts_entries_and_objects_and_the_same_tree_again_adds_nothing() {
     assert_eq!((again.new_objects, again.reused_objects), (0, 5));
     assert_eq!(json_of(&again)["name"], Value::Null);
     // A repeated ingest adds its labels to the existing snapshot.
-    let info = store.snapshot_info(&Hash::from_hex(&r.id).unwrap(), false).unwrap();
+    let info = store.snapshot_info(&r.id, false).unwrap();
     assert_eq!(info.labels.get("run").map(String::as_str), Some("2"));
 }
 
@@ -390,7 +390,7 @@ fn copy_root_diff_and_commit_stack_the_change_on_the_base() {
     assert!(v.get("id").is_some() && v.get("newObjects").is_some(), "the ingest report is flattened in: {v}");
     assert_eq!((&v["parents"], &v["flattened"]), (&json!([base.to_hex()]), &json!(false)));
 
-    let after = Hash::from_hex(&done.report.id).unwrap();
+    let after = done.report.id;
     let info = store.snapshot_info(&after, false).unwrap();
     assert_eq!(info.parents, [base]);
     assert_eq!(info.refs, ["after"]);
@@ -533,7 +533,7 @@ fn gc_removes_only_what_no_ref_root_or_grace_period_keeps() {
 
     let dry = store.gc(Duration::ZERO, true).unwrap();
     assert!(dry.dry_run);
-    assert_eq!(dry.removed_snapshots, [loose.to_hex()]);
+    assert_eq!(dry.removed_snapshots, [loose]);
     assert_eq!(dry.removed_objects, 1);
     assert!(store.snapshot_info(&loose, false).is_ok(), "a dry run deletes nothing");
     assert!(store.has_object(&Hash::of(b"loose only")));
@@ -552,13 +552,10 @@ fn gc_removes_only_what_no_ref_root_or_grace_period_keeps() {
             "elapsedMs"
         ])
     );
-    assert_eq!(
-        (&v["dryRun"], &v["graceSecs"], &v["removedSnapshots"]),
-        (&json!(true), &json!(0), &json!([loose.to_hex()]))
-    );
+    assert_eq!((&v["dryRun"], &v["graceSecs"], &v["removedSnapshots"]), (&json!(true), &json!(0), &json!([loose])));
 
     let real = store.gc(Duration::ZERO, false).unwrap();
-    assert_eq!(real.removed_snapshots, [loose.to_hex()]);
+    assert_eq!(real.removed_snapshots, [loose]);
     assert_eq!(real.kept_snapshots, 2);
     assert_eq!(real.freed_bytes, "loose only".len() as u64);
     assert!(matches!(store.snapshot_info(&loose, false).unwrap_err(), Error::NotFound(_)));
@@ -568,7 +565,7 @@ fn gc_removes_only_what_no_ref_root_or_grace_period_keeps() {
     // The root was the only thing keeping its snapshot.
     assert!(matches!(store.remove_snapshot(&pinned, true).unwrap_err(), Error::Conflict(_)));
     store.destroy_root(&root.id, false).unwrap();
-    assert_eq!(store.gc(Duration::ZERO, false).unwrap().removed_snapshots, [pinned.to_hex()]);
+    assert_eq!(store.gc(Duration::ZERO, false).unwrap().removed_snapshots, [pinned]);
     assert_eq!(store.list_snapshots().unwrap(), [named]);
 }
 
@@ -721,7 +718,7 @@ fn overlay_root_lifecycle_through_the_library() {
     let df = store.df().unwrap();
     let users: BTreeMap<String, u64> = df.layers.iter().map(|l| (l.id.clone(), l.roots)).collect();
     assert_eq!(users.get(&base.to_hex()), Some(&2));
-    assert_eq!(users.get(&done.report.id), Some(&1));
+    assert_eq!(users.get(&done.report.id.to_hex()), Some(&1));
     assert!(df.roots.iter().all(|r| r.backend == "overlay"));
 
     for r in [&c, &c2] {
@@ -785,7 +782,7 @@ fn overlay_root_whose_run_moved_a_mount_is_captured_without_it_and_destroyed() {
         .collect();
     assert!(!all.iter().any(|p| p.starts_with("web2/deps") || p.starts_with("web/deps")), "{all:?}");
     let commit = store.commit_root(&c.id, None, Default::default()).unwrap();
-    let info = store.snapshot_info(&execroot::Hash::from_hex(&commit.report.id).unwrap(), true).unwrap();
+    let info = store.snapshot_info(&commit.report.id, true).unwrap();
     let paths: Vec<String> = serde_json::to_value(&info).unwrap()["entryList"]
         .as_array()
         .unwrap()

@@ -13,7 +13,7 @@ use execroot::change::overlay::{self, Lower};
 use execroot::change::{tree, Change, Diff};
 use execroot::store::ingest::{IngestOptions, NoProgress};
 use execroot::store::Entry;
-use execroot::{Hash, Store};
+use execroot::Store;
 
 // ---------------------------------------------------------------------------------------------
 // Building trees by hand
@@ -531,7 +531,7 @@ impl Tree {
         }
         let store = Store::open(env.store()).unwrap();
         let report = store.ingest_dir(&src, &IngestOptions::default(), &NoProgress).unwrap();
-        let id = Hash::from_hex(&report.id).unwrap();
+        let id = report.id;
         let cwd = env.path("cwd");
         store.checkout(&id, &cwd).unwrap();
         let entries = store.flatten_stack(&[id]).unwrap();

@@ -672,19 +672,19 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
     if policy_overlay_ok(store) {
         progress.step("materializing layers");
         let t = Instant::now();
-        store.materialize(&execroot::Hash::from_hex(&r.id)?)?;
+        store.materialize(&r.id)?;
         one.materialize_ms = ms(t);
         let t = Instant::now();
-        store.materialize(&execroot::Hash::from_hex(&d.id)?)?;
+        store.materialize(&d.id)?;
         one.deps_materialize_ms = ms(t);
     }
     // Reference trees: the project as a run sees it, and with its dependencies.
     progress.step("preparing reference trees");
     let tree = ctx.work.join("tree");
-    store.checkout(&execroot::Hash::from_hex(&r.id)?, &tree)?;
+    store.checkout(&r.id, &tree)?;
     let ptree = ctx.work.join("preview-tree");
-    store.checkout(&execroot::Hash::from_hex(&r.id)?, &ptree)?;
-    store.checkout(&execroot::Hash::from_hex(&d.id)?, &ptree.join("node_modules"))?;
+    store.checkout(&r.id, &ptree)?;
+    store.checkout(&d.id, &ptree.join("node_modules"))?;
     ostree_compare(ctx, &tree, one, progress);
     let project = Base { project: "bench-project".into(), deps: None, repo: repo.clone(), tree, deps_dir: None };
     let preview = Base {

@@ -56,7 +56,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
     let verify = store.verify(false)?;
     say("checking out ...");
     let out = work.path().join("checkout");
-    let id = execroot::Hash::from_hex(&first.id)?;
+    let id = first.id;
     let checkout = store.checkout(&id, &out)?;
     let diffs = execroot::fixture::compare_trees(&src, &out, true)?;
 
@@ -65,7 +65,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
     for backend in [execroot::backend::BackendKind::Overlay, execroot::backend::BackendKind::Copy] {
         let req = execroot::root::CreateRequest {
             class: Some(execroot::policy::Class::Routine),
-            from: vec![first.id.clone()],
+            from: vec![first.id.to_hex()],
             backend: Some(backend),
             ..Default::default()
         };
@@ -97,7 +97,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
         first.elapsed_ms,
         first.new_objects,
         HumanBytes(first.new_bytes),
-        &first.id[..16],
+        &first.id.to_hex()[..16],
         again.elapsed_ms,
         100.0 * again.elapsed_ms / first.elapsed_ms.max(f64::MIN_POSITIVE),
         verify.elapsed_ms,

@@ -175,7 +175,7 @@ enum RootCmd {
     Create(RootCreateArgs),
     /// List roots.
     List,
-    /// Show a root: state, backend, cwd, layers, what the run wrote, git status for worktrees.
+    /// Show a root: state, backend, cwd, snapshots, what the run wrote, git status for worktrees.
     Show {
         /// Root id or key.
         root: String,
@@ -185,7 +185,7 @@ enum RootCmd {
         /// Root id or key.
         root: String,
     },
-    /// Record what the run changed as a new snapshot on top of the root's layers.
+    /// Record what the run changed as a new snapshot on top of the root's snapshots.
     Commit {
         /// Root id or key.
         root: String,

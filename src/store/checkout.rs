@@ -21,7 +21,7 @@ use crate::store::{Entry, Manifest, Node, Store};
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutReport {
     /// The snapshot written.
-    pub id: String,
+    pub id: Hash,
     /// Destination directory.
     pub dest: PathJson,
     /// Entries written (root included).
@@ -138,7 +138,7 @@ impl Store {
             }
         }
         Ok(CheckoutReport {
-            id: id.to_hex(),
+            id: *id,
             dest: PathJson::from(dest),
             entries: entries.len() as u64,
             files,

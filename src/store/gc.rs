@@ -38,7 +38,7 @@ pub struct GcReport {
     /// Snapshots kept.
     pub kept_snapshots: u64,
     /// Snapshots removed.
-    pub removed_snapshots: Vec<String>,
+    pub removed_snapshots: Vec<Hash>,
     /// Layer directories removed.
     pub removed_layers: u64,
     /// Objects removed.
@@ -115,7 +115,7 @@ impl Store {
 
         let lease = if dry_run { None } else { Some(Lease::new(self)?) };
         for id in all.iter().filter(|id| !keep.contains(id)) {
-            report.removed_snapshots.push(id.to_hex());
+            report.removed_snapshots.push(*id);
             let layer = self.layer_dir(id);
             if layer.exists() {
                 report.removed_layers += 1;

@@ -50,11 +50,11 @@ pub struct IngestOptions {
 }
 
 /// What an ingest did. JSON names are a contract (docs/cli.md).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestReport {
     /// The snapshot id.
-    pub id: String,
+    pub id: Hash,
     /// The ref set, if any.
     pub name: Option<String>,
     /// Entries in the manifest (root included).
@@ -162,7 +162,7 @@ impl<'a> Session<'a> {
         let c = crate::store::snapshot::Counts::of(&m);
         let t = &self.tally;
         Ok(IngestReport {
-            id: id.to_hex(),
+            id,
             name: opts.name.clone(),
             entries: c.entries,
             files: c.files,

@@ -19,11 +19,11 @@ use crate::store::{Node, Store, StoreLock};
 #[serde(rename_all = "camelCase")]
 pub struct ObjectProblem {
     /// The object's name (its expected hash).
-    pub object: String,
+    pub object: Hash,
     /// What is wrong: `corrupt` (content does not match the name), `missing`, `unreadable`.
     pub problem: &'static str,
     /// Snapshots whose manifests name this object.
-    pub snapshots: Vec<String>,
+    pub snapshots: Vec<Hash>,
     /// Where `--repair` moved it, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<PathJson>,
@@ -34,7 +34,7 @@ pub struct ObjectProblem {
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotProblem {
     /// The snapshot id (its directory name).
-    pub id: String,
+    pub id: Hash,
     /// Why it is rejected.
     pub error: String,
     /// Where `--repair` moved it, if it did.
@@ -47,7 +47,7 @@ pub struct SnapshotProblem {
 #[serde(rename_all = "camelCase")]
 pub struct LayerProblem {
     /// Snapshot id of the layer.
-    pub id: String,
+    pub id: Hash,
     /// The first mismatch found.
     pub error: String,
     /// Whether `--repair` rebuilt it (the damaged directory goes to quarantine/).
@@ -126,7 +126,7 @@ impl Store {
                 Err(e) => {
                     let moved_to =
                         if repair { Some(self.quarantine(&self.snapshot_dir(&id), &id.to_hex())?) } else { None };
-                    report.snapshot_problems.push(SnapshotProblem { id: id.to_hex(), error: e.to_string(), moved_to });
+                    report.snapshot_problems.push(SnapshotProblem { id, error: e.to_string(), moved_to });
                 }
             }
         }
@@ -155,7 +155,7 @@ impl Store {
             };
             let moved_to = if repair { Some(self.quarantine(&path, &h.to_hex())?) } else { None };
             report.object_problems.push(ObjectProblem {
-                object: h.to_hex(),
+                object: h,
                 problem,
                 snapshots: snapshot_names(users.get(&h)),
                 moved_to,
@@ -164,7 +164,7 @@ impl Store {
         for (h, snaps) in &users {
             if !present.contains(h) {
                 report.object_problems.push(ObjectProblem {
-                    object: h.to_hex(),
+                    object: *h,
                     problem: "missing",
                     snapshots: snapshot_names(Some(snaps)),
                     moved_to: None,
@@ -185,7 +185,7 @@ impl Store {
                     self.quarantine(&dir, &format!("layer-{}", id.to_hex()))?;
                     rebuilt = self.materialize(id).is_ok();
                 }
-                report.layer_problems.push(LayerProblem { id: id.to_hex(), error, rebuilt });
+                report.layer_problems.push(LayerProblem { id: *id, error, rebuilt });
             }
         }
 
@@ -279,6 +279,6 @@ impl Store {
     }
 }
 
-fn snapshot_names(s: Option<&BTreeSet<Hash>>) -> Vec<String> {
-    s.map(|s| s.iter().map(Hash::to_hex).collect()).unwrap_or_default()
+fn snapshot_names(s: Option<&BTreeSet<Hash>>) -> Vec<Hash> {
+    s.map(|s| s.iter().copied().collect()).unwrap_or_default()
 }
