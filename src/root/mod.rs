@@ -321,18 +321,25 @@ impl Store {
             rec.save(self)?;
         }
         crate::sys::failpoint::hit("root.destroy.recorded");
-        // Everything below the cwd goes, recorded or not (see submount::unmount_all).
+        // Sub-mounts wherever the run moved them (see submount::unmount_all).
         submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default())?;
-        let warnings = rec.backend.destroy(self, &rec.spec(self))?;
-        crate::sys::failpoint::hit("root.destroy.backend-done");
+        // Never delete through a mount: whatever is still mounted below the root's directory
+        // (or its cwd, for a worktree kept elsewhere) goes first, deepest first, recorded or
+        // not (a create killed after mounting a --mount tree but before recording it leaves
+        // one on the cwd), and a mount that will not go stops the teardown. One read of
+        // mountinfo: it is the costliest step of a destroy.
         let dir = rec.dir(self);
-        // Never delete through a mount: whatever is still mounted below is taken away first,
-        // and a mount that will not go stops the deletion.
-        for m in mount::mounts_under(&dir)? {
+        let mut below = mount::mounts_under(&dir)?;
+        if !rec.cwd.as_os_str().is_empty() && !rec.cwd.starts_with(&dir) {
+            below.extend(mount::mounts_under(&rec.cwd)?);
+        }
+        for m in below {
             if mount::unmount(&m.target)? == Unmounted::Busy {
                 return Err(Error::Busy { path: m.target.clone() });
             }
         }
+        let warnings = rec.backend.destroy(self, &rec.spec(self))?;
+        crate::sys::failpoint::hit("root.destroy.backend-done");
         remove_root_dir(&dir)?;
         if let Some(k) = &rec.key {
             let idx = self.key_index(k);
