@@ -2,6 +2,11 @@
 //! of a root that changed 100 files, on a 1k-entry and a 100k-entry base; gc of a store with 100
 //! snapshots and about 100k objects.
 
+/// The binary's workload generator, built in from its source (it is not part of the library).
+#[allow(dead_code)]
+#[path = "../src/fixture.rs"]
+mod fixture;
+
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -13,7 +18,7 @@ use execroot::Store;
 
 fn store_with(scale: f64, dir: &std::path::Path) -> (Store, String) {
     let tree = dir.join("tree");
-    execroot::fixture::generate_named("node-modules", scale, 1, &tree).unwrap();
+    fixture::generate_named("node-modules", scale, 1, &tree).unwrap();
     let store = Store::open(dir.join("store")).unwrap();
     let opts = IngestOptions { name: Some("base".into()), ..Default::default() };
     let id = store.ingest_dir(&tree, &opts, &NoProgress).unwrap().id;
@@ -72,7 +77,7 @@ fn gc(c: &mut Criterion) {
     let (store, _) = store_with(4.0, dir.path());
     for i in 0..99u64 {
         let t = dir.path().join(format!("s{i}"));
-        execroot::fixture::generate_named("small", 1.0, 1000 + i, &t).unwrap();
+        fixture::generate_named("small", 1.0, 1000 + i, &t).unwrap();
         let opts = IngestOptions { name: Some(format!("s{i}")), ..Default::default() };
         store.ingest_dir(&t, &opts, &NoProgress).unwrap();
         std::fs::remove_dir_all(&t).unwrap();

@@ -3,6 +3,11 @@
 //! layer already materialized, create on a 100k-entry snapshot, and `git worktree add` of the
 //! same 25k-entry tree measured in the same run.
 
+/// The binary's workload generator, built in from its source (it is not part of the library).
+#[allow(dead_code)]
+#[path = "../src/fixture.rs"]
+mod fixture;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,7 +28,7 @@ struct Setup {
 fn setup(scale: f64, name: &str) -> Setup {
     let dir = tempfile::Builder::new().prefix("execroot-bench-").tempdir_in("/var/tmp").unwrap();
     let tree = dir.path().join("tree");
-    execroot::fixture::generate_named("node-modules", scale, 1, &tree).unwrap();
+    fixture::generate_named("node-modules", scale, 1, &tree).unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
     let opts = IngestOptions { name: Some(name.into()), ..Default::default() };
     let id = store.ingest_dir(&tree, &opts, &NoProgress).unwrap().id;

@@ -1,6 +1,11 @@
 //! criterion micro-benchmarks of the store's in-process paths: manifest encode/decode/load,
 //! hashing, and ingest of the small fixture (fresh store, and unchanged re-ingest).
 
+/// The binary's workload generator, built in from its source (it is not part of the library).
+#[allow(dead_code)]
+#[path = "../src/fixture.rs"]
+mod fixture;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use execroot::store::ingest::{IngestOptions, NoProgress};
 use execroot::store::{Entry, Lease, Manifest, Node};
@@ -58,7 +63,7 @@ fn hashing(c: &mut Criterion) {
 fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    execroot::fixture::generate_named("small", 1.0, 1, &src).unwrap();
+    fixture::generate_named("small", 1.0, 1, &src).unwrap();
     let mut g = c.benchmark_group("ingest-small");
     g.sample_size(20);
     g.bench_function("fresh store", |b| {

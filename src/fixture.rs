@@ -10,7 +10,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use execroot::error::{Error, IoContext, Result};
 
 /// One bucket of the file size distribution: sizes uniform in `[min, max)`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
         // The umask may have cleared bits; the shape's mode is what counts.
         f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).at(&path)?;
         drop(f);
-        crate::store::set_mtime(&path, EPOCH + i as i64, 0)?;
+        execroot::store::set_mtime(&path, EPOCH + i as i64, 0)?;
         files.push(rel);
         report.files += 1;
         report.bytes += size;
@@ -203,7 +203,7 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
         let rel = dir.join(format!("link-{i}"));
         let path = dest.join(&rel);
         std::os::unix::fs::symlink(&target, &path).at(&path)?;
-        crate::store::set_mtime(&path, EPOCH, 0)?;
+        execroot::store::set_mtime(&path, EPOCH, 0)?;
         report.symlinks += 1;
     }
 
@@ -211,7 +211,7 @@ pub fn generate(shape: &Shape, seed: u64, dest: &Path) -> Result<GenReport> {
     for (rel, _) in dirs.iter().rev() {
         let path = if rel.as_os_str().is_empty() { dest.to_path_buf() } else { dest.join(rel) };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).at(&path)?;
-        crate::store::set_mtime(&path, EPOCH, 0)?;
+        execroot::store::set_mtime(&path, EPOCH, 0)?;
     }
     report.entries = report.files + report.dirs + report.symlinks;
     Ok(report)

@@ -18,16 +18,13 @@
 //!    operations with every root pinned.
 //!
 //! Every operation returns typed values that derive `Serialize`: the CLI prints them as they
-//! are with `--json`, and a service can serve them unchanged. (`fixture`, the deterministic
-//! workload generator, is public only for tests and benchmarks.)
+//! are with `--json`, and a service can serve them unchanged.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod change;
 pub mod error;
-#[doc(hidden)]
-pub mod fixture;
 pub mod hash;
 pub mod pathenc;
 pub mod policy;

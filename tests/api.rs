@@ -419,7 +419,7 @@ fn export_writes_the_whole_tree_or_only_the_change() {
     let r = store.export_root(&c.id, Some(&all), false, &mut std::io::sink()).unwrap();
     assert_eq!((r.entries, r.files, r.bytes), (9, 6, 13 + 19 + 3 + 3));
     assert_eq!(json_of(&r), json!({ "entries": 9, "files": 6, "bytes": 38 }));
-    let diffs = execroot::fixture::compare_trees(&c.cwd, &all, false).unwrap();
+    let diffs = fixture::compare_trees(&c.cwd, &all, false).unwrap();
     assert!(diffs.is_empty(), "{diffs:?}");
 
     let changed = env.path("changed");
@@ -683,7 +683,7 @@ fn overlay_root_lifecycle_through_the_library() {
     assert_eq!(c.cwd, store.roots_dir().join(&c.id).join("merged"));
     assert!(execroot::sys::mount::is_mounted(&c.cwd).unwrap());
     // Layer inodes all present mtime 0 (store/layer.rs): everything else must match the source.
-    let differences = execroot::fixture::compare_trees(&src, &c.cwd, false).unwrap();
+    let differences = fixture::compare_trees(&src, &c.cwd, false).unwrap();
     assert!(differences.iter().all(|d| d.ends_with("mtime differs")), "{differences:?}");
 
     let view = store.show_root(&c.id).unwrap();

@@ -132,7 +132,7 @@ fn diff_matches_a_reference_walk_and_commit_reproduces_the_view() {
         // The change layer holds the change, not the tree.
         assert!(commit["entries"].as_u64().unwrap() < 200, "{commit}");
         let r2 = env.root(&["--class", "routine", "--from", &name]);
-        let diffs: Vec<String> = execroot::fixture::compare_trees(&c, &cwd(&r2), false)
+        let diffs: Vec<String> = fixture::compare_trees(&c, &cwd(&r2), false)
             .unwrap()
             .into_iter()
             .filter(|d| !d.ends_with("mtime differs"))

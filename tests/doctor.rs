@@ -43,7 +43,7 @@ fn kill_during_create_then_doctor() {
     }
     let env = Env::new();
     let src = env.path("src");
-    execroot::fixture::generate_named("node-modules", 0.2, 5, &src).unwrap();
+    fixture::generate_named("node-modules", 0.2, 5, &src).unwrap();
     for (i, delay) in [1u64, 5, 15, 40, 100, 250].into_iter().enumerate() {
         // A fresh snapshot each round, so that the kill can land in layer materialization.
         std::fs::write(src.join("round"), i.to_string()).unwrap();
@@ -67,7 +67,7 @@ fn kill_during_destroy_then_doctor() {
     }
     let env = Env::new();
     let src = env.path("src");
-    execroot::fixture::generate_named("node-modules", 0.2, 6, &src).unwrap();
+    fixture::generate_named("node-modules", 0.2, 6, &src).unwrap();
     env.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base"]);
     for delay in [1u64, 5, 20, 60, 150] {
         for backend in ["overlay", "copy"] {

@@ -107,7 +107,7 @@ fn killed_ingest_leaves_nothing_wrong_and_its_debris_is_swept() {
     let env = Env::new();
     // Big enough that the kill lands mid-ingest.
     let src = env.path("src");
-    execroot::fixture::generate_named("node-modules", 0.2, 9, &src).unwrap();
+    fixture::generate_named("node-modules", 0.2, 9, &src).unwrap();
     for delay_ms in [5u64, 40, 150] {
         let mut child = env
             .spawnable(&["snapshot", "create", src.to_str().unwrap()])

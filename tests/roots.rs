@@ -65,11 +65,8 @@ fn overlay_roots_are_isolated_copy_on_write_views() {
 
 /// Content, modes and symlink targets (layers normalize mtimes, so those are not compared).
 fn assert_trees_equal_content(a: &Path, b: &Path) {
-    let diffs: Vec<String> = execroot::fixture::compare_trees(a, b, false)
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.ends_with("mtime differs"))
-        .collect();
+    let diffs: Vec<String> =
+        fixture::compare_trees(a, b, false).unwrap().into_iter().filter(|d| !d.ends_with("mtime differs")).collect();
     assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
 

@@ -633,7 +633,7 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
         None => {
             progress.step("generating the project fixture");
             let r = ctx.work.join("project");
-            execroot::fixture::generate_named(&shape, scale, 1, &r)?;
+            crate::fixture::generate_named(&shape, scale, 1, &r)?;
             git(&r, &["init", "-q", "-b", "main"])?;
             git(&r, &["add", "-A"])?;
             git(&r, &["commit", "-q", "-m", "base"])?;
@@ -645,7 +645,7 @@ fn setup(ctx: &Ctx, one: &mut OneTime, progress: &dyn BenchProgress) -> Result<(
         None => {
             progress.step("generating the dependency fixture");
             let d = ctx.work.join("deps");
-            execroot::fixture::generate_named(&shape, scale, 2, &d)?;
+            crate::fixture::generate_named(&shape, scale, 2, &d)?;
             d
         }
     };

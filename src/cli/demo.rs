@@ -42,7 +42,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
 
     say(&format!("generating fixture {} (scale {}, seed {}) ...", a.shape, a.scale, a.seed));
     let t = Instant::now();
-    let gen = execroot::fixture::generate_named(&a.shape, a.scale, a.seed, &src)?;
+    let gen = crate::fixture::generate_named(&a.shape, a.scale, a.seed, &src)?;
     let gen_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     say("ingesting ...");
@@ -58,7 +58,7 @@ pub(super) fn run(a: &DemoArgs, store: Option<&Path>, json: bool) -> Result<Outp
     let out = work.path().join("checkout");
     let id = first.id;
     let checkout = store.checkout(&id, &out)?;
-    let diffs = execroot::fixture::compare_trees(&src, &out, true)?;
+    let diffs = crate::fixture::compare_trees(&src, &out, true)?;
 
     say("creating and destroying roots ...");
     let mut roots = Vec::new();

@@ -926,8 +926,8 @@ fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
         FixtureCmd::List => {
             let mut list = Vec::new();
             let mut human = String::new();
-            for n in execroot::fixture::Shape::builtin_names() {
-                let s = execroot::fixture::Shape::load(n)?;
+            for n in crate::fixture::Shape::builtin_names() {
+                let s = crate::fixture::Shape::load(n)?;
                 human.push_str(&format!("{:<14} {}\n", s.name, s.description));
                 list.push(to_json(&s));
             }
@@ -937,7 +937,7 @@ fn fixture_cmd(c: &FixtureCmd) -> Result<Output> {
             if scale.is_nan() || *scale <= 0.0 {
                 return Err(Error::BadInput("--scale must be positive".into()));
             }
-            let r = execroot::fixture::generate_named(shape, *scale, *seed, dest)?;
+            let r = crate::fixture::generate_named(shape, *scale, *seed, dest)?;
             let human = format!(
                 "generated {} (seed {}) in {}: {} entries, {} files, {} dirs, {} symlinks, {}",
                 r.shape,

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+
+/// The workload generator of the `execroot` binary (not part of the library), built into the
+/// tests from its source.
+#[path = "../../src/fixture.rs"]
+pub mod fixture;
 use serde_json::Value;
 
 /// A scratch area with a store in it.
@@ -61,7 +66,7 @@ impl Env {
     /// Generate a built-in fixture shape into `rel`.
     pub fn fixture(&self, shape: &str, seed: u64, rel: &str) -> PathBuf {
         let dest = self.path(rel);
-        execroot::fixture::generate_named(shape, 1.0, seed, &dest).unwrap();
+        fixture::generate_named(shape, 1.0, seed, &dest).unwrap();
         dest
     }
 }
@@ -81,7 +86,7 @@ pub fn describe(out: &Output) -> String {
 }
 
 pub fn assert_trees_equal(a: &Path, b: &Path) {
-    let diffs = execroot::fixture::compare_trees(a, b, true).unwrap();
+    let diffs = fixture::compare_trees(a, b, true).unwrap();
     assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
 
