@@ -359,8 +359,8 @@ impl Store {
 impl Store {
     /// Record a change to a tree as a snapshot on top of `parents`: every path of `written` as
     /// found in `cwd` (file contents stored as objects), a whiteout at each topmost path of
-    /// `deleted`, and the directories leading to them. (What changed is the caller's to find:
-    /// see `crate::change`.)
+    /// `deleted`, and the directories leading to them. What changed is the caller's to find:
+    /// the store knows nothing of diffs or roots.
     pub fn ingest_change(
         &self,
         cwd: &Path,
