@@ -60,10 +60,11 @@ impl Store {
         Ok((h, n, t.publish(self, &h)?))
     }
 
-    /// Store the regular file at `path`, which the walk saw with `expected` bytes. Fails, naming
-    /// the path, if the file is not that size when read or changes while it is read.
-    pub fn put_file(&self, lease: &Lease, path: &Path, expected: u64) -> Result<(Hash, Stored)> {
-        let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).at(path)?;
+    /// Store the open regular file `f` (found at `path`, named in errors), which the walk saw
+    /// with `expected` bytes. The caller opened it (beneath its tree's handle: see
+    /// `sys::beneath`). Fails, naming the path, if the file is not that size when read or
+    /// changes while it is read.
+    pub fn put_file(&self, lease: &Lease, mut f: File, path: &Path, expected: u64) -> Result<(Hash, Stored)> {
         let before = f.metadata().at(path)?;
         if !before.is_file() {
             return Err(changed(path, "is no longer a regular file"));
@@ -168,7 +169,10 @@ fn changed(path: &Path, what: &str) -> Error {
     Error::BadInput(format!("{}: {what}; ingest aborted", path.display()))
 }
 
+/// Copy `r` into the new object file `w`, hashing the bytes written; zero blocks become holes
+/// (`sys::sparse`), so a sparse source costs only its data.
 fn copy_hashing(r: &mut impl Read, w: &mut File, wpath: &Path) -> Result<(Hash, u64)> {
+    let mut w = crate::sys::sparse::SparseWriter::new(w);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; STREAM_BUF];
     let mut total = 0u64;
@@ -183,5 +187,6 @@ fn copy_hashing(r: &mut impl Read, w: &mut File, wpath: &Path) -> Result<(Hash, 
         w.write_all(&buf[..n]).at(wpath)?;
         total += n as u64;
     }
+    w.finish().at(wpath)?;
     Ok((Hash(*hasher.finalize().as_bytes()), total))
 }
