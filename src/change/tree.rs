@@ -64,7 +64,7 @@ pub fn diff(cwd: &Path, base: &[Entry], skip: &[Vec<u8>]) -> Result<Diff> {
     if let Some(e) = failed {
         return Err(e);
     }
-    walked.at(cwd)?;
+    walked?;
     for e in base {
         if !seen.contains(&e.path) && !skip.iter().any(|s| is_at_or_below(&e.path, s)) {
             let (kind, size) = match &e.node {

@@ -60,8 +60,7 @@ impl Store {
                     paths.push(found.rel);
                 }
                 Ok(())
-            })
-            .at(&rec.cwd)?;
+            })?;
         }
         paths.sort_by(|a, b| crate::store::manifest::cmp_paths(a, b));
         crate::root::export::write(&rec.cwd, &paths, dest, out)

@@ -233,7 +233,7 @@ impl Store {
         if let Some(e) = refused {
             return Err(e);
         }
-        walked.map_err(|e| Error::io(dir, e))?;
+        walked?;
         crate::sys::failpoint::hit("ingest.walked");
         tracing::info!(entries = entries.len(), files = files.len(), ms = session.ms(), "walked");
         progress.start(files.len() as u64, total_bytes);

@@ -355,26 +355,43 @@ impl Tree {
     /// opened beneath the top (never through a symlink) and its entries are `lstat`-ed relative
     /// to that handle; a directory that is not the one listed (swapped while walking) fails the
     /// walk. Below a path that `skip` accepts nothing is visited (the path itself is not
-    /// reported either). Only one directory handle is open at a time, so depth is no limit.
-    pub fn walk(&self, skip: &dyn Fn(&[u8]) -> bool, f: &mut dyn FnMut(Found) -> io::Result<()>) -> io::Result<()> {
-        let top = Meta::of_fd(&self.fd)?;
-        f(Found { rel: Vec::new(), meta: top, target: None })?;
+    /// reported either). Only one directory handle is open at a time, so depth is no limit. An
+    /// error names the path it happened at (an error of `f`: the entry it was given).
+    pub fn walk(
+        &self,
+        skip: &dyn Fn(&[u8]) -> bool,
+        f: &mut dyn FnMut(Found) -> io::Result<()>,
+    ) -> Result<(), WalkError> {
+        let at = |rel: &[u8]| {
+            let path = self.display(rel);
+            move |error: io::Error| WalkError { path, error }
+        };
+        let top = Meta::of_fd(&self.fd).map_err(at(b""))?;
+        f(Found { rel: Vec::new(), meta: top, target: None }).map_err(at(b""))?;
         let mut todo: Vec<(Vec<u8>, Meta)> = vec![(Vec::new(), top)];
         while let Some((rel, seen)) = todo.pop() {
+            let changed = || io::Error::other("changed while being read (a directory was replaced)");
             let owned;
             let dir = if rel.is_empty() {
                 self.fd.as_fd()
             } else {
                 // The worst moment for a swap: listed as a directory, not yet opened.
                 crate::sys::failpoint::hit("walk.descend");
-                owned = self.resolve(&rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, Mode::empty())?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+                owned = self
+                    .resolve(&rel, flags, Mode::empty())
+                    .map_err(|e| match e.raw_os_error() {
+                        Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EXDEV) => changed(),
+                        _ => e,
+                    })
+                    .map_err(at(&rel))?;
                 owned.as_fd()
             };
-            let now = Meta::of_fd(dir)?;
+            let now = Meta::of_fd(dir).map_err(at(&rel))?;
             if (now.dev, now.ino) != (seen.dev, seen.ino) {
-                return Err(io::Error::other(format!("{}: changed while being read", self.display(&rel).display())));
+                return Err(at(&rel)(changed()));
             }
-            let mut names = list(dir)?;
+            let mut names = list(dir).map_err(at(&rel))?;
             names.sort();
             for name in names {
                 let child = if rel.is_empty() { name.clone() } else { [&rel[..], b"/", &name].concat() };
@@ -386,19 +403,36 @@ impl Tree {
                     Ok(st) => Meta::of_stat(&st),
                     // Removed since the listing: it is simply not there any more.
                     Err(rustix::io::Errno::NOENT) => continue,
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(at(&child)(e.into())),
                 };
                 let target = match meta.kind {
-                    Kind::Symlink => Some(rustix::fs::readlinkat(dir, n, Vec::new())?.into_bytes()),
+                    Kind::Symlink => {
+                        Some(rustix::fs::readlinkat(dir, n, Vec::new()).map_err(|e| at(&child)(e.into()))?.into_bytes())
+                    }
                     _ => None,
                 };
                 if meta.is_dir() {
                     todo.push((child.clone(), meta));
                 }
-                f(Found { rel: child, meta, target })?;
+                f(Found { rel: child.clone(), meta, target }).map_err(at(&child))?;
             }
         }
         Ok(())
+    }
+}
+
+/// A walk that failed, and where.
+#[derive(Debug)]
+pub struct WalkError {
+    /// The path (top joined with the relative path) it failed at.
+    pub path: PathBuf,
+    /// What failed.
+    pub error: io::Error,
+}
+
+impl From<WalkError> for crate::error::Error {
+    fn from(w: WalkError) -> Self {
+        crate::error::Error::io(w.path, w.error)
     }
 }
 
