@@ -21,7 +21,7 @@ pub fn diff(cwd: &Path, base: &[Entry], skip: &[Vec<u8>]) -> Result<Diff> {
     let mut c = Collector::default();
     let by_path: BTreeMap<&[u8], &Entry> = base.iter().map(|e| (e.path.as_slice(), e)).collect();
     let mut seen = HashSet::new();
-    let skipped = |rel: &[u8]| skip.iter().any(|s| is_at_or_below(rel, s));
+    let skipped = |rel: &[u8], _: &crate::sys::beneath::Meta| skip.iter().any(|s| is_at_or_below(rel, s));
     let mut failed: Option<Error> = None;
     let walked = tree.walk(&skipped, &mut |found| {
         let rel = found.rel;

@@ -51,7 +51,7 @@ impl Store {
             paths.extend(set);
         } else {
             let tree = Tree::open(&rec.cwd).at(&rec.cwd)?;
-            let skipped = |rel: &[u8]| {
+            let skipped = |rel: &[u8], _: &Meta| {
                 skip.iter().any(|s| crate::store::manifest::is_at_or_below(rel, s))
                     || rel.rsplit(|&b| b == b'/').next() == Some(b".git".as_slice())
             };

@@ -195,7 +195,9 @@ impl Store {
         // (index into entries, relative path, size at walk time)
         let mut files: Vec<(usize, Vec<u8>, u64)> = Vec::new();
         let mut total_bytes = 0u64;
-        let excluded = |rel: &[u8]| opts.exclude.iter().any(|x| crate::store::manifest::is_at_or_below(rel, x));
+        let excluded = |rel: &[u8], _: &crate::sys::beneath::Meta| {
+            opts.exclude.iter().any(|x| crate::store::manifest::is_at_or_below(rel, x))
+        };
         let mut refused: Option<Error> = None;
         let walked = tree.walk(&excluded, &mut |found| {
             let m = found.meta;

@@ -337,6 +337,13 @@ impl Tree {
         Ok(rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, OsStr::from_bytes(name))?)
     }
 
+    /// Give `rel` itself (a symlink included) to `uid:gid`.
+    pub fn chown(&self, rel: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        let (u, g) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+        Ok(rustix::fs::chownat(&dir, OsStr::from_bytes(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
     /// Set the permission bits of the directory `rel` through a handle of it.
     pub fn chmod_dir(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let fd = self.resolve(rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, Mode::empty())?;
@@ -354,12 +361,12 @@ impl Tree {
     /// Every entry of the tree, parents before children, the top first. Each directory is
     /// opened beneath the top (never through a symlink) and its entries are `lstat`-ed relative
     /// to that handle; a directory that is not the one listed (swapped while walking) fails the
-    /// walk. Below a path that `skip` accepts nothing is visited (the path itself is not
-    /// reported either). Only one directory handle is open at a time, so depth is no limit. An
+    /// walk. An entry that `skip` accepts (given its path and metadata) is not reported and
+    /// nothing below it is visited. Only one directory handle is open at a time, so depth is no limit. An
     /// error names the path it happened at (an error of `f`: the entry it was given).
     pub fn walk(
         &self,
-        skip: &dyn Fn(&[u8]) -> bool,
+        skip: &dyn Fn(&[u8], &Meta) -> bool,
         f: &mut dyn FnMut(Found) -> io::Result<()>,
     ) -> Result<(), WalkError> {
         let at = |rel: &[u8]| {
@@ -395,9 +402,6 @@ impl Tree {
             names.sort();
             for name in names {
                 let child = if rel.is_empty() { name.clone() } else { [&rel[..], b"/", &name].concat() };
-                if skip(&child) {
-                    continue;
-                }
                 let n = OsStr::from_bytes(&name);
                 let meta = match rustix::fs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) => Meta::of_stat(&st),
@@ -405,6 +409,9 @@ impl Tree {
                     Err(rustix::io::Errno::NOENT) => continue,
                     Err(e) => return Err(at(&child)(e.into())),
                 };
+                if skip(&child, &meta) {
+                    continue;
+                }
                 let target = match meta.kind {
                     Kind::Symlink => {
                         Some(rustix::fs::readlinkat(dir, n, Vec::new()).map_err(|e| at(&child)(e.into()))?.into_bytes())
@@ -486,7 +493,7 @@ mod tests {
         assert!(!outside.join("new").exists());
         assert_eq!(tree.read_link(b"a").unwrap(), outside.as_os_str().as_bytes());
         let mut seen = Vec::new();
-        tree.walk(&|_| false, &mut |f| {
+        tree.walk(&|_, _| false, &mut |f| {
             seen.push(f.rel);
             Ok(())
         })
