@@ -84,3 +84,18 @@ fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_escapes_what_a_terminal_acts_on() {
+        assert_eq!(show(b"plain/name"), "\"plain/name\"");
+        assert_eq!(show(b"a\x1b[2J\n\"\\\xff"), "\"a\\u{1b}[2J\\n\\\"\\\\\\xff\"");
+        assert_eq!(show("x\u{202e}y".as_bytes()), "\"x\\u{202e}y\"");
+        assert_eq!(escape(b"two\nlines\t\x07", false), "two\nlines\t\\u{7}");
+        let long = show(&[b'd'; 5000]);
+        assert!(long.len() < 200 && long.contains("(5000 bytes)"), "{long}");
+    }
+}
