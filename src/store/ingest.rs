@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::store::lock::sweep_dead_leases;
-use crate::store::manifest::{parent_of, show, validate_path};
+use crate::store::manifest::{parent_of, path_problem, show, target_problem};
 use crate::store::object::Stored;
 use crate::store::snapshot::SnapshotMeta;
 use crate::store::{Entry, Lease, Manifest, Node, Store, StoreLock};
@@ -149,7 +149,7 @@ impl<'a> Session<'a> {
         source: String,
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
-        let m = Manifest::new(parents, entries)?;
+        let m = Manifest::from_input(parents, entries)?;
         let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
         tracing::info!(ms = self.ms(), "manifest built");
         crate::sys::failpoint::hit("ingest.objects-stored");
@@ -283,12 +283,18 @@ impl Store {
                 continue;
             }
             let raw = item.path_bytes().into_owned();
+            refuse_pax_sparse(&mut item).map_err(|why| bad(format!("entry {}: {why}", show(&raw))))?;
+            let header = item.header();
             let path = normalize_tar_path(&raw).map_err(|why| bad(format!("entry {}: {why}", show(&raw))))?;
+            if path.is_empty() && et != tar::EntryType::Directory {
+                return Err(bad(format!("entry {}: the top of the tree is not a directory", show(&raw))));
+            }
             let mode = header.mode().map_err(|e| bad(format!("entry {}: {e}", show(&raw))))? & 0o7777;
             let mtime = header.mtime().unwrap_or(0) as i64;
             let node = match et {
                 tar::EntryType::Directory => Node::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                // The tar crate expands a GNU sparse member ('S') as it is read, holes as zeros.
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                     // Refuse before the content is stored, so a bad archive adds nothing.
                     tree.admit(&path, false).map_err(bad)?;
                     let (h, n, stored) = self.put_stream(&session.lease, &mut item)?;
@@ -300,6 +306,9 @@ impl Store {
                     let target = item
                         .link_name_bytes()
                         .ok_or_else(|| bad(format!("entry {}: symlink without target", show(&raw))))?;
+                    if let Some(why) = target_problem(&target) {
+                        return Err(bad(format!("entry {}: {why}", show(&raw))));
+                    }
                     Node::Symlink { target: target.into_owned() }
                 }
                 tar::EntryType::Link => {
@@ -425,8 +434,29 @@ fn normalize_tar_path(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if p.is_empty() || p == b"." {
         return Ok(Vec::new());
     }
-    validate_path(p).map_err(|e| e.to_string())?;
-    Ok(p.to_vec())
+    match path_problem(p) {
+        Some(why) => Err(format!("invalid path: {why}")),
+        None => Ok(p.to_vec()),
+    }
+}
+
+/// Refuse a member of a pax-format sparse archive (GNU tar `--sparse --format=posix`, any of
+/// its versions 0.0, 0.1 and 1.0): the tar crate does not expand those, so the member would be
+/// stored as a file named `GNUSparseFile.NNNN/...` holding the raw sparse map and data. The
+/// `GNU.sparse.*` keys of the member's pax header are what mark one.
+fn refuse_pax_sparse<R: Read>(item: &mut tar::Entry<'_, R>) -> std::result::Result<(), String> {
+    let Some(exts) = item.pax_extensions().map_err(|e| format!("unreadable pax header: {e}"))? else {
+        return Ok(());
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| format!("unreadable pax header: {e}"))?;
+        if ext.key_bytes().starts_with(b"GNU.sparse.") {
+            return Err("a pax-format sparse file (GNU.sparse.* keys), which execroot does not read; \
+                 write the archive without --sparse, or in GNU format (tar --format=gnu --sparse)"
+                .into());
+        }
+    }
+    Ok(())
 }
 
 /// The tree a tar stream builds, with directories the archive leaves implicit.
