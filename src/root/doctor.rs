@@ -135,8 +135,14 @@ impl Store {
                     } else {
                         FindingKind::StuckDestroying
                     };
-                    let verb = if rec.state == State::Creating { "undo the create" } else { "finish the destroy" };
                     let res = repair.then(|| self.finish_teardown(rec.clone()));
+                    // Say what was done when it was done, what would be done otherwise.
+                    let verb = match (rec.state == State::Creating, matches!(res, Some(Ok(())))) {
+                        (true, true) => "undid the interrupted create",
+                        (true, false) => "undo the interrupted create",
+                        (false, true) => "finished the interrupted destroy",
+                        (false, false) => "finish the interrupted destroy",
+                    };
                     note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
                 }
                 State::Ready => {
@@ -169,11 +175,12 @@ impl Store {
                         // failure (busy, git, I/O) leaves the root for the next run.
                         Err(Error::VolatileLost(why)) => {
                             let res = self.finish_teardown(rec.clone());
+                            let verb = if res.is_ok() { "discarded" } else { "discard" };
                             note(
                                 FindingKind::VolatileLost,
                                 Some(&rec.id),
                                 rec.cwd.clone(),
-                                format!("discarded the root: {why}"),
+                                format!("{verb} the root ({why})"),
                                 Some(res),
                             );
                         }
@@ -196,7 +203,9 @@ impl Store {
         let shared_views = self.idmap_dir();
         for m in mount::mounts_under(self.path())? {
             // Idmapped layer views are shared by all roots of an owner and made on demand.
-            if owned.contains(&m.target)
+            // The store itself may be a mount point (a filesystem of its own): not a stray.
+            if m.target == self.path()
+                || owned.contains(&m.target)
                 || m.target.starts_with(&shared_views)
                 || protected.iter().any(|p| m.target.starts_with(p))
             {

@@ -298,7 +298,27 @@ impl Store {
                 return Err(e);
             }
         };
-        if !rec.backend.detach(self, &spec)? {
+        // The intent is recorded before anything is unmounted (a rename: no new data block,
+        // so a full disk cannot stop it), so that a destroy killed from here on is finished by
+        // doctor rather than taken for a volatile root the system lost.
+        let was = rec.state;
+        let marked = rec.mark_destroying(self)?;
+        crate::sys::failpoint::hit("root.destroy.recorded");
+        let detached = match rec.backend.detach(self, &spec) {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing was taken down for good: the root stays as it was.
+                if marked {
+                    rec.unmark_destroying(self, was)?;
+                }
+                let _ = taken.put_back(rec.durable);
+                return Err(e);
+            }
+        };
+        if !detached {
+            if marked {
+                rec.unmark_destroying(self, was)?;
+            }
             taken.put_back(rec.durable)?;
             return Ok(busy(&rec));
         }
@@ -314,13 +334,12 @@ impl Store {
     }
 
     /// Mark destroying, take every mount away, let the backend tear down, remove the directory
-    /// and the key. Idempotent: doctor runs it again on a root killed half way.
+    /// and the key. Idempotent: doctor runs it again on a root killed half way. No step needs a
+    /// new data block before space is freed (the mark is a rename), so it works on a full disk.
     pub(crate) fn teardown(&self, rec: &mut RootRecord) -> Result<Vec<String>> {
-        if rec.state != State::Destroying {
-            rec.state = State::Destroying;
-            rec.save(self)?;
+        if rec.mark_destroying(self)? {
+            crate::sys::failpoint::hit("root.destroy.recorded");
         }
-        crate::sys::failpoint::hit("root.destroy.recorded");
         // Sub-mounts wherever the run moved them (see submount::unmount_all).
         submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default())?;
         // Never delete through a mount: whatever is still mounted below the root's directory
@@ -351,8 +370,9 @@ impl Store {
     }
 }
 
-/// Remove a root's directory with its `state.json` last, so that a crash part way leaves either
-/// a state file doctor acts on or an empty directory, never files without a record.
+/// Remove a root's directory with its record (`state.json` or [`record::DESTROYING_FILE`]) last,
+/// so that a crash part way leaves either a record doctor acts on or an empty directory, never
+/// files without a record.
 fn remove_root_dir(dir: &Path) -> Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -361,7 +381,7 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
     };
     for e in rd {
         let e = e.at(dir)?;
-        if e.file_name() == "state.json" {
+        if e.file_name() == "state.json" || e.file_name() == record::DESTROYING_FILE {
             continue;
         }
         let p = e.path();
@@ -373,11 +393,13 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
         }
     }
     crate::sys::failpoint::hit("root.destroy.files-removed");
-    let state = dir.join("state.json");
-    match std::fs::remove_file(&state) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&state, e)),
+    for name in ["state.json", record::DESTROYING_FILE] {
+        let state = dir.join(name);
+        match std::fs::remove_file(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&state, e)),
+        }
     }
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),

@@ -101,6 +101,22 @@ impl Drop for Lease {
     }
 }
 
+/// Remove `dir` (a snapshot or layer directory) so that no reader ever sees it half deleted,
+/// needing no new data block (the disk may be full: this is how gc and `snapshot rm` free
+/// space): rename it into `tmp/` (atomic; a directory entry, not a block, in practice), then
+/// delete it there. Unlocked, it is a dead lease to every sweep, so a crash in between, or a
+/// concurrent sweep deleting it first, leaves nothing behind.
+pub fn discard_dir(store: &Store, dir: &Path) -> Result<()> {
+    let doomed = store.tmp_dir().join(format!("{}-{:016x}-gone", std::process::id(), rand::thread_rng().gen::<u64>()));
+    std::fs::rename(dir, &doomed).at(dir)?;
+    match std::fs::remove_dir_all(&doomed) {
+        Ok(()) => Ok(()),
+        // A concurrent sweep took it for a dead lease and got there first.
+        Err(_) if std::fs::symlink_metadata(&doomed).is_err() => Ok(()),
+        Err(e) => Err(Error::io(&doomed, e)),
+    }
+}
+
 /// Remove leases (and stray files) under `tmp/` whose owner is gone. Returns how many.
 pub fn sweep_dead_leases(store: &Store) -> Result<usize> {
     let tmp = store.tmp_dir();
