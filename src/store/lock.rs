@@ -47,6 +47,8 @@ pub struct Lease {
     dir: PathBuf,
     _lock: Flock<File>,
     counter: AtomicU64,
+    /// `objects/` inside the lease, for a staging lease.
+    staged: Option<PathBuf>,
 }
 
 impl Lease {
@@ -69,9 +71,56 @@ impl Lease {
                 Err((_, e)) => return Err(Error::io(&dir, e.into())),
             };
             if dir.exists() {
-                return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0) });
+                return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0), staged: None });
             }
         }
+    }
+
+    /// A lease that keeps the objects written through it (`put_*`) in its own `objects/`
+    /// until [`Lease::publish_staged`], which [`Store::publish_snapshot`] calls before making a
+    /// manifest visible. An ingest that fails or is killed thus takes its new objects with it
+    /// (its lease is removed on drop, or swept once dead), and no other ingest can have found
+    /// them present and counted on them (docs/format.md, "Failed ingests").
+    pub fn staging(store: &Store) -> Result<Lease> {
+        let mut lease = Lease::new(store)?;
+        let staged = lease.dir.join("objects");
+        std::fs::create_dir(&staged).at(&staged)?;
+        lease.staged = Some(staged);
+        Ok(lease)
+    }
+
+    /// Where object `h` is staged in a staging lease (None for a plain lease: objects go
+    /// straight to the store).
+    pub(crate) fn staged_path(&self, h: &crate::hash::Hash) -> Option<PathBuf> {
+        self.staged.as_ref().map(|d| d.join(h.to_hex()))
+    }
+
+    /// True when this (staging) lease already holds object `h`.
+    pub(crate) fn has_staged(&self, h: &crate::hash::Hash) -> bool {
+        self.staged_path(h).is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Move every staged object into the store, never replacing one that is there (a
+    /// concurrent ingest may have published the same content first: ours is then dropped).
+    /// Returns how many were moved.
+    pub fn publish_staged(&self, store: &Store) -> Result<u64> {
+        let Some(staged) = &self.staged else { return Ok(0) };
+        let mut moved = 0;
+        for ent in std::fs::read_dir(staged).at(staged)? {
+            let ent = ent.at(staged)?;
+            let path = ent.path();
+            let h = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| crate::hash::Hash::from_hex(n).ok())
+                .ok_or_else(|| Error::Corrupt(format!("{}: not a staged object", path.display())))?;
+            if crate::store::rename_noreplace(&path, &store.object_path(&h))? {
+                moved += 1;
+            } else {
+                std::fs::remove_file(&path).at(&path)?;
+            }
+        }
+        Ok(moved)
     }
 
     /// The lease directory.
