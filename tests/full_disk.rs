@@ -267,3 +267,44 @@ fn lock_files_do_not_grow_with_keys() {
     assert!(locks.iter().all(|n| n.starts_with("key-") && n.len() == 6), "{locks:?}");
     assert!(locks.len() < 300, "{} lock files for 300 keys", locks.len());
 }
+
+#[test]
+fn idmapped_views_go_with_the_last_root_that_uses_them() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.with_base();
+    let views = env.store().join("idmap");
+    let a = env.root(&["--class", "routine", "--from", "base", "--owner", "nobody", "--mount", "sub=base"]);
+    let b = env.root(&["--class", "routine", "--from", "base", "--owner", "nobody"]);
+    let made = mounts_below(&views);
+    assert!(!made.is_empty(), "no idmapped view for another owner's root");
+    env.ok(&["root", "destroy", a["id"].as_str().unwrap()]);
+    assert_eq!(mounts_below(&views), made, "a view went while a root still uses it");
+    assert!(std::fs::read_to_string(cwd(&b).join("bin/run.sh")).unwrap().contains("echo ran"));
+    env.ok(&["root", "destroy", b["id"].as_str().unwrap()]);
+    assert!(mounts_below(&views).is_empty(), "views outlived the last root: {:?}", mounts_below(&views));
+    for owner in std::fs::read_dir(&views).unwrap() {
+        let owner = owner.unwrap().path();
+        if owner.is_dir() {
+            assert_eq!(std::fs::read_dir(&owner).unwrap().count(), 0, "view directories left in {}", owner.display());
+        }
+    }
+    // Views an earlier release left behind (made here by a root whose record then goes by
+    // hand) are released by doctor.
+    let c = env.root(&["--class", "routine", "--from", "base", "--owner", "nobody"]);
+    let cdir = env.store().join("roots").join(c["id"].as_str().unwrap());
+    nix::mount::umount2(&cwd(&c), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir_all(&cdir).unwrap();
+    assert!(!mounts_below(&views).is_empty());
+    let d = env.fails(&["doctor"], 3);
+    assert!(d["findings"].as_array().unwrap().iter().all(|f| f["kind"] == "stray-mount"), "{d}");
+    let d = env.ok(&["doctor", "--repair"]);
+    assert!(
+        d["findings"].as_array().unwrap().iter().any(|f| f["action"] == "unmounted the idmapped view no root uses"),
+        "{d}"
+    );
+    assert!(mounts_below(&views).is_empty());
+    assert!(env.ok(&["doctor"])["findings"].as_array().unwrap().is_empty());
+}

@@ -18,7 +18,7 @@ pub mod reclaim;
 pub mod record;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,9 +43,10 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// An exclusive lock serialising everything done under one key.
+/// An exclusive lock serialising everything done under one key (one of a fixed set of lock
+/// files, see [`Store::named_lock`]).
 fn key_lock(store: &Store, key: &str) -> Result<FileLock> {
-    FileLock::acquire(&store.keys_dir().join(format!("{}.lock", key_file_name(key))), true)
+    store.named_lock(&format!("key-{}", key_file_name(key)))
 }
 
 /// The file name of a key's index entry (a hash: keys are free text).
@@ -58,7 +59,7 @@ fn elapsed_ms(t: Instant) -> f64 {
 }
 
 impl Store {
-    /// Directory of key index files and key locks.
+    /// Directory of key index files.
     pub fn keys_dir(&self) -> PathBuf {
         self.path().join("keys")
     }
@@ -366,7 +367,65 @@ impl Store {
                 let _ = std::fs::remove_file(&idx);
             }
         }
+        let mut warnings = warnings;
+        // The root is gone: idmapped views that no other root uses go too. The root is
+        // destroyed whatever happens here; what is left doctor releases later.
+        let views = self.idmap_dir();
+        let owner_dirs: BTreeSet<PathBuf> =
+            rec.lowers().filter(|l| l.starts_with(&views)).filter_map(|l| l.parent().map(Path::to_path_buf)).collect();
+        for d in owner_dirs {
+            if let Err(e) = self.release_unused_views(&d, false) {
+                warnings.push(format!("idmapped views in {} kept: {e}", d.display()));
+            }
+        }
         Ok(warnings)
+    }
+
+    /// Unmount and remove the idmapped views in `owner_dir` (`idmap/<uid>-<gid>`) that no
+    /// root's record lists among its lowers; with `dry_run`, only say which. Under that owner's
+    /// views lock, which every maker of a view takes ([`crate::sys::idmap::ensure_view`]), and
+    /// keeping every view while a root of that owner is `creating` (its lowers are recorded
+    /// only once it is mounted) or any root's state cannot be read (fail closed): so a create
+    /// never loses a view between making it and mounting its overlay. A view that is busy is
+    /// kept. Needs no new data block. Returns the views released (or that would be).
+    pub(crate) fn release_unused_views(&self, owner_dir: &Path, dry_run: bool) -> Result<Vec<PathBuf>> {
+        let _lock = FileLock::acquire(&owner_dir.with_extension("lock"), true)?;
+        let scan = self.scan_roots()?;
+        let views = self.idmap_dir();
+        let in_flight = scan
+            .roots
+            .iter()
+            .any(|r| r.state == State::Creating && views.join(format!("{}-{}", r.owner.uid, r.owner.gid)) == owner_dir);
+        if in_flight || !scan.unreadable.is_empty() {
+            return Ok(vec![]);
+        }
+        let used: BTreeSet<&Path> = scan.roots.iter().flat_map(RootRecord::lowers).collect();
+        let rd = match std::fs::read_dir(owner_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io(owner_dir, e)),
+        };
+        let mounted: BTreeSet<PathBuf> = mount::mounts_under(owner_dir)?.into_iter().map(|m| m.target).collect();
+        let mut released = Vec::new();
+        for ent in rd {
+            let view = ent.at(owner_dir)?.path();
+            if used.contains(view.as_path()) {
+                continue;
+            }
+            if dry_run {
+                released.push(view);
+                continue;
+            }
+            if mounted.contains(&view) && mount::unmount(&view)? == Unmounted::Busy {
+                continue;
+            }
+            match std::fs::remove_dir(&view) {
+                Ok(()) => released.push(view),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&view, e)),
+            }
+        }
+        Ok(released)
     }
 }
 

@@ -132,6 +132,16 @@ impl RootRecord {
         self.mounts.iter().map(|m| m.subdir.as_bytes().to_vec()).collect()
     }
 
+    /// Every lower directory the root's overlays use (its own, for an overlay root, and its
+    /// `--mount` trees'): among them the idmapped views it needs.
+    pub fn lowers(&self) -> impl Iterator<Item = &Path> {
+        let own = match &self.backend {
+            BackendState::Overlay(o) => &o.dirs.lowers[..],
+            _ => &[],
+        };
+        own.iter().chain(self.mounts.iter().flat_map(|m| m.dirs.lowers.iter())).map(PathBuf::as_path)
+    }
+
     /// The root as its backend sees it.
     pub fn spec(&self, store: &Store) -> RootSpec {
         RootSpec {

@@ -31,14 +31,69 @@ impl StoreLock {
     }
 }
 
+/// How many lock files each kind of named lock shares out among its names.
+pub const LOCK_STRIPES: usize = 256;
+
 impl Store {
-    /// Take the exclusive lock `STORE/locks/<name>` (a repository's git commands, a layer's
-    /// first materialization).
+    /// Take the exclusive lock for `name`, `<kind>-<rest>` (`key-…`, `repo-…`, `layer-…`): one
+    /// of a fixed set of lock files, `STORE/locks/<kind>-<xx>` where `xx` is the first byte of
+    /// the blake3 of `name` in hex, so lock files never accumulate and are never removed (an
+    /// unlinked lock file is one a waiter and a newcomer can both hold). Two names may share
+    /// a file, which only serialises them; each kind has its own files, so holding one kind's
+    /// lock while taking another's cannot wait on itself. No caller holds two of one kind.
     pub fn named_lock(&self, name: &str) -> Result<FileLock> {
         let dir = self.path().join("locks");
         std::fs::create_dir_all(&dir).at(&dir)?;
-        FileLock::acquire(&dir.join(name), true)
+        FileLock::acquire(&dir.join(stripe_of(name)), true)
     }
+}
+
+/// The lock file name for lock `name` (see [`Store::named_lock`]).
+fn stripe_of(name: &str) -> String {
+    let kind = name.split_once('-').map_or(name, |(k, _)| k);
+    let stripe = crate::hash::Hash::of(name.as_bytes()).0[0] as usize % LOCK_STRIPES;
+    format!("{kind}-{stripe:02x}")
+}
+
+/// Remove the per-name lock files earlier releases made (`keys/<32 hex>.lock`,
+/// `locks/<kind>-<32 hex>`), which this release never opens. Each is removed only while this
+/// call holds its flock, taken without waiting: a lock file nobody holds has nobody waiting on
+/// it. (Only an older execroot still running against the store could open one afterwards:
+/// doctor --repair is the place for this, after an upgrade.) Returns how many were removed.
+pub fn remove_old_lock_files(store: &Store) -> Result<usize> {
+    let is_old = |dir: &str, name: &str| -> bool {
+        let stem = match dir {
+            "keys" => name.strip_suffix(".lock"),
+            _ => name.split_once('-').map(|(_, rest)| rest),
+        };
+        stem.is_some_and(|s| s.len() == 32 && crate::hash::is_lower_hex(s))
+    };
+    let mut removed = 0;
+    for d in ["keys", "locks"] {
+        let dir = store.path().join(d);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for ent in rd {
+            let ent = ent.at(&dir)?;
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else { continue };
+            if !is_old(d, &name) {
+                continue;
+            }
+            let path = ent.path();
+            let Ok(file) = File::open(&path) else { continue };
+            if let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// A live operation's scratch directory; removed on drop.
