@@ -126,7 +126,9 @@ impl<'a> Session<'a> {
         sweep_dead_leases(store)?;
         Ok(Session {
             store,
-            lease: Lease::new(store)?,
+            // New objects stay in the lease until the snapshot is published: a failed or
+            // killed ingest leaves none behind.
+            lease: Lease::staging(store)?,
             _lock: lock,
             started: Instant::now(),
             tally: Tally::default(),

@@ -44,12 +44,12 @@ impl Store {
 
     /// Store `bytes` whose hash the caller computed from these very bytes.
     pub fn put_bytes(&self, lease: &Lease, h: &Hash, bytes: &[u8]) -> Result<Stored> {
-        if self.has_object(h) {
+        if self.has_object(h) || lease.has_staged(h) {
             return Ok(Stored::Present);
         }
         let mut t = TempObject::new(self, lease)?;
         t.file.write_all(bytes).at(&t.path)?;
-        t.publish(self, h)
+        t.publish(self, lease, h)
     }
 
     /// Store everything `r` yields, hashing exactly the bytes written (one pass: for streams
@@ -57,7 +57,7 @@ impl Store {
     pub fn put_stream(&self, lease: &Lease, mut r: impl Read) -> Result<(Hash, u64, Stored)> {
         let mut t = TempObject::new(self, lease)?;
         let (h, n) = copy_hashing(&mut r, &mut t.file, &t.path)?;
-        Ok((h, n, t.publish(self, &h)?))
+        Ok((h, n, t.publish(self, lease, &h)?))
     }
 
     /// Store the open regular file `f` (found at `path`, named in errors), which the walk saw
@@ -85,7 +85,7 @@ impl Store {
             if n != expected {
                 return Err(changed(path, "changed size while being read"));
             }
-            if self.has_object(&h) {
+            if self.has_object(&h) || lease.has_staged(&h) {
                 (h, Stored::Present)
             } else {
                 // Second pass (from the page cache) writes the object; its hash must match the
@@ -96,7 +96,7 @@ impl Store {
                 if h2 != h || n2 != n {
                     return Err(changed(path, "changed while being read"));
                 }
-                (h, t.publish(self, &h)?)
+                (h, t.publish(self, lease, &h)?)
             }
         };
         let after = f.metadata().at(path)?;
@@ -132,9 +132,10 @@ impl TempObject {
         }
     }
 
-    /// Give the finished content its name, never replacing an existing object.
-    fn publish(self, store: &Store, h: &Hash) -> Result<Stored> {
-        let dest = store.object_path(h);
+    /// Give the finished content its name, never replacing an existing object: in the
+    /// store, or in a staging lease until its snapshot is published (see `Lease::staging`).
+    fn publish(self, store: &Store, lease: &Lease, h: &Hash) -> Result<Stored> {
+        let dest = lease.staged_path(h).unwrap_or_else(|| store.object_path(h));
         // Fixed mode (whatever the umask) and the normalized mtime every layer presents.
         fchmod_and_normalize(&self.file, &self.path)?;
         if self.named {
