@@ -35,8 +35,7 @@ impl Store {
     /// Take the exclusive lock `STORE/locks/<name>` (a repository's git commands, a layer's
     /// first materialization).
     pub fn named_lock(&self, name: &str) -> Result<FileLock> {
-        let dir = self.path().join("locks");
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        let dir = self.top_dir("locks")?;
         FileLock::acquire(&dir.join(name), true)
     }
 }

@@ -1,7 +1,8 @@
 //! System helpers: the lowest layer, knowing nothing of stores or roots. Mounts and mountinfo,
-//! idmapped views, extended attributes, flock locks, processes using a directory, running git,
-//! and the owner of a run's files.
+//! idmapped views, extended attributes and POSIX ACLs, flock locks, processes using a directory,
+//! running git, and the owner of a run's files.
 
+pub mod acl;
 pub mod failpoint;
 pub mod git;
 pub mod idmap;
