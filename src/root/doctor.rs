@@ -257,7 +257,7 @@ impl Store {
 
         for e in self.unsafe_entries()? {
             let res = repair.then(|| self.fix_entry(&e));
-            let action = format!("{}: set mode {:04o}, owner uid {}", e.describe(), e.want, e.want_uid);
+            let action = format!("{}: {}", e.describe(), e.remedy());
             note(FindingKind::UnsafeMode, None, e.path.clone(), action, res);
         }
         for rec in &readable {

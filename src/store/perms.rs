@@ -84,6 +84,16 @@ impl UnsafeEntry {
         }
         what.join("; ")
     }
+
+    /// What [`Store::fix_entry`] does about it.
+    pub fn remedy(&self) -> String {
+        let mut what = Vec::new();
+        if self.uid != self.want_uid {
+            what.push(format!("chown to uid {}", self.want_uid));
+        }
+        what.push(format!("chmod {:04o}", self.want));
+        what.join(", ")
+    }
 }
 
 /// Create a new directory with exactly `mode` whatever the umask (mkdir, then chmod); an
