@@ -345,3 +345,30 @@ fn doctor_finds_unsafe_modes_and_repairs_them() {
     all_fail(U1, &[format!("ls {}", q(&rdir))]);
     assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap()])["cleaned"], true);
 }
+
+#[test]
+fn a_worktree_root_is_its_owners_alone() {
+    if !needs_root("needs root to create roots for other users") {
+        return;
+    }
+    let env = open_env();
+    let repo = env.repo();
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--owner",
+        &U1.to_string(),
+    ]);
+    let wt = cwd(&r);
+    let (ok, out) = as_user(U1, &format!("set -e; cd {}; echo x >> .gitignore; touch mine; rm mine", q(&wt)));
+    assert!(ok, "{out}");
+    let dir = env.store().join("roots").join(r["id"].as_str().unwrap());
+    all_fail(U2, &[format!("ls {}", q(&wt)), format!("ls {}", q(&dir))]);
+    all_fail(U1, &[format!("ls {}", q(&dir)), format!("touch {}", q(&dir.join("planted")))]);
+    assert_eq!(env.ok(&["doctor"])["findings"], serde_json::json!([]));
+    assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap(), "--force"])["cleaned"], true);
+}
