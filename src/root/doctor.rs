@@ -8,6 +8,9 @@
 //! - empty root directories (a create killed before its first state write), key index entries
 //!   naming no root, leases of dead processes, and per-name lock files of earlier releases
 //!   that nobody holds are removed;
+//! - store entries whose modes or owner are wider than docs/format.md's table, and root
+//!   directories not closed to all but their owner, are reported as `unsafe-mode` and fixed
+//!   (chmod, chown, ACL): the migration of stores made before the table;
 //! - a root whose state cannot be read (garbage, a torn write, a newer format version) is
 //!   reported as `unreadable-state` and never unmounted or removed: only the explicit
 //!   [`Store::discard_unreadable`] does that, after a human decision.
@@ -17,7 +20,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{RootRecord, State};
+use super::{access, RootRecord, State};
 use crate::backend::submount;
 use crate::error::{Error, Result};
 use crate::sys::mount;
@@ -47,6 +50,8 @@ pub enum FindingKind {
     DeadLease,
     /// Per-name lock files of an earlier release, which nobody holds: removed.
     OldLock,
+    /// A store entry or root directory whose mode, owner or ACL is not docs/format.md's: fixed.
+    UnsafeMode,
 }
 
 impl FindingKind {
@@ -63,6 +68,7 @@ impl FindingKind {
             FindingKind::StaleKey => "stale-key",
             FindingKind::DeadLease => "dead-lease",
             FindingKind::OldLock => "old-lock",
+            FindingKind::UnsafeMode => "unsafe-mode",
         }
     }
 }
@@ -111,6 +117,8 @@ impl Store {
         };
 
         let scan = self.scan_roots()?;
+        // Checked for their modes once the lifecycle repairs below are done.
+        let readable: Vec<RootRecord> = scan.roots.clone();
         // A root whose state cannot be read is never unmounted or removed: its mounts and
         // directory are kept, whatever is below them (only --discard-unreadable may act).
         let mut protected: Vec<PathBuf> = Vec::new();
@@ -289,6 +297,31 @@ impl Store {
             if let Err(Error::NotFound(_)) = self.load_root(&target) {
                 let res = repair.then(|| std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e)));
                 note(FindingKind::StaleKey, None, ent.path(), "remove the key index entry".into(), res);
+            }
+        }
+
+        for e in self.unsafe_entries()? {
+            let res = repair.then(|| self.fix_entry(&e));
+            let action = format!("{}: {}", e.describe(), e.remedy());
+            note(FindingKind::UnsafeMode, None, e.path.clone(), action, res);
+        }
+        for rec in &readable {
+            let dir = rec.dir(self);
+            if !dir.is_dir() {
+                continue;
+            }
+            let reach = access::reachers(rec, &dir);
+            if let Some(why) = access::root_dir_problem(self, &dir, &reach)? {
+                let mut action = format!("{why}: close it to all but the store owner and the root's owner");
+                let res = repair.then(|| {
+                    // Where the filesystem has no ACLs, say what the group fallback exposes.
+                    access::secure_root_dir(self, &dir, &reach).map(|w| {
+                        if let Some(w) = w {
+                            action = format!("{action} ({w})");
+                        }
+                    })
+                });
+                note(FindingKind::UnsafeMode, Some(&rec.id), dir, action, res);
             }
         }
 

@@ -8,9 +8,11 @@
 //! A root in any state pins its snapshots.
 //!
 //! - [`record`]: `state.json` and the scan of `roots/`;
+//! - [`access`]: who may reach a root's directory (its owner alone), and the check that it can;
 //! - [`view`]: the JSON answers (root view, create and destroy results);
 //! - [`doctor`], [`commit`], [`export`], [`reclaim`] (gc, snapshot rm, df with roots pinned).
 
+pub mod access;
 pub mod commit;
 pub mod doctor;
 pub mod export;
@@ -127,8 +129,8 @@ impl Store {
         if let Some(k) = &req.key {
             validate_key(k)?;
         }
-        std::fs::create_dir_all(self.roots_dir()).at(self.roots_dir())?;
-        std::fs::create_dir_all(self.keys_dir()).at(self.keys_dir())?;
+        self.top_dir("roots")?;
+        self.top_dir("keys")?;
         let _key_lock = match &req.key {
             Some(k) => Some(key_lock(self, k)?),
             None => None,
@@ -215,7 +217,15 @@ impl Store {
             warnings,
             request: req.clone(),
         };
-        std::fs::create_dir(&spec.dir).at(&spec.dir)?;
+        // Every user who must reach the working directory can, or the root is refused before
+        // anything exists: a root its owner cannot enter is no root.
+        let reach = access::reachers(&rec, &spec.dir);
+        let cwd_parent = rec.cwd.parent().unwrap_or(&rec.cwd);
+        for who in &reach {
+            access::check_reachable(cwd_parent, *who)?;
+        }
+        // The store owner's, 0700, until opened to the owner below.
+        crate::store::perms::new_dir(&spec.dir, 0o700)?;
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
         rec.save(self)?;
@@ -226,6 +236,7 @@ impl Store {
         }
         let t1 = Instant::now();
         let result = (|| -> Result<()> {
+            rec.warnings.extend(access::secure_root_dir(self, &spec.dir, &reach)?);
             // Mounts are held until the root is recorded ready: dropped on any error below.
             let made = rec.backend.create(self, &spec)?;
             let mut guards = made.mounts;

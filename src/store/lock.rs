@@ -42,8 +42,7 @@ impl Store {
     /// a file, which only serialises them; each kind has its own files, so holding one kind's
     /// lock while taking another's cannot wait on itself. No caller holds two of one kind.
     pub fn named_lock(&self, name: &str) -> Result<FileLock> {
-        let dir = self.path().join("locks");
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        let dir = self.top_dir("locks")?;
         FileLock::acquire(&dir.join(stripe_of(name)), true)
     }
 }

@@ -1,8 +1,8 @@
 //! System helpers: the lowest layer, knowing nothing of stores or roots. Trees reached through
-//! directory handles, mounts and mountinfo,
-//! idmapped views, extended attributes, flock locks, processes using a directory, running git,
-//! and the owner of a run's files.
+//! directory handles, mounts and mountinfo, idmapped views, extended attributes and POSIX ACLs,
+//! flock locks, processes using a directory, running git, and the owner of a run's files.
 
+pub mod acl;
 pub mod beneath;
 pub mod failpoint;
 pub mod git;
