@@ -63,9 +63,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wrap an I/O error with the path it concerns.
+    /// Wrap an I/O error with the path it concerns. `ENAMETOOLONG` is not an I/O failure but a
+    /// path the kernel cannot take in one call (over 4095 bytes, or a name over 255): the input
+    /// that holds it is refused as bad input, the path shown shortened.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        use std::os::unix::ffi::OsStrExt;
+        let path = path.as_ref();
+        if source.raw_os_error() == Some(libc::ENAMETOOLONG) {
+            return Error::BadInput(format!(
+                "{}: too long for the kernel (below the top of a tree a path is at most 4095 bytes, a name at \
+                 most 255)",
+                crate::pathenc::show(path.as_os_str().as_bytes())
+            ));
+        }
+        Error::Io { path: path.to_path_buf(), source }
     }
 
     /// Stable identifier for JSON output (`error.code`).

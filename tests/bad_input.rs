@@ -178,6 +178,8 @@ fn hostile_manifests_are_rejected_before_anything_is_written() {
         ("missing parent", vec![root(), entry(b"a/b", f(b"x"))]),
         ("no root", vec![entry(b"a", f(b"x"))]),
         ("whiteout in base", vec![root(), entry(b"a", Node::Whiteout)]),
+        ("long symlink target", vec![root(), entry(b"l", Node::Symlink { target: vec![b'a'; 4096] })]),
+        ("empty symlink target", vec![root(), entry(b"l", Node::Symlink { target: vec![] })]),
     ];
     for (name, entries) in cases {
         let id = plant(&env, &Manifest { parents: vec![], entries });
@@ -259,4 +261,267 @@ fn ref_names_and_labels_are_validated() {
     env.fails(&["ref", "set", "other", "0000000000"], 4);
     env.fails(&["ref", "rm", "absent"], 4);
     env.fails(&["snapshot", "show", "zzzz"], 4);
+}
+
+/// `verify` finds nothing wrong.
+fn assert_verify_clean(env: &Env) {
+    let v = env.ok(&["verify"]);
+    assert!(v.to_string().len() < 100_000, "{v}");
+}
+
+/// A tar of `members` written to `name` in the scratch area.
+fn tar_file(env: &Env, name: &str, members: &[Member]) -> String {
+    let tar = env.path(name);
+    std::fs::write(&tar, raw_tar(members)).unwrap();
+    tar.to_str().unwrap().to_string()
+}
+
+/// A tar with one member named by a pax `path`: a symlink to `target` (a pax `linkpath`) if
+/// given, else a one-byte file. The tar crate's setters would refuse such names and targets.
+fn pax_tar(path: &[u8], target: Option<&[u8]>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut exts = vec![("path", path)];
+    exts.extend(target.map(|t| ("linkpath", t)));
+    b.append_pax_extensions(exts).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("short").unwrap();
+    let data: &[u8] = if target.is_some() { b"" } else { b"x" };
+    h.set_entry_type(if target.is_some() { tar::EntryType::Symlink } else { tar::EntryType::Regular });
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn pax_symlink_tar(target: &[u8]) -> Vec<u8> {
+    pax_tar(b"l", Some(target))
+}
+
+#[test]
+fn what_the_kernel_cannot_hold_is_refused_at_ingest() {
+    let env = Env::new();
+    env.ok(&["snapshot", "list"]);
+    // symlink(2) refuses a target of PATH_MAX (4096) bytes or more: 4095 is the limit.
+    for len in [5000, 4096] {
+        let tar = env.path(&format!("target-{len}.tar"));
+        std::fs::write(&tar, pax_symlink_tar(&vec![b'a'; len])).unwrap();
+        let v = env.fails(&["snapshot", "create", "--tar", tar.to_str().unwrap()], 2);
+        assert!(message(&v).contains("symlink target longer than 4095 bytes"), "{len}: {v}");
+    }
+    std::fs::write(env.path("name.tar"), pax_tar(&[b'n'; 256], None)).unwrap();
+    let v = env.fails(&["snapshot", "create", "--tar", env.path("name.tar").to_str().unwrap()], 2);
+    assert!(message(&v).contains("longer than 255 bytes"), "{v}");
+    // A path over 4095 bytes.
+    let deep = vec!["d".repeat(200); 21].join("/");
+    std::fs::write(env.path("deep.tar"), pax_tar(deep.as_bytes(), None)).unwrap();
+    let v = env.fails(&["snapshot", "create", "--tar", env.path("deep.tar").to_str().unwrap()], 2);
+    assert!(message(&v).contains("longer than 4095 bytes") && message(&v).len() < 1000, "{v}");
+    // A directory tree deeper than 4095 bytes: made through handles, as the kernel allows.
+    let src = env.path("deep-src");
+    std::fs::create_dir(&src).unwrap();
+    let mut dir = std::fs::File::open(&src).unwrap();
+    for _ in 0..21 {
+        let comp = "d".repeat(200);
+        nix::sys::stat::mkdirat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            comp.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
+        let fd = nix::fcntl::openat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            comp.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        dir = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    }
+    let v = env.fails(&["snapshot", "create", src.to_str().unwrap()], 2);
+    assert!(message(&v).contains("too long") && message(&v).len() < 1000, "{v}");
+    assert_store_empty(&env);
+    assert_verify_clean(&env);
+
+    // At the limit, everything goes through: ingest, verify, checkout.
+    let target = vec![b'a'; 4095];
+    std::fs::write(env.path("t4095.tar"), pax_symlink_tar(&target)).unwrap();
+    let id = env.ok(&["snapshot", "create", "--tar", env.path("t4095.tar").to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_verify_clean(&env);
+    env.ok(&["snapshot", "checkout", &id, env.path("out").to_str().unwrap()]);
+    assert_eq!(std::fs::read_link(env.path("out/l")).unwrap().as_os_str().len(), 4095);
+}
+
+#[test]
+fn manifests_cannot_hold_what_the_kernel_cannot() {
+    let target = |len: usize| Node::Symlink { target: vec![b'a'; len] };
+    let root = || entry(b"", Node::Dir);
+    for (len, ok) in [(4095, true), (4096, false), (5000, false), (0, false)] {
+        let r = Manifest::new(vec![], vec![root(), entry(b"l", target(len))]);
+        assert_eq!(r.is_ok(), ok, "{len}: {r:?}");
+    }
+    let nul = Manifest::new(vec![], vec![root(), entry(b"l", Node::Symlink { target: b"a\0b".to_vec() })]);
+    assert!(nul.is_err());
+    let long = vec!["d".repeat(200); 20].join("/") + "/" + &"f".repeat(4095 - 20 * 201);
+    assert_eq!(long.len(), 4095);
+    let mut entries = vec![root()];
+    let mut p = String::new();
+    for _ in 0..20 {
+        p = if p.is_empty() { "d".repeat(200) } else { format!("{p}/{}", "d".repeat(200)) };
+        entries.push(entry(p.as_bytes(), Node::Dir));
+    }
+    entries.push(entry(long.as_bytes(), Node::Dir));
+    assert!(Manifest::new(vec![], entries.clone()).is_ok());
+    entries.push(entry(format!("{long}x").as_bytes(), Node::Dir));
+    assert!(Manifest::new(vec![], entries).is_err());
+}
+
+#[test]
+fn a_top_that_is_not_a_directory_is_bad_input() {
+    use tar::EntryType::{Regular, Symlink};
+    let env = Env::new();
+    for (name, m) in [("file", (&b"."[..], Regular, &b"x"[..], &b""[..])), ("symlink", (b"./", Symlink, b"", b"/etc"))]
+    {
+        let tar = tar_file(&env, &format!("top-{name}.tar"), &[m]);
+        let v = env.fails(&["snapshot", "create", "--tar", &tar], 2);
+        assert!(message(&v).contains("top of the tree is not a directory"), "{name}: {v}");
+    }
+    assert_store_empty(&env);
+    assert_verify_clean(&env);
+}
+
+/// GNU tar, or `None` (with a note) where there is none.
+fn gnu_tar() -> Option<&'static str> {
+    let out = std::process::Command::new("tar").arg("--version").output().ok()?;
+    if String::from_utf8_lossy(&out.stdout).contains("GNU tar") {
+        Some("tar")
+    } else {
+        eprintln!("skipped: needs GNU tar to write sparse archives");
+        None
+    }
+}
+
+#[test]
+fn sparse_archives_are_expanded_or_refused() {
+    let Some(tar) = gnu_tar() else { return };
+    let env = Env::new();
+    let src = env.path("sparse-src");
+    std::fs::create_dir(&src).unwrap();
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::create(src.join("holes")).unwrap();
+        // More data islands than one GNU header lists, so extension headers are read too.
+        for i in 0..40u64 {
+            f.seek(SeekFrom::Start(i * 65536)).unwrap();
+            f.write_all(format!("island {i}").as_bytes()).unwrap();
+        }
+        f.set_len(40 * 65536 + 100_000).unwrap();
+    }
+    std::fs::write(src.join("plain"), b"plain").unwrap();
+    let make = |name: &str, args: &[&str]| {
+        let out = env.path(name);
+        let st = std::process::Command::new(tar)
+            .args(args)
+            .arg("-C")
+            .arg(&src)
+            .arg("-cf")
+            .arg(&out)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out.to_str().unwrap().to_string()
+    };
+    for v in ["0.0", "0.1", "1.0"] {
+        let t = make(&format!("pax-{v}.tar"), &["--format=posix", "--sparse", &format!("--sparse-version={v}")]);
+        let e = env.fails(&["snapshot", "create", "--tar", &t], 2);
+        assert!(message(&e).contains("pax-format sparse file") && message(&e).contains("holes"), "{v}: {e}");
+    }
+    assert_eq!(env.ok(&["snapshot", "list"])["snapshots"].as_array().unwrap().len(), 0);
+    assert_verify_clean(&env);
+    // GNU sparse members ('S') are read with their holes as zeros: the tree is the same.
+    let t = make("gnu.tar", &["--format=gnu", "--sparse"]);
+    let raw = std::fs::read(&t).unwrap();
+    assert!(raw.chunks(512).any(|h| h.len() == 512 && h[156] == b'S' && h.starts_with(b"./holes")), "no 'S' member");
+    let id = env.ok(&["snapshot", "create", "--tar", &t])["id"].as_str().unwrap().to_string();
+    assert_verify_clean(&env);
+    let out = env.path("out");
+    env.ok(&["snapshot", "checkout", &id, out.to_str().unwrap()]);
+    for f in ["holes", "plain"] {
+        assert!(std::fs::read(out.join(f)).unwrap() == std::fs::read(src.join(f)).unwrap(), "{f} differs");
+    }
+}
+
+#[test]
+fn messages_never_echo_raw_bytes() {
+    use tar::EntryType::Regular;
+    let env = Env::new();
+    let hostile: &[u8] = b"\x1b]0;owned\x07\x1b[2J\xff\xfe\x9b/../x";
+    let tar = tar_file(&env, "esc.tar", &[(hostile, Regular, b"x", b"")]);
+    for json in [false, true] {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("execroot"));
+        c.arg("--store").arg(env.store());
+        if json {
+            c.arg("--json");
+        }
+        let out = c.args(["snapshot", "create", "--tar", &tar]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        for stream in [&out.stdout, &out.stderr] {
+            let bad = stream.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f || b == 0xff || b == 0x9b);
+            assert!(!bad, "raw bytes in output: {:?}", String::from_utf8_lossy(stream));
+            std::str::from_utf8(stream).expect("output is UTF-8");
+        }
+        let text = String::from_utf8_lossy(if json { &out.stdout } else { &out.stderr }).into_owned();
+        assert!(text.contains("u{1b}") && text.contains("xff") && text.contains("'.' or '..'"), "{text}");
+    }
+    assert_store_empty(&env);
+}
+
+#[test]
+fn git_never_takes_a_ref_for_an_option() {
+    let env = Env::new();
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    git(&repo, &["branch", "existing"]);
+    let planted = env.path("written-by-git");
+    let output = format!("--base-ref=--output={}", planted.display());
+    let create = |extra: &[&str]| {
+        let mut args = vec!["root", "create", "--class", "repo-edit", "--repo", rs];
+        args.extend_from_slice(extra);
+        env.fails(&args, 2)
+    };
+    let v = create(&[&output, "--branch", "existing"]);
+    assert!(message(&v).contains("cannot start with '-'"), "{v}");
+    for branch in ["--branch=-evil", "--branch=@{-1}", "--branch=a..b", "--branch=x.lock"] {
+        let v = create(&["--base-ref", "main", branch]);
+        assert!(message(&v).contains("not a valid branch name"), "{branch}: {v}");
+    }
+    let v = create(&["--base-ref", "no-such-ref", "--branch", "fresh"]);
+    assert!(message(&v).contains("not a commit"), "{v}");
+    let not_repo = env.path("not-a-repo");
+    std::fs::create_dir(&not_repo).unwrap();
+    let args = ["root", "create", "--class", "repo-edit", "--base-ref", "main", "--branch", "fresh", "--repo"];
+    let v = env.fails(&[&args[..], &[not_repo.to_str().unwrap()]].concat(), 2);
+    assert!(message(&v).contains("not a git repository"), "{v}");
+    assert_eq!(env.ok(&["root", "list"])["roots"].as_array().unwrap().len(), 0);
+    assert!(!git(&repo, &["branch", "--list"]).contains("-evil"));
+
+    // A root recorded before this check: git still never reads its base as an option.
+    let r = env.root(&["--class", "repo-edit", "--repo", rs, "--base-ref", "main", "--branch", "existing"]);
+    let id = r["id"].as_str().unwrap();
+    let state = env.store().join("roots").join(id).join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"main\""), "{text}");
+    let hostile = format!("--output={}", planted.display());
+    std::fs::write(&state, text.replace("\"baseRef\": \"main\"", &format!("\"baseRef\": {hostile:?}"))).unwrap();
+    assert!(std::fs::read_to_string(&state).unwrap().contains(&hostile), "baseRef not replaced");
+    let out = env.cmd(&["root", "diff", id]).output().unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    env.ok(&["root", "show", id]);
+    assert!(!planted.exists(), "git wrote a file named by a ref");
+    env.ok(&["root", "destroy", id]);
+    assert!(!planted.exists());
 }

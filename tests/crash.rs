@@ -57,6 +57,7 @@ fn ingest_killed_at_each_phase() {
     let s = src.to_str().unwrap();
     for (i, point) in [
         "ingest.objects-stored",
+        "snapshot.publish.objects-moved",
         "snapshot.publish.staged",
         "snapshot.publish.renamed",
         "ingest.published",

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::Diff;
 use crate::error::Result;
 use crate::hash::Hash;
+use crate::sys::beneath::{Meta, Tree};
 use crate::sys::mount::MountGuard;
 use crate::sys::Owner;
 use crate::Store;
@@ -293,24 +294,40 @@ pub fn detach_unmounted(cwd: &Path) -> bool {
     crate::sys::procs::users_of(cwd).is_empty()
 }
 
-/// Count bytes and inodes below `dir` (not following symlinks, not crossing mounts).
+/// Count bytes and inodes below `dir` (not following symlinks, not crossing mounts). The tree
+/// belongs to a run, so it is walked through handles (`sys::beneath`); what cannot be read is
+/// not counted.
 pub fn tree_usage(dir: &Path) -> Usage {
     let mut u = Usage::default();
-    for e in walkdir::WalkDir::new(dir).min_depth(1).same_file_system(true).into_iter().flatten() {
-        u.inodes += 1;
-        if e.file_type().is_file() {
-            u.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(tree) = Tree::open(dir) else { return u };
+    let Ok(top) = Meta::of_fd(&tree) else { return u };
+    let _ = tree.walk(&|_, m| m.dev != top.dev, &mut |f| {
+        if !f.rel.is_empty() {
+            u.inodes += 1;
+            if f.meta.is_file() {
+                u.bytes += f.meta.size;
+            }
         }
-    }
+        Ok(())
+    });
     u
 }
 
-/// Give everything below `dir` (and `dir`) to `owner`, not following symlinks.
+/// Give everything below `dir` (and `dir`) to `owner`, not following symlinks and not crossing
+/// mounts. Deepest first, through handles beneath `dir`: no directory is the owner's (and so
+/// changeable by it) before everything below it is done, and a swapped-in symlink is never
+/// followed, so a run cannot make root chown a host path.
 pub fn chown_tree(dir: &Path, owner: Owner) -> Result<()> {
     use crate::error::IoContext;
-    for e in walkdir::WalkDir::new(dir).same_file_system(true) {
-        let e = e.map_err(|e| crate::Error::BadInput(format!("{}: {e}", dir.display())))?;
-        std::os::unix::fs::lchown(e.path(), Some(owner.uid), Some(owner.gid)).at(e.path())?;
+    let tree = Tree::open(dir).at(dir)?;
+    let top = Meta::of_fd(&tree).at(dir)?;
+    let mut all = Vec::new();
+    tree.walk(&|_, m| m.dev != top.dev, &mut |f| {
+        all.push(f.rel);
+        Ok(())
+    })?;
+    for rel in all.iter().rev() {
+        tree.chown(rel, owner.uid, owner.gid).at(tree.display(rel))?;
     }
     Ok(())
 }

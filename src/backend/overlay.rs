@@ -58,26 +58,20 @@ pub fn mount_snapshots(
     std::fs::DirBuilder::new().mode(top_mode).create(upper).at(upper)?;
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(top_mode)).at(upper)?;
     std::os::unix::fs::lchown(upper, Some(owner.uid), Some(owner.gid)).at(upper)?;
-    std::fs::DirBuilder::new().mode(0o700).create(&dirs.work).at(&dirs.work)?;
+    // The work directory is the kernel's (and root's) alone: the owner never writes in it.
+    crate::store::perms::new_dir(&dirs.work, 0o700)?;
     dirs.mount(target, volatile)
-}
-
-/// The owner a store's files belong to (the store directory's owner).
-pub fn store_owner(store: &Store) -> Result<Owner> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(store.path()).at(store.path())?;
-    Ok(Owner { uid: md.uid(), gid: md.gid() })
 }
 
 /// The lower directory to use for `layer` (a short layer path) in a root owned by `owner`: the
 /// layer itself when the owner owns the store, else an idmapped view of it,
 /// `STORE/idmap/<uid>-<gid>/<12 hex>`, shared by every root of that owner.
 pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
-    let base = store_owner(store)?;
+    let base = store.owner()?;
     if owner == base {
         return Ok(layer.to_path_buf());
     }
-    let dir = store.idmap_dir().join(format!("{}-{}", owner.uid, owner.gid));
+    let dir = store.top_dir("idmap")?.join(format!("{}-{}", owner.uid, owner.gid));
     std::fs::create_dir_all(&dir).at(&dir)?;
     let name = layer.file_name().ok_or_else(|| Error::Corrupt(format!("bad layer path {}", layer.display())))?;
     let target = dir.join(name);
@@ -94,7 +88,7 @@ pub fn lowers_for(store: &Store, stack: &[Hash], owner: Owner) -> Result<Vec<Pat
         lowers.push(lower_for(store, &layer, owner)?);
     }
     if lowers.is_empty() {
-        let empty = store.path().join("layers").join("empty");
+        let empty = store.top_dir("layers")?.join("empty");
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&empty).at(&empty)?;
         lowers.push(lower_for(store, &empty, owner)?);
     }
@@ -111,7 +105,8 @@ impl Backend for Overlay {
     }
 
     fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {
-        std::fs::create_dir(&root.cwd).at(&root.cwd)?;
+        // The mount point: covered by the overlay's root while mounted, closed when not.
+        crate::store::perms::new_dir(&root.cwd, 0o700)?;
         let guard = mount_snapshots(store, &root.snapshots, &mut st.dirs, &root.cwd, root.owner, !root.durable)?;
         Ok(Made { mounts: vec![guard], warnings: vec![] })
     }

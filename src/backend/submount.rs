@@ -50,7 +50,8 @@ pub fn mount(
 ) -> Result<(SubMount, MountGuard)> {
     let path = prepare_subdir(&root.cwd, sub, root.owner)?;
     let dir = root.dir.join(format!("m{index}"));
-    std::fs::create_dir(&dir).at(&dir)?;
+    // Root's: it holds the owner's upper but also the kernel's work directory.
+    crate::store::perms::new_dir(&dir, 0o700)?;
     let mut dirs = fresh_dirs(&dir);
     let guard = mount_snapshots(store, &[snapshot], &mut dirs, &path, root.owner, !root.durable)?;
     Ok((SubMount { subdir: sub.to_string(), snapshot, path, dirs }, guard))

@@ -171,20 +171,46 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
     {
         let base = &wst.base_ref;
         let range = format!("{base}...HEAD");
-        if let Ok(out) = ctx.check(wt, &["rev-list", "--left-right", "--count", &range]) {
+        if let Ok(out) = ctx.check(wt, &["rev-list", "--left-right", "--count", "--end-of-options", &range]) {
             let text = String::from_utf8_lossy(&out);
             let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
             st.behind_count = it.next().unwrap_or(0);
             st.ahead_count = it.next().unwrap_or(0);
         }
-        st.is_merged_into_base = ctx.git(wt, &["merge-base", "--is-ancestor", "HEAD", base])?.ok();
+        st.is_merged_into_base = ctx.git(wt, &["merge-base", "--is-ancestor", "--end-of-options", "HEAD", base])?.ok();
     }
     Ok(st)
 }
 
 /// True when branch `name` exists in `repo`.
 fn branch_exists(ctx: &Ctx, repo: &Path, name: &str) -> Result<bool> {
-    Ok(ctx.git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")])?.ok())
+    Ok(ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("refs/heads/{name}")])?.ok())
+}
+
+/// Refuse, as bad input, a repository that is not one, a `--base-ref` that is not a commit
+/// and a `--branch` that is not a valid branch name, before anything is recorded or made.
+/// Neither may start with `-`: git would read it as an option (`--base-ref=--output=FILE`
+/// made `git diff` write FILE). Every git command below also puts `--end-of-options` before
+/// them, for roots recorded before this check.
+fn validate_refs(ctx: &Ctx, repo: &Path, base: &str, branch: &str) -> Result<()> {
+    let probe = ctx.git(repo, &["rev-parse", "--git-dir"])?;
+    if !probe.ok() {
+        return Err(Error::BadInput(format!("--repo {} is not a git repository: {}", repo.display(), probe.stderr)));
+    }
+    if base.starts_with('-') {
+        return Err(Error::BadInput(format!("--base-ref {base:?}: a ref cannot start with '-'")));
+    }
+    let commit = format!("{base}^{{commit}}");
+    if base.is_empty() || !ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &commit])?.ok() {
+        return Err(Error::BadInput(format!("--base-ref {base:?} is not a commit in {}", repo.display())));
+    }
+    // `--branch` also expands `@{-N}` and prints the result: only a name that is its own
+    // expansion is a branch name.
+    let out = ctx.git(repo, &["check-ref-format", "--branch", branch])?;
+    if branch.starts_with('-') || !out.ok() || out.stdout.trim_ascii_end() != branch.as_bytes() {
+        return Err(Error::BadInput(format!("--branch {branch:?} is not a valid branch name")));
+    }
+    Ok(())
 }
 
 /// True when `wt/.git` exists; an error (other than absence) is an error, never "absent".
@@ -232,7 +258,9 @@ impl Backend for Worktree {
         // Whether execroot will create the branch is recorded before git runs, so that a create
         // killed right after `git worktree add -b` is undone with its branch. (Reading a ref
         // changes nothing.)
-        let created_branch = !branch_exists(&Ctx::of(store, &repo)?, &repo, &branch_name)?;
+        let ctx = Ctx::of(store, &repo)?;
+        validate_refs(&ctx, &repo, &base_ref, &branch_name)?;
+        let created_branch = !branch_exists(&ctx, &repo, &branch_name)?;
         Ok(Plan {
             cwd: worktree_path.clone(),
             owner,
@@ -245,17 +273,6 @@ impl Backend for Worktree {
         let repo = &st.repo;
         let branch = st.branch_name.clone();
         let _lock = repo_lock(store, repo)?;
-        let probe = ctx.git(repo, &["rev-parse", "--git-dir"])?;
-        if !probe.ok() {
-            return Err(Error::BadInput(format!(
-                "--repo {} is not a git repository: {}",
-                repo.display(),
-                probe.stderr
-            )));
-        }
-        if !ctx.git(repo, &["check-ref-format", "--branch", &branch])?.ok() {
-            return Err(Error::BadInput(format!("invalid branch name {branch:?}")));
-        }
         let parent = st.worktree_path.parent().expect("planned below a parent").to_path_buf();
         std::fs::create_dir_all(&parent).at(&parent)?;
         std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
@@ -264,11 +281,11 @@ impl Backend for Worktree {
         if branch_exists(&ctx, repo, &branch)? {
             // Someone else's branch (or one made since the plan): never ours to delete.
             st.created_branch = false;
-            ctx.check(repo, &["worktree", "add", &path_s, &branch])?;
+            ctx.check(repo, &["worktree", "add", "--end-of-options", &path_s, &branch])?;
             made.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
         } else {
             st.created_branch = true;
-            ctx.check(repo, &["worktree", "add", "-b", &branch, &path_s, &st.base_ref])?;
+            ctx.check(repo, &["worktree", "add", "-b", &branch, "--end-of-options", &path_s, &st.base_ref])?;
         }
         if root.owner != ctx.git_owner {
             chown_tree(&st.worktree_path, root.owner)?;
@@ -340,7 +357,7 @@ impl Backend for Worktree {
         };
         if made_worktree {
             if has_git_link(wt)? {
-                ctx.check(&ctx.repo, &["worktree", "remove", "--force", &wt.to_string_lossy()])?;
+                ctx.check(&ctx.repo, &["worktree", "remove", "--force", "--end-of-options", &wt.to_string_lossy()])?;
             }
             match std::fs::remove_dir_all(wt) {
                 Ok(()) => {}
@@ -364,7 +381,8 @@ impl Backend for Worktree {
             warnings.push(format!("branch {branch} kept: execroot did not create it"));
             return Ok(warnings);
         }
-        // --exclude patterns for --branches are branch names, not full refs.
+        // --exclude patterns for --branches are branch names, not full refs. (No
+        // --end-of-options here: `--not` and `--branches` are options; `full` starts with refs/.)
         let exclude = format!("--exclude={branch}");
         let unique = ctx.check(
             &ctx.repo,
@@ -372,7 +390,7 @@ impl Backend for Worktree {
         )?;
         let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
         if n == 0 {
-            ctx.check(&ctx.repo, &["branch", "-D", branch])?;
+            ctx.check(&ctx.repo, &["branch", "-D", "--end-of-options", branch])?;
         } else {
             warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
         }
@@ -387,7 +405,8 @@ impl Backend for Worktree {
         let base = st.base_ref.clone();
         let _lock = repo_lock(store, &ctx.repo)?;
         let excludes = exclude_pathspecs(root);
-        let mut args = vec!["diff", "--no-renames", "--name-status", "-z", base.as_str(), "--", "."];
+        let mut args =
+            vec!["diff", "--no-renames", "--name-status", "-z", "--end-of-options", base.as_str(), "--", "."];
         args.extend(excludes.iter().map(String::as_str));
         let tracked = ctx.check(&wt, &args)?;
         let mut args = vec!["ls-files", "--others", "--exclude-standard", "-z", "--", "."];

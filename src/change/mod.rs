@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::pathenc::PathJson;
 use crate::store::manifest::{canonical_sort_key, cmp_paths};
+use crate::sys::beneath::{Kind, Meta};
 
 /// What kind of entry a changed path is (for a deletion: what was there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,6 +38,15 @@ impl EntryKind {
             EntryKind::Symlink
         } else {
             EntryKind::File
+        }
+    }
+
+    /// The kind of an entry [`Meta`] describes.
+    pub fn of_meta(m: &Meta) -> EntryKind {
+        match m.kind {
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink,
+            _ => EntryKind::File,
         }
     }
 
@@ -71,11 +81,11 @@ pub struct Change {
 
 impl Change {
     /// A change at `path` described by its metadata (content and mode flags unset).
-    pub fn at(path: &[u8], md: &std::fs::Metadata) -> Change {
+    pub fn at(path: &[u8], md: &Meta) -> Change {
         Change {
             path: PathJson(path.to_vec()),
-            kind: EntryKind::of(md.file_type()),
-            size: md.is_file().then_some(md.len()),
+            kind: EntryKind::of_meta(md),
+            size: md.is_file().then_some(md.size),
             content: false,
             mode: false,
         }
@@ -152,26 +162,25 @@ impl Collector {
     fn compare(
         &mut self,
         path: &[u8],
-        now: Option<&std::fs::Metadata>,
-        base: Option<&std::fs::Metadata>,
+        now: Option<&Meta>,
+        base: Option<&Meta>,
         same_content: &dyn Fn() -> Result<bool>,
         same_target: &dyn Fn() -> Result<bool>,
     ) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
         match (now, base) {
             (None, None) => {}
             (Some(n), None) => self.added(Change::at(path, n)),
             (None, Some(b)) => self.deleted(Change::at(path, b)),
             (Some(n), Some(b)) => {
-                let (nk, bk) = (EntryKind::of(n.file_type()), EntryKind::of(b.file_type()));
+                let (nk, bk) = (EntryKind::of_meta(n), EntryKind::of_meta(b));
                 // A change of kind is a content change; permission bits are compared only
                 // between entries of one kind (as the tree diff does).
-                let mode = nk == bk && nk != EntryKind::Symlink && (n.mode() & 0o7777) != (b.mode() & 0o7777);
+                let mode = nk == bk && nk != EntryKind::Symlink && n.mode != b.mode;
                 let content = if nk != bk {
                     true
                 } else {
                     match nk {
-                        EntryKind::File => n.len() != b.len() || !same_content()?,
+                        EntryKind::File => n.size != b.size || !same_content()?,
                         EntryKind::Symlink => !same_target()?,
                         EntryKind::Dir => false,
                     }

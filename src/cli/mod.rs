@@ -348,7 +348,8 @@ pub fn main() -> i32 {
             } else if json {
                 writeln!(stdout, "{}", serde_json::to_string_pretty(&out.json).expect("serializable"))
             } else if !out.human.is_empty() {
-                writeln!(stdout, "{}", out.human.trim_end())
+                // Paths and names in it come from trees, archives and git: never raw to a terminal.
+                writeln!(stdout, "{}", execroot::pathenc::escape(out.human.trim_end().as_bytes(), false))
             } else {
                 Ok(())
             };
@@ -359,7 +360,9 @@ pub fn main() -> i32 {
                 let doc = json!({ "error": { "code": e.code(), "message": e.to_string() } });
                 println!("{}", serde_json::to_string_pretty(&doc).expect("serializable"));
             }
-            eprintln!("execroot: error: {e}");
+            // JSON escapes control characters itself; the text form is escaped here, once for
+            // every message (paths, archive member names, git's stderr).
+            eprintln!("execroot: error: {}", execroot::pathenc::escape(e.to_string().as_bytes(), false));
             e.exit_code()
         }
     }

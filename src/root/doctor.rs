@@ -6,7 +6,11 @@
 //!   were volatile and the kernel will not remount their upper directory;
 //! - mounts under the store that no root owns are unmounted;
 //! - empty root directories (a create killed before its first state write), key index entries
-//!   naming no root, and leases of dead processes are removed;
+//!   naming no root, leases of dead processes, and per-name lock files of earlier releases
+//!   that nobody holds are removed;
+//! - store entries whose modes or owner are wider than docs/format.md's table, and root
+//!   directories not closed to all but their owner, are reported as `unsafe-mode` and fixed
+//!   (chmod, chown, ACL): the migration of stores made before the table;
 //! - a root whose state cannot be read (garbage, a torn write, a newer format version) is
 //!   reported as `unreadable-state` and never unmounted or removed: only the explicit
 //!   [`Store::discard_unreadable`] does that, after a human decision.
@@ -16,7 +20,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{RootRecord, State};
+use super::{access, RootRecord, State};
 use crate::backend::submount;
 use crate::error::{Error, Result};
 use crate::sys::mount;
@@ -44,6 +48,10 @@ pub enum FindingKind {
     StaleKey,
     /// Leases of dead processes: removed.
     DeadLease,
+    /// Per-name lock files of an earlier release, which nobody holds: removed.
+    OldLock,
+    /// A store entry or root directory whose mode, owner or ACL is not docs/format.md's: fixed.
+    UnsafeMode,
 }
 
 impl FindingKind {
@@ -59,6 +67,8 @@ impl FindingKind {
             FindingKind::OrphanDirectory => "orphan-directory",
             FindingKind::StaleKey => "stale-key",
             FindingKind::DeadLease => "dead-lease",
+            FindingKind::OldLock => "old-lock",
+            FindingKind::UnsafeMode => "unsafe-mode",
         }
     }
 }
@@ -107,6 +117,8 @@ impl Store {
         };
 
         let scan = self.scan_roots()?;
+        // Checked for their modes once the lifecycle repairs below are done.
+        let readable: Vec<RootRecord> = scan.roots.clone();
         // A root whose state cannot be read is never unmounted or removed: its mounts and
         // directory are kept, whatever is below them (only --discard-unreadable may act).
         let mut protected: Vec<PathBuf> = Vec::new();
@@ -135,8 +147,14 @@ impl Store {
                     } else {
                         FindingKind::StuckDestroying
                     };
-                    let verb = if rec.state == State::Creating { "undo the create" } else { "finish the destroy" };
                     let res = repair.then(|| self.finish_teardown(rec.clone()));
+                    // Say what was done when it was done, what would be done otherwise.
+                    let verb = match (rec.state == State::Creating, matches!(res, Some(Ok(())))) {
+                        (true, true) => "undid the interrupted create",
+                        (true, false) => "undo the interrupted create",
+                        (false, true) => "finished the interrupted destroy",
+                        (false, false) => "finish the interrupted destroy",
+                    };
                     note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
                 }
                 State::Ready => {
@@ -169,11 +187,12 @@ impl Store {
                         // failure (busy, git, I/O) leaves the root for the next run.
                         Err(Error::VolatileLost(why)) => {
                             let res = self.finish_teardown(rec.clone());
+                            let verb = if res.is_ok() { "discarded" } else { "discard" };
                             note(
                                 FindingKind::VolatileLost,
                                 Some(&rec.id),
                                 rec.cwd.clone(),
-                                format!("discarded the root: {why}"),
+                                format!("{verb} the root ({why})"),
                                 Some(res),
                             );
                         }
@@ -196,7 +215,9 @@ impl Store {
         let shared_views = self.idmap_dir();
         for m in mount::mounts_under(self.path())? {
             // Idmapped layer views are shared by all roots of an owner and made on demand.
-            if owned.contains(&m.target)
+            // The store itself may be a mount point (a filesystem of its own): not a stray.
+            if m.target == self.path()
+                || owned.contains(&m.target)
                 || m.target.starts_with(&shared_views)
                 || protected.iter().any(|p| m.target.starts_with(p))
             {
@@ -216,6 +237,38 @@ impl Store {
                 Err(e) => Err(e),
             };
             note(FindingKind::StrayMount, None, m.target.clone(), "unmount".into(), Some(res));
+        }
+
+        // Idmapped views no root uses (a destroy killed after removing its root, or an
+        // earlier release, which never unmounted them).
+        if let Ok(rd) = std::fs::read_dir(&shared_views) {
+            for ent in rd.flatten() {
+                if !ent.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let dir = ent.path();
+                if repair {
+                    match self.release_unused_views(&dir, false) {
+                        Ok(gone) => {
+                            for v in gone {
+                                let what = "unmounted the idmapped view no root uses".to_string();
+                                note(FindingKind::StrayMount, None, v, what, Some(Ok(())));
+                            }
+                        }
+                        Err(e) => note(
+                            FindingKind::StrayMount,
+                            None,
+                            dir,
+                            "release unused idmapped views".into(),
+                            Some(Err(e)),
+                        ),
+                    }
+                } else {
+                    for v in self.release_unused_views(&dir, true)? {
+                        note(FindingKind::StrayMount, None, v, "unmount the idmapped view no root uses".into(), None);
+                    }
+                }
+            }
         }
 
         let keys = self.keys_dir();
@@ -247,10 +300,40 @@ impl Store {
             }
         }
 
+        for e in self.unsafe_entries()? {
+            let res = repair.then(|| self.fix_entry(&e));
+            let action = format!("{}: {}", e.describe(), e.remedy());
+            note(FindingKind::UnsafeMode, None, e.path.clone(), action, res);
+        }
+        for rec in &readable {
+            let dir = rec.dir(self);
+            if !dir.is_dir() {
+                continue;
+            }
+            let reach = access::reachers(rec, &dir);
+            if let Some(why) = access::root_dir_problem(self, &dir, &reach)? {
+                let mut action = format!("{why}: close it to all but the store owner and the root's owner");
+                let res = repair.then(|| {
+                    // Where the filesystem has no ACLs, say what the group fallback exposes.
+                    access::secure_root_dir(self, &dir, &reach).map(|w| {
+                        if let Some(w) = w {
+                            action = format!("{action} ({w})");
+                        }
+                    })
+                });
+                note(FindingKind::UnsafeMode, Some(&rec.id), dir, action, res);
+            }
+        }
+
         if repair {
             let n = crate::store::lock::sweep_dead_leases(self)?;
             if n > 0 {
                 note(FindingKind::DeadLease, None, self.tmp_dir(), format!("removed {n} dead lease(s)"), Some(Ok(())));
+            }
+            let n = crate::store::lock::remove_old_lock_files(self)?;
+            if n > 0 {
+                let what = format!("removed {n} per-name lock file(s) of an earlier release");
+                note(FindingKind::OldLock, None, self.path().to_path_buf(), what, Some(Ok(())));
             }
         }
         let ok = findings.iter().all(|f| f.repaired);

@@ -8,9 +8,11 @@
 //! A root in any state pins its snapshots.
 //!
 //! - [`record`]: `state.json` and the scan of `roots/`;
+//! - [`access`]: who may reach a root's directory (its owner alone), and the check that it can;
 //! - [`view`]: the JSON answers (root view, create and destroy results);
 //! - [`doctor`], [`commit`], [`export`], [`reclaim`] (gc, snapshot rm, df with roots pinned).
 
+pub mod access;
 pub mod commit;
 pub mod doctor;
 pub mod export;
@@ -18,7 +20,7 @@ pub mod reclaim;
 pub mod record;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,9 +45,10 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// An exclusive lock serialising everything done under one key.
+/// An exclusive lock serialising everything done under one key (one of a fixed set of lock
+/// files, see [`Store::named_lock`]).
 fn key_lock(store: &Store, key: &str) -> Result<FileLock> {
-    FileLock::acquire(&store.keys_dir().join(format!("{}.lock", key_file_name(key))), true)
+    store.named_lock(&format!("key-{}", key_file_name(key)))
 }
 
 /// The file name of a key's index entry (a hash: keys are free text).
@@ -58,7 +61,7 @@ fn elapsed_ms(t: Instant) -> f64 {
 }
 
 impl Store {
-    /// Directory of key index files and key locks.
+    /// Directory of key index files.
     pub fn keys_dir(&self) -> PathBuf {
         self.path().join("keys")
     }
@@ -126,8 +129,8 @@ impl Store {
         if let Some(k) = &req.key {
             validate_key(k)?;
         }
-        std::fs::create_dir_all(self.roots_dir()).at(self.roots_dir())?;
-        std::fs::create_dir_all(self.keys_dir()).at(self.keys_dir())?;
+        self.top_dir("roots")?;
+        self.top_dir("keys")?;
         let _key_lock = match &req.key {
             Some(k) => Some(key_lock(self, k)?),
             None => None,
@@ -214,7 +217,15 @@ impl Store {
             warnings,
             request: req.clone(),
         };
-        std::fs::create_dir(&spec.dir).at(&spec.dir)?;
+        // Every user who must reach the working directory can, or the root is refused before
+        // anything exists: a root its owner cannot enter is no root.
+        let reach = access::reachers(&rec, &spec.dir);
+        let cwd_parent = rec.cwd.parent().unwrap_or(&rec.cwd);
+        for who in &reach {
+            access::check_reachable(cwd_parent, *who)?;
+        }
+        // The store owner's, 0700, until opened to the owner below.
+        crate::store::perms::new_dir(&spec.dir, 0o700)?;
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
         rec.save(self)?;
@@ -225,6 +236,7 @@ impl Store {
         }
         let t1 = Instant::now();
         let result = (|| -> Result<()> {
+            rec.warnings.extend(access::secure_root_dir(self, &spec.dir, &reach)?);
             // Mounts are held until the root is recorded ready: dropped on any error below.
             let made = rec.backend.create(self, &spec)?;
             let mut guards = made.mounts;
@@ -298,7 +310,27 @@ impl Store {
                 return Err(e);
             }
         };
-        if !rec.backend.detach(self, &spec)? {
+        // The intent is recorded before anything is unmounted (a rename: no new data block,
+        // so a full disk cannot stop it), so that a destroy killed from here on is finished by
+        // doctor rather than taken for a volatile root the system lost.
+        let was = rec.state;
+        let marked = rec.mark_destroying(self)?;
+        crate::sys::failpoint::hit("root.destroy.recorded");
+        let detached = match rec.backend.detach(self, &spec) {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing was taken down for good: the root stays as it was.
+                if marked {
+                    rec.unmark_destroying(self, was)?;
+                }
+                let _ = taken.put_back(rec.durable);
+                return Err(e);
+            }
+        };
+        if !detached {
+            if marked {
+                rec.unmark_destroying(self, was)?;
+            }
             taken.put_back(rec.durable)?;
             return Ok(busy(&rec));
         }
@@ -314,13 +346,12 @@ impl Store {
     }
 
     /// Mark destroying, take every mount away, let the backend tear down, remove the directory
-    /// and the key. Idempotent: doctor runs it again on a root killed half way.
+    /// and the key. Idempotent: doctor runs it again on a root killed half way. No step needs a
+    /// new data block before space is freed (the mark is a rename), so it works on a full disk.
     pub(crate) fn teardown(&self, rec: &mut RootRecord) -> Result<Vec<String>> {
-        if rec.state != State::Destroying {
-            rec.state = State::Destroying;
-            rec.save(self)?;
+        if rec.mark_destroying(self)? {
+            crate::sys::failpoint::hit("root.destroy.recorded");
         }
-        crate::sys::failpoint::hit("root.destroy.recorded");
         // Sub-mounts wherever the run moved them (see submount::unmount_all).
         submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default())?;
         // Never delete through a mount: whatever is still mounted below the root's directory
@@ -347,12 +378,71 @@ impl Store {
                 let _ = std::fs::remove_file(&idx);
             }
         }
+        let mut warnings = warnings;
+        // The root is gone: idmapped views that no other root uses go too. The root is
+        // destroyed whatever happens here; what is left doctor releases later.
+        let views = self.idmap_dir();
+        let owner_dirs: BTreeSet<PathBuf> =
+            rec.lowers().filter(|l| l.starts_with(&views)).filter_map(|l| l.parent().map(Path::to_path_buf)).collect();
+        for d in owner_dirs {
+            if let Err(e) = self.release_unused_views(&d, false) {
+                warnings.push(format!("idmapped views in {} kept: {e}", d.display()));
+            }
+        }
         Ok(warnings)
+    }
+
+    /// Unmount and remove the idmapped views in `owner_dir` (`idmap/<uid>-<gid>`) that no
+    /// root's record lists among its lowers; with `dry_run`, only say which. Under that owner's
+    /// views lock, which every maker of a view takes ([`crate::sys::idmap::ensure_view`]), and
+    /// keeping every view while a root of that owner is `creating` (its lowers are recorded
+    /// only once it is mounted) or any root's state cannot be read (fail closed): so a create
+    /// never loses a view between making it and mounting its overlay. A view that is busy is
+    /// kept. Needs no new data block. Returns the views released (or that would be).
+    pub(crate) fn release_unused_views(&self, owner_dir: &Path, dry_run: bool) -> Result<Vec<PathBuf>> {
+        let _lock = FileLock::acquire(&owner_dir.with_extension("lock"), true)?;
+        let scan = self.scan_roots()?;
+        let views = self.idmap_dir();
+        let in_flight = scan
+            .roots
+            .iter()
+            .any(|r| r.state == State::Creating && views.join(format!("{}-{}", r.owner.uid, r.owner.gid)) == owner_dir);
+        if in_flight || !scan.unreadable.is_empty() {
+            return Ok(vec![]);
+        }
+        let used: BTreeSet<&Path> = scan.roots.iter().flat_map(RootRecord::lowers).collect();
+        let rd = match std::fs::read_dir(owner_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io(owner_dir, e)),
+        };
+        let mounted: BTreeSet<PathBuf> = mount::mounts_under(owner_dir)?.into_iter().map(|m| m.target).collect();
+        let mut released = Vec::new();
+        for ent in rd {
+            let view = ent.at(owner_dir)?.path();
+            if used.contains(view.as_path()) {
+                continue;
+            }
+            if dry_run {
+                released.push(view);
+                continue;
+            }
+            if mounted.contains(&view) && mount::unmount(&view)? == Unmounted::Busy {
+                continue;
+            }
+            match std::fs::remove_dir(&view) {
+                Ok(()) => released.push(view),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&view, e)),
+            }
+        }
+        Ok(released)
     }
 }
 
-/// Remove a root's directory with its `state.json` last, so that a crash part way leaves either
-/// a state file doctor acts on or an empty directory, never files without a record.
+/// Remove a root's directory with its record (`state.json` or [`record::DESTROYING_FILE`]) last,
+/// so that a crash part way leaves either a record doctor acts on or an empty directory, never
+/// files without a record.
 fn remove_root_dir(dir: &Path) -> Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -361,7 +451,7 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
     };
     for e in rd {
         let e = e.at(dir)?;
-        if e.file_name() == "state.json" {
+        if e.file_name() == "state.json" || e.file_name() == record::DESTROYING_FILE {
             continue;
         }
         let p = e.path();
@@ -373,11 +463,13 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
         }
     }
     crate::sys::failpoint::hit("root.destroy.files-removed");
-    let state = dir.join("state.json");
-    match std::fs::remove_file(&state) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&state, e)),
+    for name in ["state.json", record::DESTROYING_FILE] {
+        let state = dir.join(name);
+        match std::fs::remove_file(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&state, e)),
+        }
     }
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),

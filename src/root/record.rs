@@ -24,6 +24,11 @@ use crate::Store;
 /// newer version is refused read-only: never rewritten, and nothing it pins is collected.
 pub const STATE_VERSION: u32 = 2;
 
+/// The name `state.json` takes when a destroy begins: a rename in the same directory, which
+/// needs no new data block, so a destroy can record its intent on a full disk. A record under
+/// this name is `destroying` whatever its `state` field says (docs/roots.md).
+pub const DESTROYING_FILE: &str = "destroying.json";
+
 /// Lifecycle states (`state.json`'s `state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,6 +132,16 @@ impl RootRecord {
         self.mounts.iter().map(|m| m.subdir.as_bytes().to_vec()).collect()
     }
 
+    /// Every lower directory the root's overlays use (its own, for an overlay root, and its
+    /// `--mount` trees'): among them the idmapped views it needs.
+    pub fn lowers(&self) -> impl Iterator<Item = &Path> {
+        let own = match &self.backend {
+            BackendState::Overlay(o) => &o.dirs.lowers[..],
+            _ => &[],
+        };
+        own.iter().chain(self.mounts.iter().flat_map(|m| m.dirs.lowers.iter())).map(PathBuf::as_path)
+    }
+
     /// The root as its backend sees it.
     pub fn spec(&self, store: &Store) -> RootSpec {
         RootSpec {
@@ -175,6 +190,35 @@ impl RootRecord {
         std::fs::write(&tmp, json).at(&tmp)?;
         let dest = dir.join("state.json");
         std::fs::rename(&tmp, &dest).at(&dest)
+    }
+
+    /// Record that a destroy has begun, needing no new data block (the disk may be full):
+    /// `state.json` is renamed to [`DESTROYING_FILE`]. Idempotent. Returns whether this call
+    /// made the change (so that a refused destroy can [`RootRecord::unmark_destroying`]).
+    pub(crate) fn mark_destroying(&mut self, store: &Store) -> Result<bool> {
+        let dir = self.dir(store);
+        let (from, to) = (dir.join("state.json"), dir.join(DESTROYING_FILE));
+        let res = match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(true),
+            // Already marked (by an interrupted destroy, or an older execroot's `destroying`
+            // record that doctor is finishing).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && (to.exists() || self.state == State::Destroying) => {
+                Ok(false)
+            }
+            Err(e) => Err(Error::io(&from, e)),
+        };
+        self.state = State::Destroying;
+        res
+    }
+
+    /// Undo [`RootRecord::mark_destroying`] for a destroy that will not go on (the root is in
+    /// use): the record gets its name, and the root its state, back.
+    pub(crate) fn unmark_destroying(&mut self, store: &Store, was: State) -> Result<()> {
+        let dir = self.dir(store);
+        let (from, to) = (dir.join(DESTROYING_FILE), dir.join("state.json"));
+        std::fs::rename(&from, &to).at(&from)?;
+        self.state = was;
+        Ok(())
     }
 
     /// Parse a `state.json` of any version this execroot reads.
@@ -334,15 +378,26 @@ impl Store {
         if !validate_id(id) {
             return Err(Error::NotFound(format!("no root {id:?}")));
         }
-        let path = self.roots_dir().join(id).join("state.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!("no root {id:?}")))
-            }
-            Err(e) => return Err(Error::Corrupt(format!("{}: cannot read: {e}", path.display()))),
+        let dir = self.roots_dir().join(id);
+        let read = |path: &Path| match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Corrupt(format!("{}: cannot read: {e}", path.display()))),
         };
-        RootRecord::parse(&bytes, &path)
+        let path = dir.join("state.json");
+        if let Some(bytes) = read(&path)? {
+            return RootRecord::parse(&bytes, &path);
+        }
+        // A destroy under way renamed the record: the root is `destroying`.
+        let path = dir.join(DESTROYING_FILE);
+        match read(&path)? {
+            Some(bytes) => {
+                let mut rec = RootRecord::parse(&bytes, &path)?;
+                rec.state = State::Destroying;
+                Ok(rec)
+            }
+            None => Err(Error::NotFound(format!("no root {id:?}"))),
+        }
     }
 
     /// Every root directory, sorted: readable roots by creation time, roots whose state cannot
@@ -367,7 +422,7 @@ impl Store {
                         scan.empty.push(e.path());
                     } else {
                         let error = format!(
-                            "{}: missing, but the directory holds files",
+                            "{}: missing (and no {DESTROYING_FILE}), but the directory holds files",
                             e.path().join("state.json").display()
                         );
                         scan.unreadable.push(UnreadableRoot { id: name, error });

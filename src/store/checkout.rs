@@ -2,9 +2,8 @@
 //! of layers that it (and the copy backend) writes.
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::pathenc::PathJson;
 use crate::store::{Entry, Manifest, Node, Store};
+use crate::sys::beneath::Tree;
 
 /// What a checkout wrote.
 #[derive(Debug, Serialize)]
@@ -101,9 +101,10 @@ impl Store {
         Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
     }
 
-    /// Write validated `entries` (a flattened tree) to `dest`, which must be absent or empty.
-    /// Objects are checked present first; a `dest` this call created is removed on failure.
-    /// Returns (reflinked, copied) file counts.
+    /// Write validated `entries` (a flattened tree) to `dest`, which must be absent (its parent
+    /// existing) or an empty directory, and not a symlink ([`Tree::fresh`]). Objects are checked
+    /// present first; a `dest` this call created is removed on failure. Returns (reflinked,
+    /// copied) file counts.
     pub fn write_entries(&self, entries: &[Entry], dest: &Path) -> Result<(u64, u64)> {
         for e in entries {
             if let Node::File { hash, .. } = &e.node {
@@ -115,9 +116,11 @@ impl Store {
                 }
             }
         }
-        let created = prepare_dest(dest)?;
-        let result = self.write_tree(entries, dest);
+        let (tree, created) = Tree::fresh(dest)?;
+        let result = self.write_tree(entries, &tree);
         if result.is_err() && created {
+            drop(tree);
+            // std's remove_dir_all does not follow symlinks, whatever was swapped in.
             let _ = std::fs::remove_dir_all(dest);
         }
         result
@@ -149,47 +152,38 @@ impl Store {
         })
     }
 
-    fn write_tree(&self, entries: &[Entry], dest: &Path) -> Result<(u64, u64)> {
-        let abs = |e: &Entry| -> PathBuf {
-            if e.path.is_empty() {
-                dest.to_path_buf()
-            } else {
-                dest.join(std::ffi::OsStr::from_bytes(&e.path))
-            }
-        };
+    /// Write `entries` into the empty directory `tree`. Every name is created beneath the
+    /// tree's handle, never through a symlink, so a user who can write the destination cannot
+    /// redirect the checkout by swapping a directory for a symlink while it runs.
+    fn write_tree(&self, entries: &[Entry], tree: &Tree) -> Result<(u64, u64)> {
+        let at = |e: &Entry| tree.display(&e.path);
         // Directories first, private until their contents are in place.
         for e in entries.iter().skip(1).filter(|e| e.node.is_dir()) {
-            let p = abs(e);
-            std::fs::DirBuilder::new().mode(0o700).create(&p).at(&p)?;
+            tree.mkdir(&e.path, 0o700).at(at(e))?;
         }
+        crate::sys::failpoint::hit("checkout.dirs-made");
         let reflinked = AtomicU64::new(0);
         let copied = AtomicU64::new(0);
         entries.par_iter().filter(|e| !e.node.is_dir()).try_for_each(|e| -> Result<()> {
-            let p = abs(e);
             match &e.node {
-                Node::File { hash, .. } => {
+                Node::File { hash, size } => {
                     let src_path = self.object_path(hash);
-                    let mut src = std::fs::File::open(&src_path).at(&src_path)?;
-                    let mut dst = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&p)
-                        .at(&p)?;
-                    // Any failure (other filesystem, no reflink support) falls back to a copy.
+                    let src = std::fs::File::open(&src_path).at(&src_path)?;
+                    let dst = tree.create_file(&e.path, 0o600).at(at(e))?;
+                    // Any failure (other filesystem, no reflink support) falls back to a copy,
+                    // of the data extents only: a sparse object stays sparse.
                     if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
                         reflinked.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        std::io::copy(&mut src, &mut dst).at(&p)?;
+                        crate::sys::sparse::copy(&src, &dst, *size).at(at(e))?;
                         copied.fetch_add(1, Ordering::Relaxed);
                     }
-                    dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-                    crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)
+                    dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(at(e))?;
+                    crate::sys::beneath::set_times(&dst, e.mtime_sec, e.mtime_nsec).at(at(e))
                 }
                 Node::Symlink { target } => {
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p).at(&p)?;
-                    crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)
+                    tree.symlink(&e.path, target).at(at(e))?;
+                    tree.set_mtime(&e.path, e.mtime_sec, e.mtime_nsec).at(at(e))
                 }
                 _ => Ok(()),
             }
@@ -197,31 +191,10 @@ impl Store {
         // Directory modes and mtimes last, deepest first: writing inside a directory would
         // change its mtime, and a read-only directory could not be filled.
         for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
-            let p = abs(e);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-            crate::store::set_mtime(&p, e.mtime_sec, e.mtime_nsec as i64)?;
+            tree.chmod_dir(&e.path, e.mode).at(at(e))?;
+            tree.set_mtime(&e.path, e.mtime_sec, e.mtime_nsec).at(at(e))?;
         }
         Ok((reflinked.into_inner(), copied.into_inner()))
-    }
-}
-
-/// Make sure `dest` is a fresh or empty directory; returns whether this call created it.
-fn prepare_dest(dest: &Path) -> Result<bool> {
-    match std::fs::symlink_metadata(dest) {
-        Ok(md) => {
-            if !md.is_dir() {
-                return Err(Error::Conflict(format!("{}: exists and is not a directory", dest.display())));
-            }
-            if std::fs::read_dir(dest).at(dest)?.next().is_some() {
-                return Err(Error::Conflict(format!("{}: directory is not empty", dest.display())));
-            }
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dest).at(dest)?;
-            Ok(true)
-        }
-        Err(e) => Err(Error::io(dest, e)),
     }
 }
 

@@ -65,6 +65,8 @@ pub fn write_new(store: &Store) -> Result<()> {
     json.push(b'\n');
     let tmp = store.tmp_dir().join(format!(".format-{}", std::process::id()));
     std::fs::write(&tmp, &json).at(&tmp)?;
+    // Readable by all (it holds no secret, and says what the directory is), whatever the umask.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).at(&tmp)?;
     let dest = store.path().join("format");
     if !crate::store::rename_noreplace(&tmp, &dest)? {
         let _ = std::fs::remove_file(&tmp);

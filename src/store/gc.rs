@@ -6,6 +6,9 @@
 //! recursively, the parents of everything kept. Removed: every other snapshot, its layer (and
 //! its idmapped views), objects no kept snapshot names, and variants no kept snapshot needs.
 //!
+//! gc needs no new data block before it has freed space (no lease; see
+//! [`discard_dir`]), so it runs on a full disk.
+//!
 //! gc holds the store lock *exclusively* for the whole sweep, and every writer (ingest, root
 //! create, commit) holds it shared for its whole run. So an object an unfinished ingest has
 //! written or found present, or a root being created, is never collected: gc waits for them,
@@ -21,7 +24,8 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
-use crate::store::{Lease, Node, Store, StoreLock};
+use crate::store::lock::discard_dir;
+use crate::store::{Node, Store, StoreLock};
 
 /// Default grace period: snapshots younger than this are kept even when nothing names them, so
 /// that a snapshot just ingested (and about to be named or used) is not collected under it.
@@ -113,7 +117,7 @@ impl Store {
             }
         }
 
-        let lease = if dry_run { None } else { Some(Lease::new(self)?) };
+        // No lease: gc must start on a full disk, and a lease is a new directory (a block).
         for id in all.iter().filter(|id| !keep.contains(id)) {
             report.removed_snapshots.push(*id);
             let layer = self.layer_dir(id);
@@ -121,9 +125,9 @@ impl Store {
                 report.removed_layers += 1;
                 report.freed_bytes += private_bytes(&layer);
             }
-            if let Some(lease) = &lease {
-                self.drop_layer(id, lease)?;
-                lease.discard(&self.snapshot_dir(id))?;
+            if !dry_run {
+                self.drop_layer(id)?;
+                discard_dir(self, &self.snapshot_dir(id))?;
             }
         }
         crate::sys::failpoint::hit("gc.snapshots-removed");
@@ -160,7 +164,7 @@ impl Store {
     }
 
     /// Remove layer `id`: its idmapped views, its short link, its directory.
-    fn drop_layer(&self, id: &Hash, lease: &Lease) -> Result<()> {
+    fn drop_layer(&self, id: &Hash) -> Result<()> {
         let short = &id.to_hex()[..12];
         if let Ok(owners) = std::fs::read_dir(self.idmap_dir()) {
             for o in owners.flatten() {
@@ -174,7 +178,7 @@ impl Store {
         let _ = std::fs::remove_file(self.layer_link(id));
         let dir = self.layer_dir(id);
         if dir.exists() {
-            lease.discard(&dir)?;
+            discard_dir(self, &dir)?;
         }
         Ok(())
     }

@@ -1,14 +1,13 @@
 //! Ingest: turn a directory tree or a tar stream into a snapshot.
 //!
-//! Directory ingest walks without following symlinks, then hashes and stores regular files in
+//! Directory ingest walks through directory handles (never following a symlink below the top),
+//! then hashes and stores regular files in
 //! parallel (rayon), streaming large files. Tar ingest reads the stream once, storing each file
 //! as it passes. Both build a [`Manifest`], which validates the tree, and publish it with one
 //! filesystem sync (see [`Store::publish_snapshot`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -19,10 +18,11 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::store::lock::sweep_dead_leases;
-use crate::store::manifest::{parent_of, show, validate_path};
+use crate::store::manifest::{parent_of, path_problem, show, target_problem};
 use crate::store::object::Stored;
 use crate::store::snapshot::SnapshotMeta;
 use crate::store::{Entry, Lease, Manifest, Node, Store, StoreLock};
+use crate::sys::beneath::{Kind, Tree};
 
 /// Receives ingest progress (the CLI draws a bar; the library default does nothing).
 pub trait Progress: Sync {
@@ -126,7 +126,9 @@ impl<'a> Session<'a> {
         sweep_dead_leases(store)?;
         Ok(Session {
             store,
-            lease: Lease::new(store)?,
+            // New objects stay in the lease until the snapshot is published: a failed or
+            // killed ingest leaves none behind.
+            lease: Lease::staging(store)?,
             _lock: lock,
             started: Instant::now(),
             tally: Tally::default(),
@@ -149,7 +151,7 @@ impl<'a> Session<'a> {
         source: String,
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
-        let m = Manifest::new(parents, entries)?;
+        let m = Manifest::from_input(parents, entries)?;
         let meta = SnapshotMeta { created: String::new(), source, labels: opts.labels.clone() };
         tracing::info!(ms = self.ms(), "manifest built");
         crate::sys::failpoint::hit("ingest.objects-stored");
@@ -180,89 +182,73 @@ impl<'a> Session<'a> {
     }
 }
 
-fn mtime_of(md: &std::fs::Metadata) -> (i64, u32) {
-    (md.mtime(), md.mtime_nsec() as u32)
-}
-
-/// Relative path of `p` under `root` as raw bytes (`""` for the root).
-fn rel_bytes(root: &Path, p: &Path) -> Vec<u8> {
-    p.strip_prefix(root).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default()
-}
-
 impl Store {
-    /// Ingest the directory `dir`.
+    /// Ingest the directory `dir`. The walk goes through directory handles beneath `dir`
+    /// (`sys::beneath`): a directory swapped for a symlink while it runs is recorded as that
+    /// symlink or fails the ingest, and nothing outside `dir` is ever read.
     pub fn ingest_dir(&self, dir: &Path, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestReport> {
-        let md = std::fs::metadata(dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::BadInput(format!("{}: no such directory", dir.display())),
+        let tree = Tree::open(dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => Error::BadInput(format!("{}: no such directory", dir.display())),
+            Some(libc::ENOTDIR) => Error::BadInput(format!("{}: not a directory", dir.display())),
             _ => Error::io(dir, e),
         })?;
-        if !md.is_dir() {
-            return Err(Error::BadInput(format!("{}: not a directory", dir.display())));
-        }
         let mut session = Session::begin(self, opts)?;
-        let root = dir.to_path_buf();
         let mut entries: Vec<Entry> = Vec::new();
-        // (index into entries, absolute path, size at walk time)
-        let mut files: Vec<(usize, PathBuf, u64)> = Vec::new();
+        // (index into entries, relative path, size at walk time)
+        let mut files: Vec<(usize, Vec<u8>, u64)> = Vec::new();
         let mut total_bytes = 0u64;
-        let excluded = |p: &Path| {
-            let rel = rel_bytes(&root, p);
-            opts.exclude.iter().any(|x| crate::store::manifest::is_at_or_below(&rel, x))
+        let excluded = |rel: &[u8], _: &crate::sys::beneath::Meta| {
+            opts.exclude.iter().any(|x| crate::store::manifest::is_at_or_below(rel, x))
         };
-        for item in walkdir::WalkDir::new(&root).follow_links(false).into_iter().filter_entry(|e| !excluded(e.path())) {
-            let item = item.map_err(|e| {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
-                match e.into_io_error() {
-                    Some(io) => Error::io(path, io),
-                    None => Error::BadInput(format!("{}: filesystem loop", path.display())),
+        let mut refused: Option<Error> = None;
+        let walked = tree.walk(&excluded, &mut |found| {
+            let m = found.meta;
+            let node = match m.kind {
+                Kind::Dir => Node::Dir,
+                Kind::File => {
+                    files.push((entries.len(), found.rel.clone(), m.size));
+                    total_bytes += m.size;
+                    // Hash filled in after the parallel pass.
+                    Node::File { size: m.size, hash: Hash([0; 32]) }
                 }
-            })?;
-            let path = item.path();
-            let md =
-                if item.depth() == 0 { md.clone() } else { item.metadata().map_err(|e| Error::io(path, e.into()))? };
-            let rel = rel_bytes(&root, path);
-            let ft = md.file_type();
-            let (mtime_sec, mtime_nsec) = mtime_of(&md);
-            let mode = md.mode() & 0o7777;
-            let node = if ft.is_dir() {
-                Node::Dir
-            } else if ft.is_file() {
-                files.push((entries.len(), path.to_path_buf(), md.len()));
-                total_bytes += md.len();
-                // Hash filled in after the parallel pass.
-                Node::File { size: md.len(), hash: Hash([0; 32]) }
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(path).at(path)?;
-                Node::Symlink { target: target.as_os_str().as_bytes().to_vec() }
-            } else {
-                let what = if ft.is_fifo() {
-                    "a FIFO"
-                } else if ft.is_socket() {
-                    "a socket"
-                } else if ft.is_block_device() {
-                    "a block device"
-                } else {
-                    "a character device"
-                };
-                if opts.skip_special {
-                    session.warnings.push(format!("{}: skipped {what}", path.display()));
-                    continue;
+                Kind::Symlink => Node::Symlink { target: found.target.unwrap_or_default() },
+                other => {
+                    let what = match other {
+                        Kind::Fifo => "a FIFO",
+                        Kind::Socket => "a socket",
+                        Kind::Block => "a block device",
+                        _ => "a character device",
+                    };
+                    let path = tree.display(&found.rel);
+                    if opts.skip_special {
+                        session.warnings.push(format!("{}: skipped {what}", path.display()));
+                        return Ok(());
+                    }
+                    refused = Some(Error::BadInput(format!(
+                        "{}: is {what}; execroot stores only directories, regular files and symlinks (use --skip-special to skip it)",
+                        path.display()
+                    )));
+                    return Err(std::io::Error::other("refused"));
                 }
-                return Err(Error::BadInput(format!(
-                    "{}: is {what}; execroot stores only directories, regular files and symlinks (use --skip-special to skip it)",
-                    path.display()
-                )));
             };
-            entries.push(Entry { path: rel, mode, mtime_sec, mtime_nsec, node });
+            entries.push(Entry { path: found.rel, mode: m.mode, mtime_sec: m.mtime_sec, mtime_nsec: m.mtime_nsec, node });
+            Ok(())
+        });
+        if let Some(e) = refused {
+            return Err(e);
         }
+        walked?;
+        crate::sys::failpoint::hit("ingest.walked");
         tracing::info!(entries = entries.len(), files = files.len(), ms = session.ms(), "walked");
         progress.start(files.len() as u64, total_bytes);
         let hashes: Vec<(usize, Hash)> = {
             let s = &session;
             files
                 .par_iter()
-                .map(|(idx, path, size)| {
-                    let (h, stored) = s.store.put_file(&s.lease, path, *size)?;
+                .map(|(idx, rel, size)| {
+                    let path = tree.display(rel);
+                    let f = tree.open_file(rel).at(&path)?;
+                    let (h, stored) = s.store.put_file(&s.lease, f, &path, *size)?;
                     s.tally.add(stored, *size);
                     progress.advance(*size);
                     Ok((*idx, h))
@@ -299,12 +285,18 @@ impl Store {
                 continue;
             }
             let raw = item.path_bytes().into_owned();
+            refuse_pax_sparse(&mut item).map_err(|why| bad(format!("entry {}: {why}", show(&raw))))?;
+            let header = item.header();
             let path = normalize_tar_path(&raw).map_err(|why| bad(format!("entry {}: {why}", show(&raw))))?;
+            if path.is_empty() && et != tar::EntryType::Directory {
+                return Err(bad(format!("entry {}: the top of the tree is not a directory", show(&raw))));
+            }
             let mode = header.mode().map_err(|e| bad(format!("entry {}: {e}", show(&raw))))? & 0o7777;
             let mtime = header.mtime().unwrap_or(0) as i64;
             let node = match et {
                 tar::EntryType::Directory => Node::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                // The tar crate expands a GNU sparse member ('S') as it is read, holes as zeros.
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                     // Refuse before the content is stored, so a bad archive adds nothing.
                     tree.admit(&path, false).map_err(bad)?;
                     let (h, n, stored) = self.put_stream(&session.lease, &mut item)?;
@@ -316,6 +308,9 @@ impl Store {
                     let target = item
                         .link_name_bytes()
                         .ok_or_else(|| bad(format!("entry {}: symlink without target", show(&raw))))?;
+                    if let Some(why) = target_problem(&target) {
+                        return Err(bad(format!("entry {}: {why}", show(&raw))));
+                    }
                     Node::Symlink { target: target.into_owned() }
                 }
                 tar::EntryType::Link => {
@@ -370,26 +365,30 @@ impl Store {
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
         use std::collections::BTreeMap;
+        let tree = Tree::open(cwd).at(cwd)?;
         let session = Session::begin(self, opts)?;
         let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-        let abs =
-            |rel: &[u8]| if rel.is_empty() { cwd.to_path_buf() } else { cwd.join(std::ffi::OsStr::from_bytes(rel)) };
+        crate::sys::failpoint::hit("change.reading");
+        // Every path is read beneath `cwd`'s handle: a run that swaps a directory for a symlink
+        // while its change is recorded makes the commit fail or record the symlink, never read
+        // what the symlink points at.
         let entry_at = |rel: &[u8]| -> Result<Entry> {
-            let p = abs(rel);
-            let md = std::fs::symlink_metadata(&p).at(&p)?;
-            let (mtime_sec, mtime_nsec) = mtime_of(&md);
-            let node = if md.is_dir() {
-                Node::Dir
-            } else if md.file_type().is_symlink() {
-                Node::Symlink { target: std::fs::read_link(&p).at(&p)?.as_os_str().as_bytes().to_vec() }
-            } else if md.is_file() {
-                let (hash, stored) = self.put_file(&session.lease, &p, md.len())?;
-                session.tally.add(stored, md.len());
-                Node::File { size: md.len(), hash }
-            } else {
-                return Err(Error::BadInput(format!("{}: special files cannot be committed", p.display())));
+            let p = tree.display(rel);
+            let md = tree.lstat(rel).at(&p)?.ok_or_else(|| {
+                Error::Conflict(format!("{}: removed while its change was being recorded", p.display()))
+            })?;
+            let node = match md.kind {
+                Kind::Dir => Node::Dir,
+                Kind::Symlink => Node::Symlink { target: tree.read_link(rel).at(&p)? },
+                Kind::File => {
+                    let f = tree.open_file(rel).at(&p)?;
+                    let (hash, stored) = self.put_file(&session.lease, f, &p, md.size)?;
+                    session.tally.add(stored, md.size);
+                    Node::File { size: md.size, hash }
+                }
+                _ => return Err(Error::BadInput(format!("{}: special files cannot be committed", p.display()))),
             };
-            Ok(Entry { path: rel.to_vec(), mode: md.mode() & 0o7777, mtime_sec, mtime_nsec, node })
+            Ok(Entry { path: rel.to_vec(), mode: md.mode, mtime_sec: md.mtime_sec, mtime_nsec: md.mtime_nsec, node })
         };
         let sort_key = crate::store::manifest::canonical_sort_key;
         let with_ancestors = |rel: &[u8], e: Entry, entries: &mut BTreeMap<Vec<u8>, Entry>| -> Result<()> {
@@ -414,7 +413,7 @@ impl Store {
             let parent = parent_of(rel);
             // Below a deleted directory, or under something that is no longer a directory: the
             // change at the parent already hides it.
-            if deleted_set.contains(parent) || !std::fs::symlink_metadata(abs(parent)).is_ok_and(|m| m.is_dir()) {
+            if deleted_set.contains(parent) || !tree.lstat(parent).ok().flatten().is_some_and(|m| m.is_dir()) {
                 continue;
             }
             let e = Entry { path: rel.to_vec(), mode: 0, mtime_sec: 0, mtime_nsec: 0, node: Node::Whiteout };
@@ -437,8 +436,29 @@ fn normalize_tar_path(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if p.is_empty() || p == b"." {
         return Ok(Vec::new());
     }
-    validate_path(p).map_err(|e| e.to_string())?;
-    Ok(p.to_vec())
+    match path_problem(p) {
+        Some(why) => Err(format!("invalid path: {why}")),
+        None => Ok(p.to_vec()),
+    }
+}
+
+/// Refuse a member of a pax-format sparse archive (GNU tar `--sparse --format=posix`, any of
+/// its versions 0.0, 0.1 and 1.0): the tar crate does not expand those, so the member would be
+/// stored as a file named `GNUSparseFile.NNNN/...` holding the raw sparse map and data. The
+/// `GNU.sparse.*` keys of the member's pax header are what mark one.
+fn refuse_pax_sparse<R: Read>(item: &mut tar::Entry<'_, R>) -> std::result::Result<(), String> {
+    let Some(exts) = item.pax_extensions().map_err(|e| format!("unreadable pax header: {e}"))? else {
+        return Ok(());
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| format!("unreadable pax header: {e}"))?;
+        if ext.key_bytes().starts_with(b"GNU.sparse.") {
+            return Err("a pax-format sparse file (GNU.sparse.* keys), which execroot does not read; \
+                 write the archive without --sparse, or in GNU format (tar --format=gnu --sparse)"
+                .into());
+        }
+    }
+    Ok(())
 }
 
 /// The tree a tar stream builds, with directories the archive leaves implicit.

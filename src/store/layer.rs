@@ -101,8 +101,7 @@ impl Store {
             let lease = Lease::new(self)?;
             let staging = lease.temp_path();
             self.build_layer(&m.entries, &staging)?;
-            let parent = self.path().join("layers");
-            std::fs::create_dir_all(&parent).at(&parent)?;
+            self.top_dir("layers")?;
             crate::sys::failpoint::hit("layer.built");
             rename_noreplace(&staging, &dir)?;
         }
@@ -112,8 +111,7 @@ impl Store {
                 return Err(Error::Corrupt(format!("{} points at {}, not at layer {id}", link.display(), t.display())))
             }
             Err(_) => {
-                let parent = self.path().join("l");
-                std::fs::create_dir_all(&parent).at(&parent)?;
+                let parent = self.top_dir("l")?;
                 let tmp = parent.join(format!(".{}-{}", &id.to_hex()[..12], std::process::id()));
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(&dir, &tmp).at(&tmp)?;
@@ -130,7 +128,7 @@ impl Store {
         if mode == OBJECT_MODE {
             return Ok(self.object_path(hash));
         }
-        let dir = self.path().join("variants").join(format!("{mode:04o}"));
+        let dir = self.top_dir("variants")?.join(format!("{mode:04o}"));
         let path = dir.join(hash.to_hex());
         if path.exists() {
             return Ok(path);

@@ -31,14 +31,68 @@ impl StoreLock {
     }
 }
 
+/// How many lock files each kind of named lock shares out among its names.
+pub const LOCK_STRIPES: usize = 256;
+
 impl Store {
-    /// Take the exclusive lock `STORE/locks/<name>` (a repository's git commands, a layer's
-    /// first materialization).
+    /// Take the exclusive lock for `name`, `<kind>-<rest>` (`key-…`, `repo-…`, `layer-…`): one
+    /// of a fixed set of lock files, `STORE/locks/<kind>-<xx>` where `xx` is the first byte of
+    /// the blake3 of `name` in hex, so lock files never accumulate and are never removed (an
+    /// unlinked lock file is one a waiter and a newcomer can both hold). Two names may share
+    /// a file, which only serialises them; each kind has its own files, so holding one kind's
+    /// lock while taking another's cannot wait on itself. No caller holds two of one kind.
     pub fn named_lock(&self, name: &str) -> Result<FileLock> {
-        let dir = self.path().join("locks");
-        std::fs::create_dir_all(&dir).at(&dir)?;
-        FileLock::acquire(&dir.join(name), true)
+        let dir = self.top_dir("locks")?;
+        FileLock::acquire(&dir.join(stripe_of(name)), true)
     }
+}
+
+/// The lock file name for lock `name` (see [`Store::named_lock`]).
+fn stripe_of(name: &str) -> String {
+    let kind = name.split_once('-').map_or(name, |(k, _)| k);
+    let stripe = crate::hash::Hash::of(name.as_bytes()).0[0] as usize % LOCK_STRIPES;
+    format!("{kind}-{stripe:02x}")
+}
+
+/// Remove the per-name lock files earlier releases made (`keys/<32 hex>.lock`,
+/// `locks/<kind>-<32 hex>`), which this release never opens. Each is removed only while this
+/// call holds its flock, taken without waiting: a lock file nobody holds has nobody waiting on
+/// it. (Only an older execroot still running against the store could open one afterwards:
+/// doctor --repair is the place for this, after an upgrade.) Returns how many were removed.
+pub fn remove_old_lock_files(store: &Store) -> Result<usize> {
+    let is_old = |dir: &str, name: &str| -> bool {
+        let stem = match dir {
+            "keys" => name.strip_suffix(".lock"),
+            _ => name.split_once('-').map(|(_, rest)| rest),
+        };
+        stem.is_some_and(|s| s.len() == 32 && crate::hash::is_lower_hex(s))
+    };
+    let mut removed = 0;
+    for d in ["keys", "locks"] {
+        let dir = store.path().join(d);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for ent in rd {
+            let ent = ent.at(&dir)?;
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else { continue };
+            if !is_old(d, &name) {
+                continue;
+            }
+            let path = ent.path();
+            let Ok(file) = File::open(&path) else { continue };
+            if let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// A live operation's scratch directory; removed on drop.
@@ -47,6 +101,8 @@ pub struct Lease {
     dir: PathBuf,
     _lock: Flock<File>,
     counter: AtomicU64,
+    /// `objects/` inside the lease, for a staging lease.
+    staged: Option<PathBuf>,
 }
 
 impl Lease {
@@ -69,9 +125,56 @@ impl Lease {
                 Err((_, e)) => return Err(Error::io(&dir, e.into())),
             };
             if dir.exists() {
-                return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0) });
+                return Ok(Lease { dir, _lock: lock, counter: AtomicU64::new(0), staged: None });
             }
         }
+    }
+
+    /// A lease that keeps the objects written through it (`put_*`) in its own `objects/`
+    /// until [`Lease::publish_staged`], which [`Store::publish_snapshot`] calls before making a
+    /// manifest visible. An ingest that fails or is killed thus takes its new objects with it
+    /// (its lease is removed on drop, or swept once dead), and no other ingest can have found
+    /// them present and counted on them (docs/format.md, "Failed ingests").
+    pub fn staging(store: &Store) -> Result<Lease> {
+        let mut lease = Lease::new(store)?;
+        let staged = lease.dir.join("objects");
+        std::fs::create_dir(&staged).at(&staged)?;
+        lease.staged = Some(staged);
+        Ok(lease)
+    }
+
+    /// Where object `h` is staged in a staging lease (None for a plain lease: objects go
+    /// straight to the store).
+    pub(crate) fn staged_path(&self, h: &crate::hash::Hash) -> Option<PathBuf> {
+        self.staged.as_ref().map(|d| d.join(h.to_hex()))
+    }
+
+    /// True when this (staging) lease already holds object `h`.
+    pub(crate) fn has_staged(&self, h: &crate::hash::Hash) -> bool {
+        self.staged_path(h).is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Move every staged object into the store, never replacing one that is there (a
+    /// concurrent ingest may have published the same content first: ours is then dropped).
+    /// Returns how many were moved.
+    pub fn publish_staged(&self, store: &Store) -> Result<u64> {
+        let Some(staged) = &self.staged else { return Ok(0) };
+        let mut moved = 0;
+        for ent in std::fs::read_dir(staged).at(staged)? {
+            let ent = ent.at(staged)?;
+            let path = ent.path();
+            let h = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| crate::hash::Hash::from_hex(n).ok())
+                .ok_or_else(|| Error::Corrupt(format!("{}: not a staged object", path.display())))?;
+            if crate::store::rename_noreplace(&path, &store.object_path(&h))? {
+                moved += 1;
+            } else {
+                std::fs::remove_file(&path).at(&path)?;
+            }
+        }
+        Ok(moved)
     }
 
     /// The lease directory.
@@ -98,6 +201,22 @@ impl Drop for Lease {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::warn!(path = %self.dir.display(), "could not remove lease: {e}");
         }
+    }
+}
+
+/// Remove `dir` (a snapshot or layer directory) so that no reader ever sees it half deleted,
+/// needing no new data block (the disk may be full: this is how gc and `snapshot rm` free
+/// space): rename it into `tmp/` (atomic; a directory entry, not a block, in practice), then
+/// delete it there. Unlocked, it is a dead lease to every sweep, so a crash in between, or a
+/// concurrent sweep deleting it first, leaves nothing behind.
+pub fn discard_dir(store: &Store, dir: &Path) -> Result<()> {
+    let doomed = store.tmp_dir().join(format!("{}-{:016x}-gone", std::process::id(), rand::thread_rng().gen::<u64>()));
+    std::fs::rename(dir, &doomed).at(dir)?;
+    match std::fs::remove_dir_all(&doomed) {
+        Ok(()) => Ok(()),
+        // A concurrent sweep took it for a dead lease and got there first.
+        Err(_) if std::fs::symlink_metadata(&doomed).is_err() => Ok(()),
+        Err(e) => Err(Error::io(&doomed, e)),
     }
 }
 

@@ -20,13 +20,17 @@ use std::cmp::Ordering;
 
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+pub use crate::pathenc::show;
 use crate::pathenc::PathJson;
 use serde::Serialize;
 
 /// First bytes of every encoded manifest; the last byte is the encoding version.
 pub const MAGIC: &[u8; 8] = b"EXRMANI\x01";
-/// Longest accepted path, in bytes (Linux PATH_MAX).
-pub const MAX_PATH: usize = 4096;
+/// Longest accepted path and symlink target, in bytes: Linux PATH_MAX (4096) counts the
+/// terminating NUL, so `symlink(2)` refuses a target of 4096 bytes and `openat2(2)` a relative
+/// path of 4096 bytes. Every path is resolved beneath a tree's top in one call, so a path the
+/// kernel cannot take in one call could never be checked out.
+pub const MAX_PATH: usize = 4095;
 /// Longest accepted path component, in bytes (Linux NAME_MAX).
 pub const MAX_NAME: usize = 255;
 
@@ -132,35 +136,51 @@ pub fn is_ancestor(anc: &[u8], path: &[u8]) -> bool {
 }
 
 /// Check one non-root relative path: no leading or trailing `/`, no empty, `.` or `..`
-/// components, no NUL, within PATH_MAX and NAME_MAX. Newlines and invalid UTF-8 are fine.
+/// components, no NUL, within [`MAX_PATH`] and [`MAX_NAME`]. Newlines and invalid UTF-8 are fine.
 pub fn validate_path(path: &[u8]) -> Result<()> {
-    let bad = |why: &str| Err(Error::Corrupt(format!("invalid entry path {}: {why}", show(path))));
+    match path_problem(path) {
+        Some(why) => Err(Error::Corrupt(format!("invalid entry path {}: {why}", show(path)))),
+        None => Ok(()),
+    }
+}
+
+/// Why `path` breaks the rules of [`validate_path`], or `None`.
+pub fn path_problem(path: &[u8]) -> Option<&'static str> {
     if path.is_empty() {
-        return bad("empty");
+        return Some("empty");
     }
     if path.len() > MAX_PATH {
-        return bad("longer than 4096 bytes");
+        return Some("longer than 4095 bytes (the kernel's PATH_MAX, its NUL included, is 4096)");
     }
     if path.contains(&0) {
-        return bad("contains a NUL byte");
+        return Some("contains a NUL byte");
     }
     if path[0] == b'/' {
-        return bad("absolute");
+        return Some("absolute");
     }
     for comp in path.split(|&c| c == b'/') {
         match comp {
-            b"" => return bad("empty component"),
-            b"." | b".." => return bad("'.' or '..' component"),
-            c if c.len() > MAX_NAME => return bad("component longer than 255 bytes"),
+            b"" => return Some("empty component"),
+            b"." | b".." => return Some("'.' or '..' component"),
+            c if c.len() > MAX_NAME => return Some("component longer than 255 bytes (the kernel's NAME_MAX)"),
             _ => {}
         }
     }
-    Ok(())
+    None
 }
 
-/// Printable form of a raw path for error messages (lossy, quoted).
-pub fn show(path: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(path))
+/// Why a symlink target is one that `symlink(2)` refuses (empty, a NUL byte, over
+/// [`MAX_PATH`]), or `None`. The target is otherwise data: never followed, never resolved.
+pub fn target_problem(target: &[u8]) -> Option<&'static str> {
+    if target.is_empty() {
+        Some("empty symlink target")
+    } else if target.len() > MAX_PATH {
+        Some("symlink target longer than 4095 bytes (the kernel's PATH_MAX, its NUL included, is 4096)")
+    } else if target.contains(&0) {
+        Some("symlink target contains a NUL byte")
+    } else {
+        None
+    }
 }
 
 /// A snapshot's content: parent snapshots (bottom first) and entries in canonical order.
@@ -179,6 +199,16 @@ impl Manifest {
         let m = Manifest { parents, entries };
         m.validate()?;
         Ok(m)
+    }
+
+    /// Like [`Manifest::new`] for entries that came from an input (a tree, an archive, a
+    /// change): a rule they break makes the input unacceptable ([`Error::BadInput`], exit 2),
+    /// not the store damaged.
+    pub fn from_input(parents: Vec<Hash>, entries: Vec<Entry>) -> Result<Manifest> {
+        Manifest::new(parents, entries).map_err(|e| match e {
+            Error::Corrupt(why) => Error::BadInput(why),
+            e => e,
+        })
     }
 
     /// Check every rule of the format (see the module documentation).
@@ -207,6 +237,11 @@ impl Manifest {
                     show(&e.path),
                     e.node.kind_name()
                 )));
+            }
+            if let Node::Symlink { target } = &e.node {
+                if let Some(why) = target_problem(target) {
+                    return Err(Error::Corrupt(format!("entry {}: {why}", show(&e.path))));
+                }
             }
             if i == 0 {
                 stack.push(e);

@@ -11,6 +11,9 @@
 //!   quarantine/         corrupt objects and manifests moved aside by `verify --repair`
 //! ```
 //!
+//! Modes: `STORE/` and `roots/` are 0711, every other directory 0700, `lock` 0600, `format`
+//! 0644, all owned by the store's creator ([`perms`], docs/format.md).
+//!
 //! Every change is made by writing into a lease directory under `tmp/` and renaming the result
 //! into place without clobbering, so a process killed at any point leaves either the complete
 //! item or nothing but a dead lease, which the next ingest or verify removes.
@@ -25,6 +28,7 @@ pub mod layer;
 pub mod lock;
 pub mod manifest;
 pub mod object;
+pub mod perms;
 pub mod refs;
 pub mod snapshot;
 pub mod verify;
@@ -57,8 +61,10 @@ impl Store {
         home.join(".local/share/execroot")
     }
 
-    /// Open the store at `root`, creating it (and its format file) on first use. A store whose
-    /// format file names an unknown version or feature is refused.
+    /// Open the store at `root`, creating it (and its format file) on first use, with the modes
+    /// of [`perms`] (an existing directory without a format file is initialised so, and becomes
+    /// the creating user's). A store whose format file names an unknown version or feature is
+    /// refused.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
         std::fs::create_dir_all(root).at(root)?;
@@ -72,20 +78,6 @@ impl Store {
             }
         }
         Ok(store)
-    }
-
-    fn create_layout(&self) -> Result<()> {
-        for d in ["objects", "snapshots", "refs", "tmp", "quarantine"] {
-            let p = self.dir.join(d);
-            std::fs::create_dir_all(&p).at(&p)?;
-        }
-        // All 256 fan-out directories exist up front so that writing an object never has to
-        // create (or race to create) its directory.
-        for i in 0..=255u8 {
-            let p = self.dir.join("objects").join(format!("{i:02x}"));
-            std::fs::create_dir_all(&p).at(&p)?;
-        }
-        Ok(())
     }
 
     /// The store's directory.

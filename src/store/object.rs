@@ -44,12 +44,12 @@ impl Store {
 
     /// Store `bytes` whose hash the caller computed from these very bytes.
     pub fn put_bytes(&self, lease: &Lease, h: &Hash, bytes: &[u8]) -> Result<Stored> {
-        if self.has_object(h) {
+        if self.has_object(h) || lease.has_staged(h) {
             return Ok(Stored::Present);
         }
         let mut t = TempObject::new(self, lease)?;
         t.file.write_all(bytes).at(&t.path)?;
-        t.publish(self, h)
+        t.publish(self, lease, h)
     }
 
     /// Store everything `r` yields, hashing exactly the bytes written (one pass: for streams
@@ -57,13 +57,14 @@ impl Store {
     pub fn put_stream(&self, lease: &Lease, mut r: impl Read) -> Result<(Hash, u64, Stored)> {
         let mut t = TempObject::new(self, lease)?;
         let (h, n) = copy_hashing(&mut r, &mut t.file, &t.path)?;
-        Ok((h, n, t.publish(self, &h)?))
+        Ok((h, n, t.publish(self, lease, &h)?))
     }
 
-    /// Store the regular file at `path`, which the walk saw with `expected` bytes. Fails, naming
-    /// the path, if the file is not that size when read or changes while it is read.
-    pub fn put_file(&self, lease: &Lease, path: &Path, expected: u64) -> Result<(Hash, Stored)> {
-        let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).at(path)?;
+    /// Store the open regular file `f` (found at `path`, named in errors), which the walk saw
+    /// with `expected` bytes. The caller opened it (beneath its tree's handle: see
+    /// `sys::beneath`). Fails, naming the path, if the file is not that size when read or
+    /// changes while it is read.
+    pub fn put_file(&self, lease: &Lease, mut f: File, path: &Path, expected: u64) -> Result<(Hash, Stored)> {
         let before = f.metadata().at(path)?;
         if !before.is_file() {
             return Err(changed(path, "is no longer a regular file"));
@@ -84,7 +85,7 @@ impl Store {
             if n != expected {
                 return Err(changed(path, "changed size while being read"));
             }
-            if self.has_object(&h) {
+            if self.has_object(&h) || lease.has_staged(&h) {
                 (h, Stored::Present)
             } else {
                 // Second pass (from the page cache) writes the object; its hash must match the
@@ -95,7 +96,7 @@ impl Store {
                 if h2 != h || n2 != n {
                     return Err(changed(path, "changed while being read"));
                 }
-                (h, t.publish(self, &h)?)
+                (h, t.publish(self, lease, &h)?)
             }
         };
         let after = f.metadata().at(path)?;
@@ -131,9 +132,10 @@ impl TempObject {
         }
     }
 
-    /// Give the finished content its name, never replacing an existing object.
-    fn publish(self, store: &Store, h: &Hash) -> Result<Stored> {
-        let dest = store.object_path(h);
+    /// Give the finished content its name, never replacing an existing object: in the
+    /// store, or in a staging lease until its snapshot is published (see `Lease::staging`).
+    fn publish(self, store: &Store, lease: &Lease, h: &Hash) -> Result<Stored> {
+        let dest = lease.staged_path(h).unwrap_or_else(|| store.object_path(h));
         // Fixed mode (whatever the umask) and the normalized mtime every layer presents.
         fchmod_and_normalize(&self.file, &self.path)?;
         if self.named {
@@ -168,7 +170,10 @@ fn changed(path: &Path, what: &str) -> Error {
     Error::BadInput(format!("{}: {what}; ingest aborted", path.display()))
 }
 
+/// Copy `r` into the new object file `w`, hashing the bytes written; zero blocks become holes
+/// (`sys::sparse`), so a sparse source costs only its data.
 fn copy_hashing(r: &mut impl Read, w: &mut File, wpath: &Path) -> Result<(Hash, u64)> {
+    let mut w = crate::sys::sparse::SparseWriter::new(w);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; STREAM_BUF];
     let mut total = 0u64;
@@ -183,5 +188,6 @@ fn copy_hashing(r: &mut impl Read, w: &mut File, wpath: &Path) -> Result<(Hash, 
         w.write_all(&buf[..n]).at(wpath)?;
         total += n as u64;
     }
+    w.finish().at(wpath)?;
     Ok((Hash(*hasher.finalize().as_bytes()), total))
 }

@@ -128,6 +128,9 @@ impl Store {
     /// Syncs the filesystem once before the manifest becomes visible, so a durable manifest
     /// never names objects that are not durable.
     pub fn publish_snapshot(&self, lease: &Lease, m: &Manifest, mut meta: SnapshotMeta) -> Result<(Hash, bool)> {
+        // The objects of a staging lease enter the store first (before the sync below).
+        lease.publish_staged(self)?;
+        crate::sys::failpoint::hit("snapshot.publish.objects-moved");
         let bytes = m.encode();
         let id = Hash::of(&bytes);
         let dest = self.snapshot_dir(&id);
@@ -304,7 +307,8 @@ impl Store {
             self.remove_ref(r)?;
         }
         crate::sys::failpoint::hit("snapshot.rm.refs-removed");
-        Lease::new(self)?.discard(&self.snapshot_dir(id))?;
+        // Block-free, like gc: `snapshot rm` is a way to free a full disk.
+        crate::store::lock::discard_dir(self, &self.snapshot_dir(id))?;
         Ok(refs)
     }
 }

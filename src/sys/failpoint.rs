@@ -1,17 +1,35 @@
-//! Named crash points, compiled in only with the `failpoints` feature (which the test suite
-//! turns on): when `EXECROOT_FAILPOINT` names the point a process reaches, the process kills
-//! itself with SIGKILL right there, exactly as `kill -9` would. Crash tests use this to prove
-//! which phase of an operation they interrupted (docs/format.md, "Crash tests").
+//! Named fault points, compiled in only with the `failpoints` feature (which the test suite
+//! turns on). Crash tests use them to prove which phase of an operation they interrupted, race
+//! tests to change a tree at the worst moment (docs/format.md, "Crash tests"; docs/security.md).
+//!
+//! - `EXECROOT_FAILPOINT=NAME`: the process kills itself with SIGKILL at `NAME`, exactly as
+//!   `kill -9` would.
+//! - `EXECROOT_FAILPOINT_RUN=NAME:COMMAND`: the first time the process reaches `NAME` it runs
+//!   `/bin/sh -c COMMAND` and waits for it, then goes on (a deterministic race).
 
-/// Die with SIGKILL here if `EXECROOT_FAILPOINT` is `name`. Without the `failpoints` feature
+/// Act at the fault point `name` as the environment says. Without the `failpoints` feature
 /// this is nothing at all.
 #[inline]
 pub fn hit(name: &str) {
     #[cfg(feature = "failpoints")]
     {
-        static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-        if ARMED.get_or_init(|| std::env::var("EXECROOT_FAILPOINT").ok()).as_deref() == Some(name) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::OnceLock;
+        static KILL: OnceLock<Option<String>> = OnceLock::new();
+        static RUN: OnceLock<Option<(String, String)>> = OnceLock::new();
+        static RAN: AtomicBool = AtomicBool::new(false);
+        if KILL.get_or_init(|| std::env::var("EXECROOT_FAILPOINT").ok()).as_deref() == Some(name) {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        let run = RUN.get_or_init(|| {
+            let v = std::env::var("EXECROOT_FAILPOINT_RUN").ok()?;
+            let (n, cmd) = v.split_once(':')?;
+            Some((n.to_string(), cmd.to_string()))
+        });
+        if let Some((n, cmd)) = run {
+            if n == name && !RAN.swap(true, Ordering::SeqCst) {
+                let _ = std::process::Command::new("/bin/sh").arg("-c").arg(cmd).status();
+            }
         }
     }
     #[cfg(not(feature = "failpoints"))]

@@ -40,7 +40,8 @@ const HOLDER_STACK: usize = 64 * 1024;
 
 /// Make `target` (an existing empty directory) an idmapped, read-only view of `src` in which
 /// files owned by `from` appear owned by `to`, unless something is already mounted there.
-/// `lock` serialises makers of views in the same directory.
+/// `lock` serialises makers of views in the same directory; whoever removes a view there takes
+/// it too.
 pub fn ensure_view(src: &Path, target: &Path, lock: &Path, from: Owner, to: Owner) -> Result<()> {
     let _lock = FileLock::acquire(lock, true)?;
     if crate::sys::mount::is_mounted(target)? {

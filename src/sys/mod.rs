@@ -1,7 +1,9 @@
-//! System helpers: the lowest layer, knowing nothing of stores or roots. Mounts and mountinfo,
-//! idmapped views, extended attributes, flock locks, processes using a directory, running git,
-//! and the owner of a run's files.
+//! System helpers: the lowest layer, knowing nothing of stores or roots. Trees reached through
+//! directory handles, mounts and mountinfo, idmapped views, extended attributes and POSIX ACLs,
+//! flock locks, processes using a directory, running git, and the owner of a run's files.
 
+pub mod acl;
+pub mod beneath;
 pub mod failpoint;
 pub mod git;
 pub mod idmap;
@@ -9,6 +11,7 @@ pub mod lock;
 pub mod mount;
 pub mod owner;
 pub mod procs;
+pub mod sparse;
 pub mod xattr;
 
 pub use owner::Owner;

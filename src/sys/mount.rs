@@ -67,7 +67,7 @@ impl OverlayDirs {
         if volatile && std::fs::symlink_metadata(&marker).is_ok() {
             if !unmounted_cleanly {
                 return Err(Error::VolatileLost(format!(
-                    "{} was volatile and the system went down under it; the kernel will not mount its upper directory again",
+                    "{} was volatile and is no longer mounted (the system went down, or it was unmounted outside execroot); the kernel will not mount its upper directory again",
                     target.display()
                 )));
             }

@@ -35,3 +35,40 @@ impl Owner {
         }
     }
 }
+
+impl Owner {
+    /// The groups this owner's processes run with: its gid plus, when the uid has a passwd
+    /// entry, the supplementary groups `getgrouplist(3)` gives (an owner given as a bare uid
+    /// has no others).
+    pub fn groups(&self) -> Vec<u32> {
+        let mut gids = vec![self.gid];
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(self.uid.into()) {
+            if let Ok(name) = std::ffi::CString::new(u.name) {
+                if let Ok(list) = nix::unistd::getgrouplist(&name, self.gid.into()) {
+                    gids.extend(list.into_iter().map(|g| g.as_raw()));
+                }
+            }
+        }
+        gids.sort_unstable();
+        gids.dedup();
+        gids
+    }
+
+    /// Whether this owner may search (enter) a directory with metadata `md`, judged by its mode
+    /// bits alone as the kernel does without ACLs: the owner class if the uid matches, else the
+    /// group class if one of `groups` matches, else other. uid 0 may search anything.
+    pub fn may_search(&self, md: &std::fs::Metadata, groups: &[u32]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let mode = md.mode();
+        if self.uid == 0 {
+            return true;
+        }
+        if md.uid() == self.uid {
+            mode & 0o100 != 0
+        } else if groups.contains(&md.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    }
+}

@@ -144,8 +144,16 @@ pub fn needs_root(why: &str) -> bool {
 
 /// Run a shell snippet as `nobody` (uid 65534); returns (success, stdout+stderr).
 pub fn as_nobody(script: &str) -> (bool, String) {
+    as_user(65534, script)
+}
+
+/// Run a shell snippet as uid `uid` with gid `uid` and no supplementary groups (no passwd entry
+/// needed); returns (success, stdout+stderr).
+pub fn as_user(uid: u32, script: &str) -> (bool, String) {
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "sh", "-c", script])
         .output()
         .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
