@@ -160,8 +160,19 @@ impl Place {
     /// mount's root, which must not be held while unmounting).
     fn open_dir(&self) -> Result<OwnedFd> {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rustix::fs::openat(&self.parent, self.name.as_os_str(), flags, Mode::empty())
-            .map_err(|e| resolve_error(&self.path, e.into()))
+        rustix::fs::openat(&self.parent, self.name.as_os_str(), flags, Mode::empty()).map_err(|e| {
+            // O_PATH opens a symlink itself, which O_DIRECTORY then refuses: say which it was.
+            let link = rustix::fs::statat(&self.parent, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink);
+            match e {
+                rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP if link => Error::Conflict(format!(
+                    "{}: is a symlink; a mount point is never reached through a symlink",
+                    self.path.display()
+                )),
+                rustix::io::Errno::NOTDIR => Error::Conflict(format!("{}: is not a directory", self.path.display())),
+                e => resolve_error(&self.path, e.into()),
+            }
+        })
     }
 
     /// Check that a mount now covers the name, where the directory was on mount `before`: a
@@ -176,8 +187,7 @@ impl Place {
         };
         let dir = self.open_dir().map_err(|_| changed())?;
         let now = MountId::of(&dir).map_err(|e| Error::io(&self.path, e))?;
-        let overlay = rustix::fs::fstatfs(&dir).is_ok_and(|s| s.f_type as i64 == libc::OVERLAYFS_SUPER_MAGIC as i64);
-        if now.same(&before) || now.root == Some(false) || !overlay {
+        if now.same(&before) || now.root == Some(false) || !is_overlay(&dir) {
             return Err(changed());
         }
         Ok(())
@@ -216,6 +226,13 @@ impl MountId {
             _ => self.dev == o.dev,
         }
     }
+}
+
+/// True when `fd` is on an overlayfs.
+// `f_type`'s type differs between targets: the casts are needed on some.
+#[allow(clippy::unnecessary_cast)]
+fn is_overlay(fd: &OwnedFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type as i64 == libc::OVERLAYFS_SUPER_MAGIC as i64)
 }
 
 /// The magic link naming an open file (the kernel follows it to the file itself).
