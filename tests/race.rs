@@ -3,7 +3,8 @@
 //! symlink to a directory outside the tree at the worst moment of each walk: ingest, diff,
 //! commit, export (directory and tar) and checkout. Whatever the operation then does (fail, or
 //! record the symlink as a symlink), nothing outside is read into the store or the output and
-//! nothing outside is written.
+//! nothing outside is written. The same for mount points: a `--mount` SUBDIR swapped while
+//! create or doctor mounts it, and a sub-mount's parent swapped while destroy unmounts it.
 
 mod common;
 
@@ -236,4 +237,245 @@ fn checkout_never_writes_through_a_swapped_directory() {
     // The destination it created is removed again, the swapped-in symlink with it.
     assert!(!dest.exists());
     store_clean(&env);
+}
+
+// --- `--mount SUBDIR` mount points (docs/security.md) ---------------------------------------
+//
+// A directory outside every root, `host/sub`, is where a redirected mount would land: the race
+// swaps `d` (a component of SUBDIR `d/sub`) or `d/sub` itself for a symlink leading there.
+
+/// The host directory a followed symlink would lead to, with a file a mount would hide.
+fn host(env: &Env) -> PathBuf {
+    let host = env.path("host");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    std::fs::write(host.join("sub/host-file"), SECRET).unwrap();
+    host
+}
+
+fn host_untouched(host: &Path) {
+    let names = |d: &Path| {
+        let mut n: Vec<_> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(host), ["sub"], "the host directory changed");
+    assert_eq!(names(&host.join("sub")), ["host-file"], "the host directory changed (or is mounted over)");
+    assert_eq!(std::fs::read(host.join("sub/host-file")).unwrap(), SECRET);
+}
+
+/// (mount point, fstype, upperdir) of every mount, from /proc/self/mountinfo.
+fn mountinfo() -> Vec<(PathBuf, String, Option<String>)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .map(|l| {
+            let (pre, post) = l.split_once(" - ").unwrap();
+            let target = PathBuf::from(pre.split(' ').nth(4).unwrap());
+            let mut post = post.split(' ');
+            let fstype = post.next().unwrap().to_string();
+            let upper =
+                post.nth(1).and_then(|o| o.split(',').find_map(|o| o.strip_prefix("upperdir=")).map(str::to_string));
+            (target, fstype, upper)
+        })
+        .collect()
+}
+
+/// Nothing is mounted at or below `host`, and every overlay of this store is mounted inside
+/// one of its roots.
+fn nothing_mounted_outside(env: &Env, host: &Path) {
+    let store = env.store().canonicalize().unwrap();
+    let roots = store.join("roots");
+    for (target, fstype, upper) in mountinfo() {
+        assert!(!target.starts_with(host), "{} ({fstype}) is mounted outside every root", target.display());
+        if upper.is_some_and(|u| u.starts_with(store.to_str().unwrap())) {
+            assert!(target.starts_with(&roots), "an overlay of the store is mounted at {}", target.display());
+        }
+    }
+}
+
+/// The failpoint command: swap `d` (`last`: `d/sub`) in the root's working directory (found by
+/// `cwd_glob`, as the root's id is not known before create) for a symlink into `host`, and
+/// leave a mark that it ran.
+fn swap_into_host(env: &Env, cwd_glob: &str, host: &Path, last: bool) -> String {
+    let (dir, target) = if last { ("d/sub", host.join("sub")) } else { ("d", host.to_path_buf()) };
+    format!(
+        "cd {cwd_glob} && mv {dir} {dir}.moved && ln -s '{}' {dir} && touch '{}'",
+        target.display(),
+        env.path("swapped").display()
+    )
+}
+
+/// A base snapshot with `d/` and a dependency snapshot to mount at `d/sub`.
+fn mount_snapshots(env: &Env) {
+    let src = tree_with_d(env, "src");
+    env.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base"]);
+    let dep = env.path("dep");
+    std::fs::create_dir(&dep).unwrap();
+    std::fs::write(dep.join("dep-file"), b"dep").unwrap();
+    env.ok(&["snapshot", "create", dep.to_str().unwrap(), "--name", "dep"]);
+}
+
+/// The one sub-mount of the store's roots, if any.
+fn sub_mount(env: &Env) -> Option<PathBuf> {
+    let store = env.store().canonicalize().unwrap();
+    mountinfo()
+        .into_iter()
+        .find(|(_, _, u)| {
+            u.as_deref().is_some_and(|u| u.starts_with(store.join("roots").to_str().unwrap()) && u.contains("/m0/"))
+        })
+        .map(|(t, _, _)| t)
+}
+
+/// What a race at `point` must come to: `Ok(at)` mounted inside at `at` (relative to the
+/// root's cwd), or `Err(words)` failed with a message holding `words`.
+fn expected(point: &str, last: bool) -> Result<&'static str, &'static str> {
+    match (point, last) {
+        // Swapped before the mount point is opened: opening it refuses the symlink.
+        ("submount.resolving", _) => Err("symlink"),
+        // A parent renamed after the mount point was opened: the mount follows the directory,
+        // which is still inside the root.
+        ("mount.target-opened", false) => Ok("d.moved/sub"),
+        // The mount point itself renamed and replaced: the check after mounting sees it.
+        _ => Err("changed while being mounted on"),
+    }
+}
+
+#[test]
+fn create_never_mounts_a_swapped_subdir_outside_the_root() {
+    if !can_mount() {
+        return;
+    }
+    let cases = [
+        ("copy", "submount.resolving"),
+        ("copy", "mount.target-opened"),
+        // On overlay the cwd's own mount comes first at mount.target-opened.
+        ("overlay", "submount.resolving"),
+    ];
+    for (backend, point) in cases {
+        for last in [false, true] {
+            let what = format!("{backend} {point} last={last}");
+            let env = Env::new();
+            let host = host(&env);
+            mount_snapshots(&env);
+            let cwd_name = if backend == "overlay" { "merged" } else { "tree" };
+            let glob = format!("{}/roots/*/{cwd_name}", env.store().display());
+            let args = [
+                "root",
+                "create",
+                "--class",
+                "routine",
+                "--from",
+                "base",
+                "--backend",
+                backend,
+                "--mount",
+                "d/sub=dep",
+            ];
+            let r = raced(&env, point, &swap_into_host(&env, &glob, &host, last), &args);
+            assert!(env.path("swapped").exists(), "{what}: the failpoint ran");
+            match expected(point, last) {
+                Ok(at) => {
+                    assert!(r.status.success(), "{what}: {}", describe(&r));
+                    let v = parse(&r);
+                    assert_eq!(sub_mount(&env), Some(cwd(&v).canonicalize().unwrap().join(at)), "{what}");
+                    nothing_mounted_outside(&env, &host);
+                    env.ok(&["root", "destroy", v["id"].as_str().unwrap(), "--force"]);
+                }
+                Err(words) => {
+                    assert_eq!(r.status.code(), Some(5), "{what}: {}", describe(&r));
+                    assert!(describe(&r).contains(words), "{what}: a clear error: {}", describe(&r));
+                    assert!(describe(&r).contains("d/sub"), "{what}: the error names the path: {}", describe(&r));
+                }
+            }
+            nothing_mounted_outside(&env, &host);
+            assert!(sub_mount(&env).is_none(), "{what}: a sub-mount outlived its root");
+            assert_eq!(std::fs::read_dir(env.store().join("roots")).unwrap().count(), 0, "{what}");
+            host_untouched(&host);
+        }
+    }
+}
+
+#[test]
+fn doctor_never_remounts_a_swapped_subdir_outside_the_root() {
+    if !can_mount() {
+        return;
+    }
+    for point in ["submount.resolving", "mount.target-opened"] {
+        for last in [false, true] {
+            let what = format!("{point} last={last}");
+            let env = Env::new();
+            let host = host(&env);
+            mount_snapshots(&env);
+            let v = env.root(&["--class", "routine", "--from", "base", "--durable", "--mount", "d/sub=dep"]);
+            let id = v["id"].as_str().unwrap().to_string();
+            let cwd = cwd(&v).canonicalize().unwrap();
+            // The sub-mount is lost (unmounted outside execroot); the root's tree is the run's.
+            nix::mount::umount2(&cwd.join("d/sub"), nix::mount::MntFlags::empty()).unwrap();
+            let r =
+                raced(&env, point, &swap_into_host(&env, cwd.to_str().unwrap(), &host, last), &["doctor", "--repair"]);
+            assert!(env.path("swapped").exists(), "{what}: the failpoint ran");
+            let report = parse(&r);
+            let finding = report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["root"] == id.as_str())
+                .unwrap_or_else(|| panic!("{what}: no finding for the root: {report}"))
+                .clone();
+            match expected(point, last) {
+                Ok(at) => {
+                    assert_eq!(finding["repaired"], true, "{what}: {finding}");
+                    assert_eq!(sub_mount(&env), Some(cwd.join(at)), "{what}");
+                }
+                Err(words) => {
+                    assert_eq!(finding["repaired"], false, "{what}: {finding}");
+                    let action = finding["action"].as_str().unwrap();
+                    assert!(action.contains(words) && action.contains("d/sub"), "{what}: a clear error: {action}");
+                    assert!(!r.status.success(), "{what}");
+                    assert!(sub_mount(&env).is_none(), "{what}");
+                }
+            }
+            nothing_mounted_outside(&env, &host);
+            host_untouched(&host);
+            env.ok(&["root", "destroy", &id, "--force"]);
+            nothing_mounted_outside(&env, &host);
+            assert!(sub_mount(&env).is_none(), "{what}");
+            host_untouched(&host);
+        }
+    }
+}
+
+#[test]
+fn destroy_never_unmounts_through_a_swapped_directory() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let host = host(&env);
+    mount_snapshots(&env);
+    let v = env.root(&["--class", "routine", "--from", "base", "--mount", "d/sub=dep"]);
+    let id = v["id"].as_str().unwrap().to_string();
+    let cwd = cwd(&v).canonicalize().unwrap();
+    // A host mount where a followed `d` would lead the unmount of `d/sub`.
+    let host_mount = host.join("sub");
+    nix::mount::mount(Some("tmpfs"), &host_mount, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+        .unwrap();
+    let r = raced(
+        &env,
+        "submount.unmounting",
+        &swap_into_host(&env, cwd.to_str().unwrap(), &host, false),
+        &["root", "destroy", &id],
+    );
+    assert!(env.path("swapped").exists(), "the failpoint ran");
+    let still = mountinfo().iter().any(|(t, f, _)| t == &host_mount && f == "tmpfs");
+    let _ = nix::mount::umount2(&host_mount, nix::mount::MntFlags::empty());
+    assert!(still, "the host mount was unmounted through the symlink");
+    assert_eq!(r.status.code(), Some(5), "{}", describe(&r));
+    assert!(describe(&r).contains("a symlink on the way"), "{}", describe(&r));
+    // Nothing was lost: the sub-mount is where the rename took it, and a retry finds it there.
+    assert_eq!(sub_mount(&env), Some(cwd.join("d.moved/sub")));
+    assert_eq!(env.ok(&["root", "destroy", &id])["cleaned"], true);
+    assert!(sub_mount(&env).is_none());
+    nothing_mounted_outside(&env, &host);
+    host_untouched(&host);
 }

@@ -10,7 +10,7 @@ use super::{tree_usage, Backend, BackendKind, Capabilities, Made, Plan, RootSpec
 use crate::change::Diff;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
-use crate::sys::mount::{self, MountGuard, OverlayDirs, Unmounted};
+use crate::sys::mount::{self, MountGuard, OverlayDirs, Place, Unmounted};
 use crate::sys::Owner;
 use crate::Store;
 
@@ -43,7 +43,7 @@ pub fn mount_snapshots(
     store: &Store,
     snapshots: &[Hash],
     dirs: &mut OverlayDirs,
-    target: &Path,
+    target: Place,
     owner: Owner,
     volatile: bool,
 ) -> Result<MountGuard> {
@@ -107,7 +107,8 @@ impl Backend for Overlay {
     fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {
         // The mount point: covered by the overlay's root while mounted, closed when not.
         crate::store::perms::new_dir(&root.cwd, 0o700)?;
-        let guard = mount_snapshots(store, &root.snapshots, &mut st.dirs, &root.cwd, root.owner, !root.durable)?;
+        let guard =
+            mount_snapshots(store, &root.snapshots, &mut st.dirs, Place::at(&root.cwd)?, root.owner, !root.durable)?;
         Ok(Made { mounts: vec![guard], warnings: vec![] })
     }
 
@@ -119,7 +120,7 @@ impl Backend for Overlay {
         // Idmapped views of the layers do not survive a reboot either: make them again.
         let mut dirs = st.dirs.clone();
         dirs.lowers = lowers_for(store, &store.layer_stack(&root.snapshots)?, root.owner)?;
-        dirs.mount_again(&root.cwd, !root.durable, false)?.keep();
+        dirs.mount_again(Place::at(&root.cwd)?, !root.durable, false)?.keep();
         st.dirs = dirs;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! backend (a `node_modules` a worktree would otherwise reinstall). Its own upper and work
 //! directories live under `roots/<id>/m<N>/`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use super::overlay::{fresh_dirs, mount_snapshots};
 use super::RootSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
-use crate::sys::mount::{self, MountGuard, OverlayDirs, Unmounted};
+use crate::sys::beneath::Tree;
+use crate::sys::mount::{self, MountGuard, OverlayDirs, Place, Unmounted};
 use crate::sys::Owner;
 use crate::Store;
 
@@ -39,8 +41,11 @@ pub fn validate_subdir(sub: &str) -> Result<String> {
     Ok(trimmed.to_string())
 }
 
-/// Mount `snapshot` at `sub` inside the root (the `index`-th sub-mount). The mount point is
-/// resolved without following symlinks, creating missing directories for the owner.
+/// Mount `snapshot` at `sub` inside the root (the `index`-th sub-mount). The root's working
+/// directory is opened once and the mount point is reached from it without following any
+/// symlink (missing directories are made for the owner), and mounted on through a handle
+/// ([`Place`]): a run that swaps a component for a symlink makes the mount fail, never land
+/// outside.
 pub fn mount(
     store: &Store,
     root: &RootSpec,
@@ -48,13 +53,43 @@ pub fn mount(
     sub: &str,
     snapshot: Hash,
 ) -> Result<(SubMount, MountGuard)> {
-    let path = prepare_subdir(&root.cwd, sub, root.owner)?;
+    let tree = working_tree(&root.cwd)?;
+    prepare_subdir(&tree, sub, root.owner)?;
     let dir = root.dir.join(format!("m{index}"));
     // Root's: it holds the owner's upper but also the kernel's work directory.
     crate::store::perms::new_dir(&dir, 0o700)?;
     let mut dirs = fresh_dirs(&dir);
-    let guard = mount_snapshots(store, &[snapshot], &mut dirs, &path, root.owner, !root.durable)?;
+    let at = place_of(&tree, sub)?;
+    let path = root.cwd.join(sub);
+    let guard = mount_snapshots(store, &[snapshot], &mut dirs, at, root.owner, !root.durable)?;
     Ok((SubMount { subdir: sub.to_string(), snapshot, path, dirs }, guard))
+}
+
+/// The root's working directory as a tree: its parent is the store's (or, for a worktree, a
+/// directory of the repository's owner, who could replace the last component), so the last
+/// component is not followed either.
+fn working_tree(cwd: &Path) -> Result<Tree> {
+    let (Some(parent), Some(name)) = (cwd.parent(), cwd.file_name()) else {
+        return Err(Error::Corrupt(format!("{}: not a root's working directory", cwd.display())));
+    };
+    let top = Tree::open(parent).at(parent)?;
+    top.open_dir(name.as_bytes()).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => Error::Conflict(format!(
+            "{}: is not a directory (a symlink is not followed); sub-mounts are not mounted",
+            cwd.display()
+        )),
+        _ => Error::io(cwd, e),
+    })
+}
+
+/// The mount point of SUBDIR `sub` beneath the working directory `tree`.
+fn place_of(tree: &Tree, sub: &str) -> Result<Place> {
+    // The worst moment for a swap: SUBDIR checked (and made), not yet opened.
+    crate::sys::failpoint::hit("submount.resolving");
+    Place::beneath(tree, sub.as_bytes()).map_err(|e| match e {
+        Error::Conflict(why) => Error::Conflict(format!("--mount {sub}: {why}; mounts must stay inside the root")),
+        e => e,
+    })
 }
 
 /// Sub-mounts this process took away, with where each was mounted, to put back if the
@@ -70,7 +105,8 @@ impl Taken {
     pub fn put_back(&self, durable: bool) -> Result<()> {
         for (target, dirs) in &self.mounts {
             if !mount::is_mounted(target)? {
-                dirs.mount_again(target, !durable, true)?.keep();
+                // Where mountinfo showed it: a path without symlinks, none followed now.
+                dirs.mount_again(Place::at(target)?, !durable, true)?.keep();
             }
         }
         Ok(())
@@ -99,6 +135,8 @@ pub fn unmount_all(cwd: &Path, mounts: &[SubMount], taken: &mut Taken) -> Result
             continue;
         }
         let ours = mounts.iter().find(|s| m.option("upperdir") == s.dirs.upper.to_str());
+        // The worst moment for a swap: found in mountinfo, not yet unmounted.
+        crate::sys::failpoint::hit("submount.unmounting");
         if mount::unmount(&m.target)? == Unmounted::Busy {
             return Err(Error::Busy { path: m.target.clone() });
         }
@@ -121,41 +159,51 @@ pub fn where_mounted(cwd: &Path, mounts: &[SubMount]) -> Result<Vec<Option<PathB
         .collect())
 }
 
-/// Mount again, at their recorded paths, the root's sub-mounts that are not mounted and were
-/// not taken away by this process (after a reboot: a lost volatile upper is
-/// [`Error::VolatileLost`]).
-pub fn remount_lost(mounts: &[SubMount], taken: &Taken, durable: bool) -> Result<()> {
+/// Mount again, at their recorded SUBDIRs in the working directory `cwd`, the root's
+/// sub-mounts that are not mounted and were not taken away by this process (after a reboot: a
+/// lost volatile upper is [`Error::VolatileLost`]). The mount points are reached as at create,
+/// never through a symlink; a missing one is not made.
+pub fn remount_lost(cwd: &Path, mounts: &[SubMount], taken: &Taken, durable: bool) -> Result<()> {
+    let mut tree = None;
     for m in mounts {
         if !taken.contains(&m.dirs) && !mount::is_mounted(&m.path)? {
-            m.dirs.mount_again(&m.path, !durable, false)?.keep();
+            let tree = match &mut tree {
+                Some(t) => t,
+                None => tree.insert(working_tree(cwd)?),
+            };
+            m.dirs.mount_again(place_of(tree, &m.subdir)?, !durable, false)?.keep();
         }
     }
     Ok(())
 }
 
-/// Resolve SUBDIR inside `cwd` without following symlinks, creating missing directories (owned
-/// by `owner`). A symlink or non-directory on the way is refused, so the mount stays inside.
-fn prepare_subdir(cwd: &Path, sub: &str, owner: Owner) -> Result<PathBuf> {
-    let mut p = cwd.to_path_buf();
+/// Check SUBDIR beneath the working directory, creating missing directories (owned by
+/// `owner`). A symlink or non-directory on the way is refused. This is for the message only: a
+/// swap after the check is caught when the mount point is opened ([`Place::beneath`]).
+fn prepare_subdir(tree: &Tree, sub: &str, owner: Owner) -> Result<()> {
+    let mut rel: Vec<u8> = Vec::new();
     for comp in sub.split('/') {
-        p.push(comp);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.file_type().is_symlink() => {
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(comp.as_bytes());
+        let p = tree.display(&rel);
+        match tree.lstat(&rel).at(&p)? {
+            Some(md) if md.is_symlink() => {
                 return Err(Error::BadInput(format!(
                     "--mount {sub}: {} is a symlink; mounts must stay inside the root",
                     p.display()
                 )))
             }
-            Ok(md) if !md.is_dir() => {
+            Some(md) if !md.is_dir() => {
                 return Err(Error::BadInput(format!("--mount {sub}: {} is not a directory", p.display())))
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&p).at(&p)?;
-                std::os::unix::fs::lchown(&p, Some(owner.uid), Some(owner.gid)).at(&p)?;
+            Some(_) => {}
+            None => {
+                tree.mkdir(&rel, 0o777).at(&p)?;
+                tree.chown(&rel, owner.uid, owner.gid).at(&p)?;
             }
-            Err(e) => return Err(Error::io(&p, e)),
         }
     }
-    Ok(p)
+    Ok(())
 }

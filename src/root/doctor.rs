@@ -399,7 +399,7 @@ impl Store {
             rec.save(self)?;
         }
         taken.put_back(rec.durable)?;
-        submount::remount_lost(&rec.mounts, &taken, rec.durable)
+        submount::remount_lost(&rec.cwd, &rec.mounts, &taken, rec.durable)
     }
 }
 

@@ -248,8 +248,9 @@ impl Tree {
         Ok(rustix::fs::openat(at, OsStr::from_bytes(name), flags | OFlags::NOFOLLOW, mode)?)
     }
 
-    /// A handle of the directory holding `rel`, and `rel`'s last component.
-    fn parent<'r>(&self, rel: &'r [u8]) -> io::Result<(OwnedFd, &'r [u8])> {
+    /// An `O_PATH` handle of the directory holding `rel` (resolved beneath the top, no
+    /// symlink followed), and `rel`'s last component, to act on by name relative to it.
+    pub fn parent<'r>(&self, rel: &'r [u8]) -> io::Result<(OwnedFd, &'r [u8])> {
         let (parent, name) = split(rel);
         Ok((self.resolve(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?, name))
     }

@@ -1,13 +1,28 @@
 //! Mount syscalls and /proc/self/mountinfo, with mounts modelled as values that clean up.
+//!
+//! A mount point can lie inside a tree a root's run can change (a `--mount` SUBDIR in its
+//! merged view, a sub-mount found in mountinfo), and `mount(2)` and `umount2(2)` given a path
+//! follow every symlink on the way but the last, so a run that swaps a directory for a symlink
+//! between a check and the call could make execroot mount on, or unmount, a host path. So no
+//! path reaches those calls: a mount point is a [`Place`], a handle of the directory holding it
+//! (resolved with [`Tree::parent`], never through a symlink) and its name. An overlay is
+//! mounted on an `O_PATH` handle of the directory itself, opened `O_NOFOLLOW` from that
+//! handle (`mount(2)` on `/proc/self/fd/N`), and checked afterwards to cover that name; an
+//! unmount names the mount point as `/proc/self/fd/PARENT/NAME` with `UMOUNT_NOFOLLOW` (not a
+//! handle of the mount itself: an open handle would keep it busy).
 
 use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, StatxAttributes, StatxFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::sys::beneath::Tree;
 
 /// Longest overlay option string the kernel accepts (one page).
 pub const MAX_OPTIONS: usize = 4095;
@@ -41,19 +56,41 @@ impl OverlayDirs {
         o
     }
 
-    /// Mount at `target` (nosuid, nodev). Returns a guard that unmounts on drop unless kept.
-    pub fn mount(&self, target: &Path, volatile: bool) -> Result<MountGuard> {
+    /// Mount at `at` (nosuid, nodev), then check that the overlay covers `at`'s name in its
+    /// directory: a rename racing the mount could have moved the directory it was mounted on,
+    /// and then the overlay is taken away again and the mount fails. Returns a guard that
+    /// unmounts on drop unless kept.
+    pub fn mount(&self, at: Place, volatile: bool) -> Result<MountGuard> {
         let opts = self.options(volatile);
         if opts.len() > MAX_OPTIONS {
             return Err(Error::BadInput(format!(
                 "overlay options for {} are {} bytes, over the kernel's {MAX_OPTIONS}; use a shorter --store path or fewer layers",
-                target.display(),
+                at.path.display(),
                 opts.len()
             )));
         }
-        mount(Some("execroot"), target, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
-            .map_err(|e| Error::io(target, std::io::Error::other(format!("mount overlay: {e} (options: {opts})"))))?;
-        Ok(MountGuard { target: target.to_path_buf(), armed: true })
+        let dir = at.open_dir()?;
+        let before = MountId::of(&dir).map_err(|e| Error::io(&at.path, e))?;
+        // The worst moment for a swap: the mount point opened, not yet mounted on.
+        crate::sys::failpoint::hit("mount.target-opened");
+        mount(
+            Some("execroot"),
+            &fd_path(&dir),
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(|e| Error::io(&at.path, std::io::Error::other(format!("mount overlay: {e} (options: {opts})"))))?;
+        drop(dir);
+        if let Err(e) = at.covered(before) {
+            // It is on the directory the handle named, wherever that went: found by its upper.
+            let upper = self.upper.to_str();
+            for m in mounts_under(Path::new("/"))?.into_iter().filter(|m| m.option("upperdir") == upper) {
+                let _ = unmount(&m.target);
+            }
+            return Err(e);
+        }
+        Ok(MountGuard { at, armed: true })
     }
 
     /// Mount again an overlay that was mounted before: the one place of the volatile rule. A
@@ -62,18 +99,157 @@ impl OverlayDirs {
     /// cleanly (`unmounted_cleanly`, a refused destroy putting mounts back) the upper is
     /// intact and the marker may go, as the kernel documentation allows; otherwise (a crash or
     /// reboot) the upper is lost: [`Error::VolatileLost`].
-    pub fn mount_again(&self, target: &Path, volatile: bool, unmounted_cleanly: bool) -> Result<MountGuard> {
+    pub fn mount_again(&self, at: Place, volatile: bool, unmounted_cleanly: bool) -> Result<MountGuard> {
         let marker = self.work.join("work/incompat/volatile");
         if volatile && std::fs::symlink_metadata(&marker).is_ok() {
             if !unmounted_cleanly {
                 return Err(Error::VolatileLost(format!(
                     "{} was volatile and is no longer mounted (the system went down, or it was unmounted outside execroot); the kernel will not mount its upper directory again",
-                    target.display()
+                    at.path.display()
                 )));
             }
             std::fs::remove_dir_all(&marker).map_err(|e| Error::io(&marker, e))?;
         }
-        self.mount(target, volatile)
+        self.mount(at, volatile)
+    }
+}
+
+/// A mount point: a handle of the directory holding it, reached without following any
+/// symlink, and its name there (see the module documentation). The name itself is opened
+/// `O_NOFOLLOW` when mounting and never followed when unmounting.
+#[derive(Debug)]
+pub struct Place {
+    parent: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+}
+
+impl Place {
+    /// `rel` (at least one component) beneath `tree`, no symlink on the way followed.
+    pub fn beneath(tree: &Tree, rel: &[u8]) -> Result<Place> {
+        let path = tree.display(rel);
+        Place::resolve(tree, rel).map_err(|e| resolve_error(&path, e))
+    }
+
+    /// The absolute path `path`, resolved from `/` without following any symlink. For mount
+    /// points the kernel or the store names: mountinfo shows paths without symlinks, and the
+    /// store's path is canonical, so a symlink on the way is a race and the resolution fails.
+    pub fn at(path: &Path) -> Result<Place> {
+        Place::resolve_at(path).map_err(|e| resolve_error(path, e))
+    }
+
+    fn resolve_at(path: &Path) -> io::Result<Place> {
+        let rel = path.strip_prefix("/").map_err(|_| io::Error::other("not an absolute path"))?;
+        Place::resolve(&Tree::open(Path::new("/"))?, rel.as_os_str().as_bytes())
+    }
+
+    fn resolve(tree: &Tree, rel: &[u8]) -> io::Result<Place> {
+        let (parent, name) = tree.parent(rel)?;
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(io::Error::other("not a mount point below the top"));
+        }
+        Ok(Place { parent, name: OsStr::from_bytes(name).to_os_string(), path: tree.display(rel) })
+    }
+
+    /// The path, for messages (never opened).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An `O_PATH` handle of the directory itself: what is mounted on (or, once mounted, the
+    /// mount's root, which must not be held while unmounting).
+    fn open_dir(&self) -> Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.parent, self.name.as_os_str(), flags, Mode::empty()).map_err(|e| {
+            // O_PATH opens a symlink itself, which O_DIRECTORY then refuses: say which it was.
+            let link = rustix::fs::statat(&self.parent, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink);
+            match e {
+                rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP if link => Error::Conflict(format!(
+                    "{}: is a symlink; a mount point is never reached through a symlink",
+                    self.path.display()
+                )),
+                rustix::io::Errno::NOTDIR => Error::Conflict(format!("{}: is not a directory", self.path.display())),
+                e => resolve_error(&self.path, e.into()),
+            }
+        })
+    }
+
+    /// Check that a mount now covers the name, where the directory was on mount `before`: a
+    /// new mount's root, of an overlay. Otherwise the directory was renamed away (and something
+    /// else put in its place) while it was being mounted on.
+    fn covered(&self, before: MountId) -> Result<()> {
+        let changed = || {
+            Error::Conflict(format!(
+                "{}: changed while being mounted on (renamed or replaced); nothing is mounted there",
+                self.path.display()
+            ))
+        };
+        let dir = self.open_dir().map_err(|_| changed())?;
+        let now = MountId::of(&dir).map_err(|e| Error::io(&self.path, e))?;
+        if now.same(&before) || now.root == Some(false) || !is_overlay(&dir) {
+            return Err(changed());
+        }
+        Ok(())
+    }
+
+    /// `/proc/self/fd/PARENT/NAME`: the kernel follows the handle, then looks up the name.
+    fn proc_path(&self) -> PathBuf {
+        fd_path(&self.parent).join(&self.name)
+    }
+}
+
+/// Which mount a handle is on: its mount id where statx reports one (Linux 5.8), else only
+/// its device (a new overlay always has a device of its own); and whether it is a mount's root,
+/// where statx can tell.
+#[derive(Clone, Copy, Debug)]
+struct MountId {
+    id: Option<u64>,
+    dev: (u32, u32),
+    root: Option<bool>,
+}
+
+impl MountId {
+    fn of(fd: &OwnedFd) -> io::Result<MountId> {
+        let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID | StatxFlags::BASIC_STATS)?;
+        let id = (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id);
+        let root = st
+            .stx_attributes_mask
+            .contains(StatxAttributes::MOUNT_ROOT)
+            .then(|| st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+        Ok(MountId { id, dev: (st.stx_dev_major, st.stx_dev_minor), root })
+    }
+
+    fn same(&self, o: &MountId) -> bool {
+        match (self.id, o.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.dev == o.dev,
+        }
+    }
+}
+
+/// True when `fd` is on an overlayfs.
+// `f_type`'s type differs between targets: the casts are needed on some.
+#[allow(clippy::unnecessary_cast)]
+fn is_overlay(fd: &OwnedFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type as i64 == libc::OVERLAYFS_SUPER_MAGIC as i64)
+}
+
+/// The magic link naming an open file (the kernel follows it to the file itself).
+fn fd_path(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// A mount point that could not be reached: a symlink or a non-directory on the way is named as
+/// such (a race, or a tree made to redirect the mount).
+fn resolve_error(path: &Path, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => Error::Conflict(format!(
+            "{}: a symlink on the way; a mount point is never reached through a symlink",
+            path.display()
+        )),
+        Some(libc::ENOTDIR) => Error::Conflict(format!("{}: a component is not a directory", path.display())),
+        _ => Error::io(path, e),
     }
 }
 
@@ -86,7 +262,7 @@ fn escape(p: &Path) -> String {
 /// A mount that is unmounted when dropped, unless [`MountGuard::keep`] was called.
 #[derive(Debug)]
 pub struct MountGuard {
-    target: PathBuf,
+    at: Place,
     armed: bool,
 }
 
@@ -100,7 +276,7 @@ impl MountGuard {
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = umount2(&self.target, MntFlags::UMOUNT_NOFOLLOW);
+            let _ = umount2(&self.at.proc_path(), MntFlags::UMOUNT_NOFOLLOW);
         }
     }
 }
@@ -116,9 +292,15 @@ pub enum Unmounted {
     Busy,
 }
 
-/// Unmount `target` (never lazily: a busy mount is reported, not hidden).
+/// Unmount `target`, an absolute path as mountinfo or the store names it, reached as a
+/// [`Place::at`] (no symlink followed; never lazily: a busy mount is reported, not hidden).
 pub fn unmount(target: &Path) -> Result<Unmounted> {
-    match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+    let at = match Place::resolve_at(target) {
+        Ok(at) => at,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Unmounted::NotMounted),
+        Err(e) => return Err(resolve_error(target, e)),
+    };
+    match umount2(&at.proc_path(), MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => Ok(Unmounted::Done),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(Unmounted::NotMounted),
         Err(nix::errno::Errno::EBUSY) => Ok(Unmounted::Busy),
