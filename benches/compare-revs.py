@@ -84,7 +84,7 @@ def main():
                 rec(k, "root create, overlay (wall)", dt)
                 rec(k, "root create, overlay (timingsMs.total)", r["timingsMs"]["total"])
                 # 100 files rewritten in the root.
-                cwd = r["path"]
+                cwd = r["cwd"]
                 n = 0
                 for dirpath, _dirs, files in os.walk(cwd):
                     for f in files:

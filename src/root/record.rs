@@ -356,13 +356,20 @@ pub(crate) fn validate_id(id: &str) -> bool {
 }
 
 /// True when a root directory holds nothing but, at most, a torn `.state.json.tmp`.
-fn root_dir_is_empty(dir: &Path) -> Result<bool> {
-    for e in std::fs::read_dir(dir).at(dir)? {
+/// Whether root directory `dir` holds nothing but a torn state write; `None` when the
+/// directory itself is gone (a destroy finished between the listing and this look).
+fn root_dir_is_empty(dir: &Path) -> Result<Option<bool>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for e in rd {
         if e.at(dir)?.file_name() != ".state.json.tmp" {
-            return Ok(false);
+            return Ok(Some(false));
         }
     }
-    Ok(true)
+    Ok(Some(true))
 }
 
 impl Store {
@@ -418,7 +425,12 @@ impl Store {
             match self.load_root(&name) {
                 Ok(r) => scan.roots.push(r),
                 Err(Error::NotFound(_)) => {
-                    if root_dir_is_empty(&e.path())? {
+                    let empty = match root_dir_is_empty(&e.path())? {
+                        // Destroyed since the listing: gone, not unreadable.
+                        None => continue,
+                        Some(empty) => empty,
+                    };
+                    if empty {
                         scan.empty.push(e.path());
                     } else {
                         let error = format!(
