@@ -353,6 +353,35 @@ fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
     Ok(foreign.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect())
 }
 
+/// `git status` of a worktree whose removal was interrupted, as it was before the removal
+/// began as far as git can tell: a `.git` link removed first is put back from git's record
+/// (`git worktree repair`), and `.gitignore` files already removed are checked out again from
+/// the index, so that what they ignore still counts as ignored. `None` when git has no usable
+/// record of the worktree any more.
+fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<Option<Vec<StatusEntry>>> {
+    let wt_s = wt.to_string_lossy();
+    if !has_git_link(wt)? {
+        // It reports the link it rewrote as an error: success shows as the link being back.
+        ctx.git(&ctx.repo, &["worktree", "repair", "--end-of-options", &wt_s])?;
+        if !has_git_link(wt)? {
+            return Ok(None);
+        }
+    }
+    let Ok(entries) = status_entries(store, ctx, root, wt) else { return Ok(None) };
+    let ignores: Vec<&str> = entries
+        .iter()
+        .filter(|e| &e.code == b" D" && (e.path == ".gitignore" || e.path.ends_with("/.gitignore")))
+        .map(|e| e.path.as_str())
+        .collect();
+    if ignores.is_empty() {
+        return Ok(Some(entries));
+    }
+    let mut args = vec!["checkout-index", "--"];
+    args.extend(ignores);
+    ctx.check(wt, &args)?;
+    Ok(status_entries(store, ctx, root, wt).ok())
+}
+
 /// Whether git lists worktree `wt` (`Some`), and its lock reason if it is locked (`Some("")`
 /// for a lock without one). A repository git cannot list counts as not listing it.
 fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
@@ -543,19 +572,13 @@ impl Backend for Worktree {
             // The destroy's check passed before it recorded `destroying`: files it had removed
             // since (unstaged deletions) and ignored files may go; a change or an untracked
             // file is work done after the check, and stays.
-            Interrupted::Destroy => {
-                let entries = match has_git_link(wt)? {
-                    true => status_entries(store, &ctx, root, wt).ok(),
-                    false => None,
-                };
-                match entries {
-                    Some(entries) => {
-                        entries.into_iter().filter(|e| !matches!(&e.code, b"!!" | b" D")).map(|e| e.path).collect()
-                    }
-                    // git removed the `.git` link or its record first: judged by content.
-                    None => foreign_files(&ctx, st)?,
+            Interrupted::Destroy => match removal_view(store, &ctx, root, wt)? {
+                Some(entries) => {
+                    entries.into_iter().filter(|e| !matches!(&e.code, b"!!" | b" D")).map(|e| e.path).collect()
                 }
-            }
+                // git's record of the worktree is gone too: judged by content.
+                None => foreign_files(&ctx, st)?,
+            },
         };
         if keep.is_empty() {
             return Ok(vec![]);
