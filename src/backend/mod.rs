@@ -147,6 +147,18 @@ pub struct Usage {
     pub inodes: u64,
 }
 
+/// Which operation a crash interrupted, as the root's record says: what doctor's re-check may
+/// take for the backend's own doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupted {
+    /// A create (`creating`, or `destroying` with its `state` field still `creating`: the undo
+    /// of a create). Its working directory was never handed to anyone.
+    Create,
+    /// A destroy of a `ready` root, which records `destroying` only after its
+    /// [`Backend::check_destroy`] passed.
+    Destroy,
+}
+
 /// The operations every backend provides, on its own state type.
 pub trait Backend {
     /// What the backend records about a root (part of `state.json`).
@@ -170,6 +182,19 @@ pub trait Backend {
     /// Refuse (with a conflict naming what would be lost) unless destroying is safe or `force`;
     /// otherwise return warnings about what will be discarded.
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &Self::State, force: bool) -> Result<Vec<String>>;
+    /// The check doctor makes before it finishes an operation a crash interrupted: refuse (a
+    /// conflict naming the paths, which are kept) when tearing down would lose anything but
+    /// what the backend itself made or what the interrupted destroy had already checked.
+    /// Never forced.
+    fn check_interrupted(
+        &self,
+        store: &Store,
+        root: &RootSpec,
+        st: &Self::State,
+        _what: Interrupted,
+    ) -> Result<Vec<String>> {
+        self.check_destroy(store, root, st, false)
+    }
     /// Tear the working directory down; idempotent. Returns warnings.
     fn destroy(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Vec<String>>;
     /// Bytes and inodes the run has written.
@@ -266,6 +291,11 @@ impl BackendState {
     /// [`Backend::check_destroy`].
     pub fn check_destroy(&self, store: &Store, root: &RootSpec, force: bool) -> Result<Vec<String>> {
         dispatch!(self, b, s => b.check_destroy(store, root, s, force))
+    }
+
+    /// [`Backend::check_interrupted`].
+    pub fn check_interrupted(&self, store: &Store, root: &RootSpec, what: Interrupted) -> Result<Vec<String>> {
+        dispatch!(self, b, s => b.check_interrupted(store, root, s, what))
     }
 
     /// [`Backend::destroy`].

@@ -2,6 +2,8 @@
 //! semantics. Destroy never loses work: it refuses while there are uncommitted changes or
 //! untracked files (unless forced), and keeps a branch that holds commits found nowhere else.
 
+use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -9,10 +11,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{chown_tree, tree_usage, Backend, BackendKind, Capabilities, Made, Plan, RootSpec, Usage, WorktreeRequest};
+use super::{
+    chown_tree, tree_usage, Backend, BackendKind, Capabilities, Interrupted, Made, Plan, RootSpec, Usage,
+    WorktreeRequest,
+};
 use crate::change::Diff;
 use crate::error::{Error, IoContext, Result};
+use crate::sys::beneath::{Kind, Meta, Tree};
+use crate::sys::failpoint::hit;
 use crate::sys::git;
+use crate::sys::lock::FileLock;
 use crate::sys::Owner;
 use crate::Store;
 
@@ -112,19 +120,39 @@ struct Ctx {
     repo: PathBuf,
     git_owner: Owner,
     timeout: Duration,
+    /// The root's directory, when git runs for a root: see [`Ctx::git`].
+    root_dir: Option<PathBuf>,
 }
 
 impl Ctx {
     fn of(store: &Store, repo: &Path) -> Result<Ctx> {
-        Ok(Ctx { git_owner: repo_owner(repo)?, repo: repo.to_path_buf(), timeout: timeout(store) })
+        Ok(Ctx { git_owner: repo_owner(repo)?, repo: repo.to_path_buf(), timeout: timeout(store), root_dir: None })
     }
 
-    /// git in `dir`, trusting the worktree even if its files belong to another user.
+    /// For git run on behalf of `root`.
+    fn for_root(store: &Store, repo: &Path, root: &RootSpec) -> Result<Ctx> {
+        Ok(Ctx { root_dir: Some(root.dir.clone()), ..Ctx::of(store, repo)? })
+    }
+
+    /// Wait (at most the git timeout) until no git started for the root runs any more, and
+    /// lock the root's directory; see [`Ctx::git`].
+    fn hold(&self) -> Result<Option<FileLock>> {
+        match &self.root_dir {
+            Some(dir) => FileLock::on_dir_within(dir, self.timeout),
+            None => Ok(None),
+        }
+    }
+
+    /// git in `dir`, trusting the worktree even if its files belong to another user. For a
+    /// root, git inherits a lock on the root's directory: a `git worktree add` or `remove`
+    /// whose execroot was killed goes on writing until it ends, and whoever comes next (doctor,
+    /// a destroy) waits for it instead of judging a tree that is still changing.
     fn git(&self, dir: &Path, args: &[&str]) -> Result<git::GitOutput> {
         let safe = format!("safe.directory={}", dir.display());
         let mut all = vec!["-c", safe.as_str()];
         all.extend_from_slice(args);
-        git::run(dir, self.git_owner, &all, self.timeout)
+        let held = self.hold()?;
+        git::run_holding(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()))
     }
 
     fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -132,8 +160,14 @@ impl Ctx {
     }
 }
 
-fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Result<GitStatus> {
-    let wt = &wst.worktree_path;
+/// One entry of `git status --porcelain=v1`: its two-letter code and its path.
+struct StatusEntry {
+    code: [u8; 2],
+    path: String,
+}
+
+/// `git status` of the worktree, every entry (ignored ones too), `--mount` trees left out.
+fn status_entries(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<Vec<StatusEntry>> {
     // git status refreshes the index: it is one of execroot's git commands on this repository.
     let _lock = repo_lock(store, &ctx.repo)?;
     // --mount trees are not part of the worktree. They are excluded by pathspec rather than
@@ -143,29 +177,36 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
     let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."];
     args.extend(excludes.iter().map(String::as_str));
     let out = ctx.check(wt, &args)?;
-    let mut st = GitStatus::default();
+    let mut entries = Vec::new();
     let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
     while let Some(f) = fields.next() {
         if f.len() < 4 {
             continue;
         }
-        let (code, path) = (&f[..2], String::from_utf8_lossy(&f[3..]).into_owned());
-        match code {
+        let code = [f[0], f[1]];
+        // A rename or copy carries its source path in the next field.
+        if code[0] == b'R' || code[0] == b'C' {
+            fields.next();
+        }
+        entries.push(StatusEntry { code, path: String::from_utf8_lossy(&f[3..]).into_owned() });
+    }
+    Ok(entries)
+}
+
+fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Result<GitStatus> {
+    let wt = &wst.worktree_path;
+    let mut st = GitStatus::default();
+    for e in status_entries(store, ctx, root, wt)? {
+        match &e.code {
             b"??" => st.untracked_entry_count += 1,
             b"!!" => {
                 st.ignored_entry_count += 1;
                 continue;
             }
-            _ => {
-                st.dirty_entry_count += 1;
-                // A rename or copy carries its source path in the next field.
-                if code[0] == b'R' || code[0] == b'C' {
-                    fields.next();
-                }
-            }
+            _ => st.dirty_entry_count += 1,
         }
         if st.paths.len() < 50 {
-            st.paths.push(path);
+            st.paths.push(e.path);
         }
     }
     {
@@ -231,6 +272,150 @@ fn has_entries(dir: &Path) -> Result<bool> {
     }
 }
 
+/// At most this many paths name the files a refusal keeps.
+const MAX_LISTED: usize = 50;
+
+/// `paths`, at most [`MAX_LISTED`] of them, for a message.
+fn listing(paths: &[String]) -> String {
+    let mut s = paths.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > MAX_LISTED {
+        s.push_str(&format!(" and {} more", paths.len() - MAX_LISTED));
+    }
+    s
+}
+
+/// The files in the worktree that git cannot give back, judged without the worktree's own git
+/// view (its index or admin directory may be half made or half removed): every entry but the
+/// directories and the top `.git` link that is not, in type, content (`git hash-object`) and
+/// executable bit, what branch `st.branch_name`'s commit holds at that path, which is what
+/// `git worktree add` checks out. Without the branch every file counts. Ignored files count
+/// too: nothing here can tell them. A path that is not UTF-8 counts (it cannot be hashed here).
+fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
+    let wt = &st.worktree_path;
+    let mut expected: HashMap<Vec<u8>, (Vec<u8>, String)> = HashMap::new();
+    if branch_exists(ctx, &ctx.repo, &st.branch_name)? {
+        let full = format!("refs/heads/{}", st.branch_name);
+        let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", &full])?;
+        // "<mode> SP <type> SP <oid> TAB <path>"
+        for rec in out.split(|&b| b == 0) {
+            let Some(tab) = rec.iter().position(|&b| b == b'\t') else { continue };
+            let mut meta = rec[..tab].split(|&b| b == b' ');
+            if let (Some(mode), Some(_), Some(oid)) = (meta.next(), meta.next(), meta.next()) {
+                expected.insert(rec[tab + 1..].to_vec(), (mode.to_vec(), String::from_utf8_lossy(oid).into_owned()));
+            }
+        }
+    }
+    let tree = match Tree::open(wt) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(wt, e)),
+    };
+    let top = Meta::of_fd(&tree).at(wt)?;
+    let mut foreign: Vec<Vec<u8>> = Vec::new();
+    let mut files: Vec<(String, Vec<u8>, String)> = Vec::new();
+    let mut links: Vec<(Vec<u8>, Vec<u8>, String)> = Vec::new();
+    tree.walk(&|_, m| m.dev != top.dev, &mut |f| {
+        if f.rel.is_empty() || f.meta.kind == Kind::Dir || (f.rel == b".git" && f.meta.kind == Kind::File) {
+            return Ok(());
+        }
+        let exec = f.meta.mode & 0o100 != 0;
+        match (expected.get(&f.rel), f.meta.kind) {
+            (Some((mode, oid)), Kind::File) if (mode == b"100644" && !exec) || (mode == b"100755" && exec) => {
+                match std::str::from_utf8(&f.rel) {
+                    Ok(rel) => files.push((wt.join(rel).to_string_lossy().into_owned(), f.rel.clone(), oid.clone())),
+                    Err(_) => foreign.push(f.rel),
+                }
+            }
+            (Some((mode, oid)), Kind::Symlink) if mode == b"120000" => {
+                links.push((f.rel, f.target.unwrap_or_default(), oid.clone()))
+            }
+            _ => foreign.push(f.rel),
+        }
+        Ok(())
+    })?;
+    for chunk in files.chunks(200) {
+        let mut args = vec!["hash-object", "--no-filters", "--"];
+        args.extend(chunk.iter().map(|(abs, _, _)| abs.as_str()));
+        let out = ctx.check(&ctx.repo, &args)?;
+        let got: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        for (i, (_, rel, oid)) in chunk.iter().enumerate() {
+            if got.get(i).copied() != Some(oid.as_bytes()) {
+                foreign.push(rel.clone());
+            }
+        }
+    }
+    for (rel, target, oid) in links {
+        if ctx.check(&ctx.repo, &["cat-file", "blob", &oid])? != target {
+            foreign.push(rel);
+        }
+    }
+    foreign.sort();
+    Ok(foreign.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect())
+}
+
+/// `git status` of a worktree whose removal was interrupted, as it was before the removal
+/// began as far as git can tell: a `.git` link removed first is put back from git's record
+/// (`git worktree repair`), and `.gitignore` files already removed are checked out again from
+/// the index, so that what they ignore still counts as ignored. `None` when git has no usable
+/// record of the worktree any more.
+fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<Option<Vec<StatusEntry>>> {
+    let wt_s = wt.to_string_lossy();
+    if !has_git_link(wt)? {
+        // It reports the link it rewrote as an error: success shows as the link being back.
+        ctx.git(&ctx.repo, &["worktree", "repair", "--end-of-options", &wt_s])?;
+        if !has_git_link(wt)? {
+            return Ok(None);
+        }
+    }
+    let Ok(entries) = status_entries(store, ctx, root, wt) else { return Ok(None) };
+    let ignores: Vec<&str> = entries
+        .iter()
+        .filter(|e| &e.code == b" D" && (e.path == ".gitignore" || e.path.ends_with("/.gitignore")))
+        .map(|e| e.path.as_str())
+        .collect();
+    if ignores.is_empty() {
+        return Ok(Some(entries));
+    }
+    let mut args = vec!["checkout-index", "--"];
+    args.extend(ignores);
+    ctx.check(wt, &args)?;
+    Ok(status_entries(store, ctx, root, wt).ok())
+}
+
+/// Whether git lists worktree `wt` (`Some`), and its lock reason if it is locked (`Some("")`
+/// for a lock without one). A repository git cannot list counts as not listing it.
+fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
+    let out = ctx.git(&ctx.repo, &["worktree", "list", "--porcelain", "-z"])?;
+    if !out.ok() {
+        return Ok(None);
+    }
+    // git records the real path; the store may have been named through a symlink.
+    let real = wt.parent().and_then(|p| p.canonicalize().ok()).zip(wt.file_name()).map(|(p, n)| p.join(n));
+    let ours = |p: &[u8]| {
+        let p = Path::new(std::ffi::OsStr::from_bytes(p));
+        p == wt || real.as_deref() == Some(p)
+    };
+    for rec in out.stdout.split(|&b| b == 0).collect::<Vec<_>>().split(|f| f.is_empty()) {
+        let Some(path) = rec.first().and_then(|f| f.strip_prefix(b"worktree ")) else { continue };
+        if !ours(path) {
+            continue;
+        }
+        let lock = rec.iter().find_map(|f| {
+            if *f == b"locked" {
+                Some(String::new())
+            } else {
+                f.strip_prefix(b"locked ").map(|r| String::from_utf8_lossy(r).into_owned())
+            }
+        });
+        return Ok(Some(lock));
+    }
+    Ok(None)
+}
+
+/// The lock `git worktree add` writes first and removes last: one still there was left by an
+/// add that was killed.
+const ADD_LOCK: &str = "initializing";
+
 impl Backend for Worktree {
     type State = WorktreeState;
     const KIND: BackendKind = BackendKind::Worktree;
@@ -269,13 +454,14 @@ impl Backend for Worktree {
     }
 
     fn create(&self, store: &Store, root: &RootSpec, st: &mut WorktreeState) -> Result<Made> {
-        let ctx = Ctx::of(store, &st.repo)?;
+        let ctx = Ctx::for_root(store, &st.repo, root)?;
         let repo = &st.repo;
         let branch = st.branch_name.clone();
         let _lock = repo_lock(store, repo)?;
         let parent = st.worktree_path.parent().expect("planned below a parent").to_path_buf();
         std::fs::create_dir_all(&parent).at(&parent)?;
         std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
+        hit("worktree.create.dir-made");
         let path_s = st.worktree_path.to_string_lossy().into_owned();
         let mut made = Made::default();
         if branch_exists(&ctx, repo, &branch)? {
@@ -287,6 +473,7 @@ impl Backend for Worktree {
             st.created_branch = true;
             ctx.check(repo, &["worktree", "add", "-b", &branch, "--end-of-options", &path_s, &st.base_ref])?;
         }
+        hit("worktree.create.added");
         if root.owner != ctx.git_owner {
             chown_tree(&st.worktree_path, root.owner)?;
         }
@@ -311,43 +498,105 @@ impl Backend for Worktree {
 
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState, force: bool) -> Result<Vec<String>> {
         let wt = &st.worktree_path;
-        if !has_git_link(wt)? {
-            // No git worktree there (a create killed before git ran, or one already removed).
-            // Files without git's record cannot be checked for unsaved work: kept unless forced.
-            if has_entries(wt)? && !force {
-                return Err(Error::Conflict(format!(
-                    "{} holds files but no .git, so execroot cannot tell whether they are unsaved work; look, then use --force",
-                    wt.display()
-                )));
-            }
+        if !has_entries(wt)? {
             return Ok(vec![]);
         }
-        let ctx = Ctx::of(store, &st.repo)?;
-        let st = status(store, &ctx, root, st)?;
-        let lose = st.dirty_entry_count + st.untracked_entry_count;
+        let ctx = Ctx::for_root(store, &st.repo, root)?;
+        let gs = match has_git_link(wt)? {
+            true => status(store, &ctx, root, st).ok(),
+            false => None,
+        };
+        let Some(gs) = gs else {
+            // No git view of the worktree (a create or destroy killed inside git): the files
+            // that are the branch's, as committed, are git's; the rest may be unsaved work.
+            let foreign = foreign_files(&ctx, st)?;
+            if foreign.is_empty() {
+                return Ok(vec![]);
+            }
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "worktree {} is not one git can read any more, and {} file(s) in it are not as committed on branch {}, so execroot cannot tell whether they are unsaved work; look, then use --force: {}",
+                    wt.display(),
+                    foreign.len(),
+                    st.branch_name,
+                    listing(&foreign)
+                )));
+            }
+            return Ok(vec![format!(
+                "--force: discarded {} file(s) not as committed on branch {}: {}",
+                foreign.len(),
+                st.branch_name,
+                listing(&foreign)
+            )]);
+        };
+        let lose = gs.dirty_entry_count + gs.untracked_entry_count;
         let mut warnings = Vec::new();
         if lose > 0 && !force {
             return Err(Error::Conflict(format!(
                 "worktree {} has {} uncommitted change(s) and {} untracked file(s); commit them or use --force: {}",
                 root.cwd.display(),
-                st.dirty_entry_count,
-                st.untracked_entry_count,
-                st.paths.join(", ")
+                gs.dirty_entry_count,
+                gs.untracked_entry_count,
+                gs.paths.join(", ")
             )));
         }
         if lose > 0 {
             warnings
-                .push(format!("--force: discarded {lose} uncommitted or untracked entries: {}", st.paths.join(", ")));
+                .push(format!("--force: discarded {lose} uncommitted or untracked entries: {}", gs.paths.join(", ")));
         }
-        if st.ignored_entry_count > 0 {
-            warnings.push(format!("discarded {} ignored entries", st.ignored_entry_count));
+        if gs.ignored_entry_count > 0 {
+            warnings.push(format!("discarded {} ignored entries", gs.ignored_entry_count));
         }
         Ok(warnings)
     }
 
+    fn check_interrupted(
+        &self,
+        store: &Store,
+        root: &RootSpec,
+        st: &WorktreeState,
+        what: Interrupted,
+    ) -> Result<Vec<String>> {
+        let wt = &st.worktree_path;
+        let ctx = Ctx::for_root(store, &st.repo, root)?;
+        // A git the killed execroot started may still be checking out or removing files:
+        // judge the tree only once it is done.
+        drop(ctx.hold()?);
+        if !has_entries(wt)? {
+            return Ok(vec![]);
+        }
+        let keep = match what {
+            // Never handed out: what git checked out may go (however far it got, whatever
+            // its index says), anything else stays.
+            Interrupted::Create => foreign_files(&ctx, st)?,
+            // The destroy's check passed before it recorded `destroying`: files it had removed
+            // since (unstaged deletions) and ignored files may go; a change or an untracked
+            // file is work done after the check, and stays.
+            Interrupted::Destroy => match removal_view(store, &ctx, root, wt)? {
+                Some(entries) => {
+                    entries.into_iter().filter(|e| !matches!(&e.code, b"!!" | b" D")).map(|e| e.path).collect()
+                }
+                // git's record of the worktree is gone too: judged by content.
+                None => foreign_files(&ctx, st)?,
+            },
+        };
+        if keep.is_empty() {
+            return Ok(vec![]);
+        }
+        Err(Error::Conflict(format!(
+            "worktree {} holds {} file(s) that are not as committed on branch {} (unsaved work, or files git did not write); they are kept: look, then `execroot root destroy {} --force`: {}",
+            wt.display(),
+            keep.len(),
+            st.branch_name,
+            root.id,
+            listing(&keep)
+        )))
+    }
+
     fn destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Vec<String>> {
         let wt = &st.worktree_path;
-        let ctx = Ctx::of(store, &st.repo)?;
+        let wt_s = wt.to_string_lossy().into_owned();
+        let ctx = Ctx::for_root(store, &st.repo, root)?;
         let _lock = repo_lock(store, &ctx.repo)?;
         let mut warnings = Vec::new();
         let made_worktree = match std::fs::symlink_metadata(wt) {
@@ -355,17 +604,47 @@ impl Backend for Worktree {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(wt, e)),
         };
-        if made_worktree {
-            if has_git_link(wt)? {
-                ctx.check(&ctx.repo, &["worktree", "remove", "--force", "--end-of-options", &wt.to_string_lossy()])?;
+        // `git worktree remove` does it all when git's view of the worktree is whole. It is
+        // not after a kill inside `git worktree add` or `remove`: then the directory goes below
+        // and prune drops git's record, once any lock the killed add left is taken off.
+        let whole = made_worktree
+            && has_git_link(wt)?
+            && ctx.git(&ctx.repo, &["worktree", "remove", "--force", "--end-of-options", &wt_s])?.ok();
+        let mut record = None;
+        if !whole {
+            record = listed(&ctx, wt)?;
+            match &record {
+                Some(Some(reason)) if reason == ADD_LOCK => {
+                    ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
+                }
+                Some(Some(reason)) => {
+                    return Err(Error::Conflict(format!(
+                        "worktree {} is locked ({reason}); `git worktree unlock` it, then destroy the root again",
+                        wt.display()
+                    )))
+                }
+                _ => {}
             }
+        }
+        hit("worktree.destroy.git-removed");
+        if made_worktree {
             match std::fs::remove_dir_all(wt) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(wt, e)),
             }
+        }
+        if made_worktree || record.is_some() {
             ctx.check(&ctx.repo, &["worktree", "prune"])?;
         }
+        if record.is_some() && listed(&ctx, wt)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "git still lists worktree {} after `git worktree prune`; see `git worktree list` in {}",
+                wt.display(),
+                ctx.repo.display()
+            )));
+        }
+        hit("worktree.destroy.pruned");
         if let Some(parent) = wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == root.id.as_str()))
         {
             let _ = std::fs::remove_dir(parent);
@@ -400,7 +679,7 @@ impl Backend for Worktree {
     fn diff(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Diff> {
         use crate::change::{Change, EntryKind};
         use crate::pathenc::PathJson;
-        let ctx = Ctx::of(store, &st.repo)?;
+        let ctx = Ctx::for_root(store, &st.repo, root)?;
         let wt = st.worktree_path.clone();
         let base = st.base_ref.clone();
         let _lock = repo_lock(store, &ctx.repo)?;
@@ -451,7 +730,7 @@ impl Backend for Worktree {
         if !has_git_link(&st.worktree_path)? {
             return Ok(None);
         }
-        Ok(Some(status(store, &Ctx::of(store, &st.repo)?, root, st)?))
+        Ok(Some(status(store, &Ctx::for_root(store, &st.repo, root)?, root, st)?))
     }
 }
 

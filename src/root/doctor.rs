@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{access, RootRecord, State};
-use crate::backend::submount;
+use crate::backend::{submount, Interrupted};
 use crate::error::{Error, Result};
 use crate::sys::mount;
 use crate::Store;
@@ -340,11 +340,25 @@ impl Store {
         Ok(DoctorReport { ok, repair, findings })
     }
 
-    /// Finish tearing a root down; a worktree with uncommitted work is left alone.
+    /// Finish tearing a root down (undoing a create, finishing a destroy, or discarding a lost
+    /// volatile root); whatever the backend's re-check cannot account for (a worktree's files
+    /// that are not git's) is kept and named in the error.
     fn finish_teardown(&self, mut rec: RootRecord) -> Result<()> {
         // A busy sub-mount is found again, and stops the teardown, below.
         let _ = submount::unmount_all(&rec.cwd, &rec.mounts, &mut submount::Taken::default());
-        rec.backend.check_destroy(self, &rec.spec(self), false)?;
+        let spec = rec.spec(self);
+        match rec.state {
+            // A create, or the undo of one (`destroying` begun in `creating`): what is there
+            // was never handed out.
+            State::Creating => rec.backend.check_interrupted(self, &spec, Interrupted::Create)?,
+            State::Destroying if rec.destroy_began_in == Some(State::Creating) => {
+                rec.backend.check_interrupted(self, &spec, Interrupted::Create)?
+            }
+            // A destroy records `destroying` only once its check passed.
+            State::Destroying => rec.backend.check_interrupted(self, &spec, Interrupted::Destroy)?,
+            // A ready root (volatile, lost): the ordinary check.
+            State::Ready => rec.backend.check_destroy(self, &spec, false)?,
+        };
         self.teardown(&mut rec).map(|_| ())
     }
 

@@ -216,6 +216,7 @@ impl Store {
             labels: req.labels.clone(),
             warnings,
             request: req.clone(),
+            destroy_began_in: None,
         };
         // Every user who must reach the working directory can, or the root is refused before
         // anything exists: a root its owner cannot enter is no root.

@@ -114,6 +114,10 @@ pub struct RootRecord {
     pub warnings: Vec<String>,
     /// The request as given.
     pub request: CreateRequest,
+    /// For a record read from [`DESTROYING_FILE`]: the `state` its field kept, the state the
+    /// root had when the destroy began (`creating` for the undo of a create). Not written.
+    #[serde(skip)]
+    pub destroy_began_in: Option<State>,
 }
 
 impl RootRecord {
@@ -308,6 +312,7 @@ impl RecordV1 {
             labels: self.labels,
             warnings: self.warnings,
             request: self.request,
+            destroy_began_in: None,
         }
     }
 }
@@ -400,6 +405,7 @@ impl Store {
         match read(&path)? {
             Some(bytes) => {
                 let mut rec = RootRecord::parse(&bytes, &path)?;
+                rec.destroy_began_in = Some(rec.state);
                 rec.state = State::Destroying;
                 Ok(rec)
             }

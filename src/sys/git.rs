@@ -1,6 +1,7 @@
 //! Running git: as a given user, with a clean environment and a timeout, always.
 
 use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,7 +32,32 @@ impl GitOutput {
 /// Run `git -C dir ARGS` as `owner` with `GIT_DIR`, `GIT_INDEX_FILE`, `GIT_WORK_TREE` and
 /// friends cleared, killing it after `timeout`.
 pub fn run(dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<GitOutput> {
+    run_holding(dir, owner, args, timeout, None)
+}
+
+/// [`run`], with `hold` (an open file carrying an flock) inherited by git and everything it
+/// starts: should this process be killed, the lock stays held until the last of them exits,
+/// so whoever takes it next knows no orphaned git is still writing.
+pub fn run_holding(
+    dir: &Path,
+    owner: Owner,
+    args: &[&str],
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+) -> Result<GitOutput> {
     let mut cmd = Command::new("git");
+    if let Some(fd) = hold.map(|f| f.as_raw_fd()) {
+        // Only in the child, after fork: no other process this one starts inherits it.
+        // SAFETY: fcntl is async-signal-safe and touches nothing but the child's fd table.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.arg("-C").arg(dir).args(args);
     for v in [
         "GIT_DIR",
