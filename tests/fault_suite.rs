@@ -146,9 +146,6 @@ struct Suite {
     /// Roots already counted as broken: reported once, then left out of later checks so that
     /// one fault is not counted again in every later round.
     broken: std::collections::BTreeSet<String>,
-    /// `EXECROOT_SUITE_STRICT=1`: also the faults main is known to fail today (see
-    /// [`known_failing`]).
-    strict: bool,
 }
 
 const CANARY: &str = "canary.txt";
@@ -173,7 +170,6 @@ impl Suite {
             round: 0,
             counts: Counts::default(),
             broken: Default::default(),
-            strict: std::env::var("EXECROOT_SUITE_STRICT").as_deref() == Ok("1"),
             env,
         };
         if mounts {
@@ -447,10 +443,7 @@ impl Suite {
         let (args, touches) = self.prepare(op);
         let (refs_before, roots_before) = self.observe();
         let points = op.failpoints();
-        let mut named = !points.is_empty() && self.rng.gen_bool(0.5);
-        if !named && !self.strict && known_failing(op) {
-            named = true;
-        }
+        let named = !points.is_empty() && self.rng.gen_bool(0.5);
         let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let mut cmd = self.env.spawnable(&argv);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
@@ -647,16 +640,6 @@ impl Suite {
     }
 }
 
-/// Faults main does not survive today, run only with `EXECROOT_SUITE_STRICT=1` (their named
-/// failpoints always run). None at present: a worktree create killed inside `git worktree add`
-/// and a worktree destroy killed inside `git worktree remove` or the removal of the directory,
-/// once listed here, are undone or finished by doctor (docs/roots.md, "worktree").
-const KNOWN_FAILING: &[Op] = &[];
-
-fn known_failing(op: Op) -> bool {
-    KNOWN_FAILING.contains(&op)
-}
-
 /// Entry names in `dir` (none if it does not exist).
 fn names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -693,7 +676,7 @@ fn kill_minus_nine_anywhere_loses_corrupts_and_leaks_nothing() {
     }
     let c = &suite.counts;
     let line = format!(
-        "fault suite: seed={seed} faults={} corrupt={} lost={} leaked={} (named={} random={} rounds={i} finished-before-kill={} strict={} {:.1}s) per op: {:?}",
+        "fault suite: seed={seed} faults={} corrupt={} lost={} leaked={} (named={} random={} rounds={i} finished-before-kill={} {:.1}s) per op: {:?}",
         c.faults,
         c.corrupt,
         c.lost,
@@ -701,7 +684,6 @@ fn kill_minus_nine_anywhere_loses_corrupts_and_leaks_nothing() {
         c.named,
         c.faults - c.named,
         c.finished,
-        suite.strict,
         started.elapsed().as_secs_f64(),
         c.by_op
     );
