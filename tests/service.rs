@@ -1,0 +1,515 @@
+//! The service (issue 10): a real `execroot serve` on a temporary store, spoken to over its unix
+//! socket with hand-written HTTP/1.1. Other users are threads that switched their own
+//! credentials (raw setresuid on one thread only), so that the kernel's SO_PEERCRED names them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const U1: u32 = 40011;
+const U2: u32 = 40012;
+
+/// A running `execroot serve`.
+struct Server {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Server {
+    /// Start one on `env`'s store with `extra` flags and wait until its socket answers.
+    fn start(env: &Env, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(env.store()).unwrap();
+        let socket = env.store().join("execroot.sock");
+        let mut args = vec!["serve"];
+        args.extend_from_slice(extra);
+        let child = env.spawnable(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut s = Server { child: Some(child), socket };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let t0 = Instant::now();
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("execroot serve exited before answering: {st}");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "execroot serve did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        request(None, &self.socket, method, path, "application/json", body.map(|b| b.to_string().into_bytes()))
+    }
+
+    fn req_as(&self, uid: u32, method: &str, path: &str, body: Option<Value>) -> Resp {
+        request(Some(uid), &self.socket, method, path, "application/json", body.map(|b| b.to_string().into_bytes()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An answer: status and body (parsed as JSON when it is JSON).
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn expect(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "answer: {}", String::from_utf8_lossy(&self.body));
+        self.json()
+    }
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+    fn message(&self) -> String {
+        self.json()["error"]["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a new connection, made by this thread or (with `uid`) by a thread
+/// that has become that user (uid, gid and no groups) before connecting.
+fn request(uid: Option<u32>, socket: &Path, method: &str, path: &str, ctype: &str, body: Option<Vec<u8>>) -> Resp {
+    let socket = socket.to_path_buf();
+    let (method, path, ctype) = (method.to_string(), path.to_string(), ctype.to_string());
+    let run = move || -> std::io::Result<Resp> {
+        if let Some(uid) = uid {
+            become_user(uid);
+        }
+        let mut s = UnixStream::connect(&socket)?;
+        let body = body.unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: execroot\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        // A server that refuses early (413) may close before reading it all.
+        let _ = s.write_all(&body);
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        Ok(parse_response(&raw))
+    };
+    match uid {
+        None => run().unwrap(),
+        Some(_) => std::thread::spawn(run).join().unwrap().unwrap(),
+    }
+}
+
+/// Switch this thread alone (raw system calls: glibc's wrappers would switch every thread).
+fn become_user(uid: u32) {
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[end + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 2 + n + 2..];
+        }
+        body = out;
+    }
+    Resp { status, body }
+}
+
+/// An environment other users may search (not list), as tests/multiuser.rs has it.
+fn open_env() -> Env {
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    env
+}
+
+#[test]
+fn health_errors_and_limits() {
+    let env = Env::new();
+    let s = Server::start(&env, &[]);
+    let h = s.req("GET", "/v1/health", None).expect(200);
+    assert_eq!(h["ok"], true);
+    assert!(h["version"].is_string());
+    assert!(h["overlay"]["available"].is_boolean());
+    assert_eq!(h["overlay"]["available"] == true, h["overlay"]["reason"].is_null());
+
+    let r = s.req("GET", "/v1/nothing", None);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not-found"));
+    let r = s.req("PUT", "/v1/roots", None);
+    assert_eq!(r.status, 405);
+
+    // 400 names the field at fault.
+    let r = s.req("POST", "/v1/roots", Some(json!({ "class": "artifact", "bogus": 1 })));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "bad-input"));
+    assert!(r.message().contains("bogus"), "{}", r.message());
+    let r = s.req("POST", "/v1/roots", Some(json!({ "key": "k" })));
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("class"), "{}", r.message());
+    let r = s.req("POST", "/v1/roots", Some(json!({ "class": "artifact", "durable": "yes" })));
+    assert_eq!(r.status, 400);
+    assert!(r.message().starts_with("durable:"), "{}", r.message());
+    let r = s.req("POST", "/v1/roots", Some(json!({ "class": "artifact", "mounts": [{ "path": "a", "to": "b" }] })));
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("mounts[0]"), "{}", r.message());
+    let r = s.req("DELETE", "/v1/roots/nope?forse=true", None);
+    assert_eq!(r.status, 400, "an unknown query parameter is refused");
+
+    // 404 for what does not exist.
+    let r = s.req("GET", "/v1/roots/no-such-root", None);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not-found"));
+    let r = s.req("POST", "/v1/roots/no-such-root/exec", Some(json!({ "command": "true" })));
+    assert_eq!(r.status, 404);
+
+    // 413 past the body limit.
+    let big = json!({ "class": "artifact", "labels": { "x": "y".repeat(2 << 20) } });
+    let r = s.req("POST", "/v1/roots", Some(big));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "too-large"));
+}
+
+#[test]
+fn create_exec_diff_destroy_a_root() {
+    let env = Env::new();
+    let src = env.with_base();
+    let s = Server::start(&env, &[]);
+    let body = json!({ "class": "artifact", "backend": "copy", "from": "base", "key": "run-1" });
+    let c = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    assert_eq!(c["created"], true);
+    let id = c["id"].as_str().unwrap().to_string();
+    let cwd = PathBuf::from(c["cwd"].as_str().unwrap());
+    assert_trees_equal(&src, &cwd);
+
+    // Idempotent by key: the same root, not made again; other parameters are a conflict.
+    let again = s.req("POST", "/v1/roots", Some(body)).expect(200);
+    assert_eq!((again["id"].as_str(), again["created"].as_bool()), (Some(id.as_str()), Some(false)));
+    let r = s.req("POST", "/v1/roots", Some(json!({ "class": "routine", "backend": "copy", "key": "run-1" })));
+    assert_eq!((r.status, r.error_code().as_str()), (409, "conflict"));
+
+    let list = s.req("GET", "/v1/roots", None).expect(200);
+    let ids: Vec<&str> = list["roots"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    let shown = s.req("GET", "/v1/roots/run-1", None).expect(200);
+    assert_eq!((shown["id"].as_str(), shown["mounted"].as_bool()), (Some(id.as_str()), Some(true)));
+
+    // exec: output, status, stdin, env, cwd inside the root, timeout.
+    let e = s
+        .req(
+            "POST",
+            &format!("/v1/roots/{id}/exec"),
+            Some(json!({
+                "command": "sh",
+                "args": ["-c", "cat > new.txt; echo \"$GREETING\" from $(pwd); echo oops >&2; exit 3"],
+                "stdin": "written by the run\n",
+                "env": { "GREETING": "hello" },
+            })),
+        )
+        .expect(200);
+    assert_eq!(e["exitCode"], 3);
+    assert_eq!(e["signal"], Value::Null);
+    assert_eq!(e["timedOut"], false);
+    assert_eq!(e["stdout"], format!("hello from {}\n", cwd.display()));
+    assert_eq!(e["stderr"], "oops\n");
+    assert_eq!((e["stdoutTruncated"].as_bool(), e["stderrTruncated"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(std::fs::read_to_string(cwd.join("new.txt")).unwrap(), "written by the run\n");
+    let e = s.req("POST", &format!("/v1/roots/{id}/exec"), Some(json!({ "command": "pwd", "cwd": "bin" }))).expect(200);
+    assert_eq!(e["stdout"], format!("{}\n", cwd.join("bin").display()));
+    let r = s.req("POST", &format!("/v1/roots/{id}/exec"), Some(json!({ "command": "pwd", "cwd": "../.." })));
+    assert_eq!(r.status, 400);
+    let e = s
+        .req(
+            "POST",
+            &format!("/v1/roots/{id}/exec"),
+            Some(json!({ "command": "sleep", "args": ["60"], "timeoutMs": 200 })),
+        )
+        .expect(200);
+    assert_eq!(
+        (e["timedOut"].as_bool(), e["signal"].as_str(), &e["exitCode"]),
+        (Some(true), Some("SIGKILL"), &Value::Null)
+    );
+    let e = s
+        .req(
+            "POST",
+            &format!("/v1/roots/{id}/exec"),
+            Some(json!({ "command": "head", "args": ["-c", "3000000", "/dev/zero"] })),
+        )
+        .expect(200);
+    assert_eq!((e["stdoutTruncated"].as_bool(), e["stdout"].as_str().unwrap().len()), (Some(true), 1 << 20));
+
+    let d = s.req("GET", &format!("/v1/roots/{id}/diff"), None).expect(200);
+    let added: Vec<&str> = d["added"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(added, ["new.txt"]);
+    let committed = s.req("POST", &format!("/v1/roots/{id}/commit"), Some(json!({ "name": "after" }))).expect(200);
+    assert_eq!(committed["name"], "after");
+    let tar = s.req("POST", &format!("/v1/roots/{id}/export"), Some(json!({ "changedOnly": true })));
+    assert_eq!(tar.status, 200);
+    let mut names: Vec<String> = tar::Archive::new(&tar.body[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new.txt"]);
+
+    let gone = s.req("DELETE", "/v1/roots/run-1", None).expect(200);
+    assert_eq!((gone["cleaned"].as_bool(), gone["cleanedPath"].as_str()), (Some(true), cwd.to_str()));
+    assert!(gone["warnings"].as_array().unwrap().is_empty());
+    assert_eq!(s.req("GET", "/v1/roots/run-1", None).status, 404);
+    assert!(!cwd.exists());
+}
+
+#[test]
+fn snapshots_ingest_list_show_remove_and_reclaim() {
+    let env = Env::new();
+    let src = env.fixture("small", 5, "src");
+    let s = Server::start(&env, &[]);
+    let r = s.req("POST", "/v1/snapshots", Some(json!({ "path": src, "name": "deps" }))).expect(201);
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["name"], "deps");
+    let r = s.req("POST", "/v1/snapshots", Some(json!({ "path": src, "shared": true })));
+    assert_eq!(r.status, 400);
+    // A tar body.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &src).unwrap();
+    let archive = b.into_inner().unwrap();
+    let t = request(None, &s.socket, "POST", "/v1/snapshots?name=from-tar", "application/x-tar", Some(archive));
+    let t = t.expect(201);
+    assert_eq!(t["name"], "from-tar");
+    let list = s.req("GET", "/v1/snapshots", None).expect(200);
+    assert!(list["snapshots"].as_array().unwrap().iter().any(|e| e["id"] == id.as_str()));
+    let shown = s.req("GET", "/v1/snapshots/deps", None).expect(200);
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(s.req("GET", "/v1/snapshots/nope", None).status, 404);
+    let r = s.req("DELETE", &format!("/v1/snapshots/{id}"), None);
+    assert_eq!(r.status, 409, "a ref names it: {}", String::from_utf8_lossy(&r.body));
+    let r = s.req("DELETE", &format!("/v1/snapshots/{id}?force=true"), None).expect(200);
+    assert_eq!(r["refsRemoved"], json!(["deps"]));
+    let g = s.req("POST", "/v1/gc", Some(json!({ "graceSeconds": 0, "dryRun": true }))).expect(200);
+    assert_eq!(g["dryRun"], true);
+    s.req("GET", "/v1/df", None).expect(200);
+    assert_eq!(s.req("GET", "/v1/doctor", None).expect(200)["ok"], true);
+    s.req("POST", "/v1/doctor/repair", None).expect(200);
+}
+
+/// Every route docs/openapi.yaml documents is served: none is an unknown route or method.
+#[test]
+fn every_documented_route_is_served() {
+    let env = Env::new();
+    let s = Server::start(&env, &[]);
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml")).unwrap();
+    let mut path: Option<String> = None;
+    let mut n = 0;
+    for line in doc.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if !line.starts_with("  ") {
+            path = None;
+        } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|l| l.strip_suffix(':'))) {
+            if !["get", "post", "put", "patch", "delete"].contains(&m) {
+                continue;
+            }
+            let concrete = p.replace("{root}", "no-such-root").replace("{snapshot}", "no-such-snapshot");
+            let r = s.req(&m.to_uppercase(), &concrete, None);
+            assert_ne!(r.status, 405, "{m} {p}: {}", String::from_utf8_lossy(&r.body));
+            assert!(r.status == 200 || !r.message().starts_with("no route"), "{m} {p} is not served");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 17, "every documented route was tried");
+}
+
+#[test]
+fn two_users_see_only_their_own_roots() {
+    if !can_mount() {
+        return;
+    }
+    let env = open_env();
+    env.with_base();
+    let s = Server::start(&env, &["--socket-mode", "0666"]);
+    let mk = |uid: u32, key: &str| s.req_as(uid, "POST", "/v1/roots", Some(json!({ "class": "artifact", "key": key })));
+    let a = mk(U1, "a").expect(201);
+    let b = mk(U2, "b").expect(201);
+    assert_eq!(a["cwd"].as_str().map(|c| c.contains("/roots/")), Some(true));
+    let (ida, idb) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    for (uid, mine, theirs, their_key) in [(U1, ida, idb, "b"), (U2, idb, ida, "a")] {
+        let list = s.req_as(uid, "GET", "/v1/roots", None).expect(200);
+        let ids: Vec<&str> = list["roots"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [mine], "uid {uid} lists only its own root");
+        for target in [theirs, their_key] {
+            assert_eq!(s.req_as(uid, "GET", &format!("/v1/roots/{target}"), None).status, 404);
+            assert_eq!(s.req_as(uid, "GET", &format!("/v1/roots/{target}/diff"), None).status, 404);
+            let r = s.req_as(uid, "POST", &format!("/v1/roots/{target}/exec"), Some(json!({ "command": "true" })));
+            assert_eq!(r.status, 404);
+            assert_eq!(s.req_as(uid, "DELETE", &format!("/v1/roots/{target}?force=true"), None).status, 404);
+        }
+        // exec runs as the root's owner, inside the root, where it may write.
+        let e = s
+            .req_as(
+                uid,
+                "POST",
+                &format!("/v1/roots/{mine}/exec"),
+                Some(json!({ "command": "sh", "args": ["-c", "id -u; touch mine"] })),
+            )
+            .expect(200);
+        assert_eq!((e["stdout"].as_str(), e["exitCode"].as_i64()), (Some(format!("{uid}\n").as_str()), Some(0)));
+        // Another user's key is taken, and says by whom no more than that.
+        let r = mk(uid, their_key);
+        assert_eq!(r.status, 409);
+        assert!(!r.message().contains(theirs), "{}", r.message());
+    }
+    // What a caller may not do: another owner, snapshots (until refs record who set them),
+    // and the store-wide operations.
+    let r = s.req_as(U1, "POST", "/v1/roots", Some(json!({ "class": "artifact", "owner": U2.to_string() })));
+    assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"));
+    let r = s.req_as(U1, "POST", "/v1/roots", Some(json!({ "class": "artifact", "from": "base" })));
+    assert_eq!(r.status, 403);
+    for (m, p) in [
+        ("GET", "/v1/snapshots"),
+        ("POST", "/v1/gc"),
+        ("GET", "/v1/df"),
+        ("GET", "/v1/doctor"),
+        ("POST", "/v1/doctor/repair"),
+    ] {
+        assert_eq!(s.req_as(U1, m, p, None).status, 403, "{m} {p}");
+    }
+    let r = s.req_as(U1, "POST", "/v1/snapshots", Some(json!({ "path": "/etc" })));
+    assert_eq!(r.status, 403);
+    let r = s.req_as(U1, "POST", &format!("/v1/roots/{ida}/export"), Some(json!({ "dest": env.path("out") })));
+    assert_eq!(r.status, 403);
+    assert!(!env.path("out").exists());
+    let r = s.req_as(U1, "POST", &format!("/v1/roots/{ida}/commit"), Some(json!({ "name": "mine" })));
+    assert_eq!(r.status, 403);
+    // Root sees both, and each user destroys its own.
+    let all = s.req("GET", "/v1/roots", None).expect(200);
+    assert_eq!(all["roots"].as_array().unwrap().len(), 2);
+    s.req_as(U1, "DELETE", &format!("/v1/roots/{ida}"), None).expect(200);
+    s.req_as(U2, "DELETE", "/v1/roots/b", None).expect(200);
+    assert!(s.req("GET", "/v1/roots", None).expect(200)["roots"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_default_socket_is_closed_to_other_users() {
+    if !needs_root("connecting as another user needs root") {
+        return;
+    }
+    let env = open_env();
+    let s = Server::start(&env, &[]);
+    let mode = std::fs::metadata(&s.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let socket = s.socket.clone();
+    let err = std::thread::spawn(move || {
+        become_user(U1);
+        UnixStream::connect(&socket).map(|_| ()).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    // doctor holds the socket to the store's table: nothing to repair.
+    let d = env.ok(&["doctor"]);
+    assert_eq!(d["ok"], true, "{d}");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_leaves_roots() {
+    let env = Env::new();
+    let mut s = Server::start(&env, &[]);
+    let c = s.req("POST", "/v1/roots", Some(json!({ "class": "artifact", "backend": "copy", "key": "k" }))).expect(201);
+    let cwd = PathBuf::from(c["cwd"].as_str().unwrap());
+    let socket = s.socket.clone();
+    let in_flight = std::thread::spawn(move || {
+        let body = json!({ "command": "sh", "args": ["-c", "touch started; while [ ! -e go ]; do sleep 0.05; done; echo finished"] });
+        request(None, &socket, "POST", "/v1/roots/k/exec", "application/json", Some(body.to_string().into_bytes()))
+    });
+    let t0 = Instant::now();
+    while !cwd.join("started").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(s.pid(), libc::SIGTERM) };
+    // It stops accepting...
+    let t0 = Instant::now();
+    while UnixStream::connect(&s.socket).is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and answers the request in flight once it ends.
+    std::fs::write(cwd.join("go"), "").unwrap();
+    let r = in_flight.join().unwrap().expect(200);
+    assert_eq!(r["stdout"], "finished\n");
+    assert!(s.stop().success());
+    // The root is as it was.
+    let shown = env.ok(&["root", "show", "k"]);
+    assert_eq!((shown["state"].as_str(), shown["mounted"].as_bool()), (Some("ready"), Some(true)));
+    let s = Server::start(&env, &[]);
+    assert_eq!(s.req("GET", "/v1/roots/k", None).expect(200)["state"], "ready");
+}
+
+#[test]
+fn cli_exec_runs_in_the_root() {
+    let env = Env::new();
+    env.with_base();
+    let c = env.root(&["--class", "artifact", "--backend", "copy", "--from", "base", "--key", "x"]);
+    let out = env.cmd(&["exec", "x", "--", "sh", "-c", "ls run-link; echo err >&2; exit 3"]).output().unwrap();
+    // Without --json (the env's --json flag is the global one: use a bare command).
+    let bare = std::process::Command::new(assert_cmd::cargo::cargo_bin("execroot"))
+        .arg("--store")
+        .arg(env.store())
+        .args(["exec", "x", "--", "sh", "-c", "pwd; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&bare.stdout), format!("{}\n", cwd(&c).display()));
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc = parse(&out);
+    assert_eq!(
+        (doc["exitCode"].as_i64(), doc["stdout"].as_str(), doc["stderr"].as_str()),
+        (Some(3), Some("run-link\n"), Some("err\n"))
+    );
+    let t = env.ok(&["exec", "x", "--timeout", "200ms", "--", "sleep", "60"]);
+    assert_eq!((t["timedOut"].as_bool(), t["signal"].as_str()), (Some(true), Some("SIGKILL")));
+    env.fails(&["exec", "nope", "--", "true"], 4);
+}
