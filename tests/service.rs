@@ -401,14 +401,12 @@ fn two_users_see_only_their_own_roots() {
         assert_eq!(r.status, 409);
         assert!(!r.message().contains(theirs), "{}", r.message());
     }
-    // What a caller may not do: another owner, snapshots (until refs record who set them),
-    // and the store-wide operations.
+    // What a caller may not do: another owner, and the store-wide operations (snapshots and
+    // paths: the next test).
     let r = s.req_as(U1, "POST", "/v1/roots", Some(json!({ "class": "artifact", "owner": U2.to_string() })));
     assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"));
-    let r = s.req_as(U1, "POST", "/v1/roots", Some(json!({ "class": "artifact", "from": "base" })));
-    assert_eq!(r.status, 403);
     for (m, p) in [
-        ("GET", "/v1/snapshots"),
+        ("DELETE", "/v1/snapshots/base"),
         ("POST", "/v1/gc"),
         ("GET", "/v1/df"),
         ("GET", "/v1/doctor"),
@@ -416,13 +414,6 @@ fn two_users_see_only_their_own_roots() {
     ] {
         assert_eq!(s.req_as(U1, m, p, None).status, 403, "{m} {p}");
     }
-    let r = s.req_as(U1, "POST", "/v1/snapshots", Some(json!({ "path": "/etc" })));
-    assert_eq!(r.status, 403);
-    let r = s.req_as(U1, "POST", &format!("/v1/roots/{ida}/export"), Some(json!({ "dest": env.path("out") })));
-    assert_eq!(r.status, 403);
-    assert!(!env.path("out").exists());
-    let r = s.req_as(U1, "POST", &format!("/v1/roots/{ida}/commit"), Some(json!({ "name": "mine" })));
-    assert_eq!(r.status, 403);
     // Root sees both, and each user destroys its own.
     let all = s.req("GET", "/v1/roots", None).expect(200);
     assert_eq!(all["roots"].as_array().unwrap().len(), 2);
@@ -512,4 +503,121 @@ fn cli_exec_runs_in_the_root() {
     let t = env.ok(&["exec", "x", "--timeout", "200ms", "--", "sleep", "60"]);
     assert_eq!((t["timedOut"].as_bool(), t["signal"].as_str()), (Some(true), Some("SIGKILL")));
     env.fails(&["exec", "nope", "--", "true"], 4);
+}
+
+/// A directory owned by `uid` (mode 0700) at `rel` in `env`.
+fn users_dir(env: &Env, rel: &str, uid: u32) -> PathBuf {
+    let d = env.path(rel);
+    std::fs::create_dir_all(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+#[test]
+fn snapshots_refs_and_paths_follow_the_callers_rights() {
+    if !can_mount() {
+        return;
+    }
+    let env = open_env();
+    env.with_base();
+    let s = Server::start(&env, &["--socket-mode", "0666"]);
+    let create =
+        |uid: u32, from: &str| s.req_as(uid, "POST", "/v1/roots", Some(json!({ "class": "artifact", "from": from })));
+
+    // Root's unshared ref is root's alone; shared, every caller may use it.
+    assert_eq!(create(U1, "base").status, 404);
+    assert!(s.req_as(U1, "GET", "/v1/snapshots", None).expect(200)["snapshots"].as_array().unwrap().is_empty());
+    assert_eq!(s.req_as(U1, "GET", "/v1/snapshots/base", None).status, 404);
+    let base = env.ok(&["ref", "list"])["refs"][0]["id"].as_str().unwrap().to_string();
+    env.ok(&["ref", "set", "base", &base, "--shared"]);
+    let r = create(U1, "base").expect(201);
+    assert_eq!(r["snapshots"], json!([base]));
+    assert_eq!(s.req_as(U2, "GET", "/v1/snapshots/base", None).expect(200)["id"], base.as_str());
+
+    // A caller ingests what it can read, as itself, and names it with a ref of its own.
+    let mine = users_dir(&env, "u1-tree", U1);
+    std::fs::write(mine.join("a.txt"), "mine\n").unwrap();
+    std::os::unix::fs::chown(mine.join("a.txt"), Some(U1), Some(U1)).unwrap();
+    let ing = s.req_as(U1, "POST", "/v1/snapshots", Some(json!({ "path": mine, "name": "u1-base" }))).expect(201);
+    assert_eq!(ing["name"], "u1-base");
+    let r = create(U1, "u1-base").expect(201);
+    let cwd = PathBuf::from(r["cwd"].as_str().unwrap());
+    let e = s
+        .req_as(
+            U1,
+            "POST",
+            &format!("/v1/roots/{}/exec", r["id"].as_str().unwrap()),
+            Some(json!({ "command": "cat", "args": ["a.txt"] })),
+        )
+        .expect(200);
+    assert_eq!(e["stdout"], "mine\n");
+    // Another user neither sees nor uses it, nor takes its name, nor shares.
+    assert_eq!(create(U2, "u1-base").status, 404);
+    assert_eq!(create(U2, &ing["id"].as_str().unwrap()[..12]).status, 404);
+    let listed = s.req_as(U2, "GET", "/v1/snapshots", None).expect(200);
+    assert!(listed["snapshots"].as_array().unwrap().iter().all(|e| e["id"] != ing["id"]));
+    let theirs = users_dir(&env, "u2-tree", U2);
+    let r = s.req_as(U2, "POST", "/v1/snapshots", Some(json!({ "path": theirs, "name": "u1-base" })));
+    assert_eq!(r.status, 409);
+    assert_eq!(env.ok(&["snapshot", "show", "u1-base"])["id"], ing["id"]);
+    let r = s.req_as(U2, "POST", "/v1/snapshots", Some(json!({ "path": theirs, "name": "u2-shared", "shared": true })));
+    assert_eq!(r.status, 403);
+
+    // Nothing the caller could not read itself: a root-only file, another user's directory.
+    let secret = users_dir(&env, "u1-secret", U1);
+    std::fs::write(secret.join("secret.txt"), "root's\n").unwrap();
+    std::fs::set_permissions(secret.join("secret.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = s.req_as(U1, "POST", "/v1/snapshots", Some(json!({ "path": secret, "name": "stolen" })));
+    assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"), "{}", r.message());
+    let r = s.req_as(U1, "POST", "/v1/snapshots", Some(json!({ "path": theirs, "name": "stolen" })));
+    assert_eq!(r.status, 403, "{}", r.message());
+    assert_eq!(env.fails(&["snapshot", "show", "stolen"], 4)["error"]["code"], "not-found");
+
+    // Exports are written as the caller: into its own directory, not into root's.
+    std::fs::write(cwd.join("out.txt"), "result\n").unwrap();
+    let root_id = s.req_as(U1, "GET", "/v1/roots", None).expect(200)["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cwd"] == cwd.to_str().unwrap())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dest = users_dir(&env, "u1-out", U1).join("export");
+    let x = s.req_as(U1, "POST", &format!("/v1/roots/{root_id}/export"), Some(json!({ "dest": dest }))).expect(200);
+    assert_eq!(x["files"], 2);
+    assert_eq!(std::fs::read_to_string(dest.join("out.txt")).unwrap(), "result\n");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dest.join("out.txt")).unwrap()), U1);
+    let closed = env.path("root-only");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = s.req_as(U1, "POST", &format!("/v1/roots/{root_id}/export"), Some(json!({ "dest": closed.join("x") })));
+    assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"), "{}", r.message());
+    assert!(!closed.join("x").exists());
+
+    // A commit names a ref of the caller's own.
+    let c =
+        s.req_as(U1, "POST", &format!("/v1/roots/{root_id}/commit"), Some(json!({ "name": "u1-after" }))).expect(200);
+    assert_eq!(c["name"], "u1-after");
+    create(U1, "u1-after").expect(201);
+    assert_eq!(create(U2, "u1-after").status, 404);
+    assert_eq!(s.req_as(U2, "POST", &format!("/v1/roots/{root_id}/commit"), Some(json!({}))).status, 404);
+
+    // git runs as the repository's owner: a repository the caller does not own is refused.
+    let repo = env.repo();
+    let r = s.req_as(
+        U1,
+        "POST",
+        "/v1/roots",
+        Some(json!({ "class": "repo-edit", "repo": repo, "baseRef": "main", "key": "wt" })),
+    );
+    assert_eq!(r.status, 403, "{}", r.message());
+
+    for uid in [U1, U2] {
+        for r in s.req_as(uid, "GET", "/v1/roots", None).expect(200)["roots"].as_array().unwrap() {
+            s.req_as(uid, "DELETE", &format!("/v1/roots/{}", r["id"].as_str().unwrap()), None).expect(200);
+        }
+    }
 }

@@ -195,6 +195,9 @@ struct CreateArgs {
     /// Skip devices, FIFOs and sockets (reported as warnings) instead of refusing them.
     #[arg(long)]
     skip_special: bool,
+    /// Share the ref (--name) with every caller of the service (docs/api.md).
+    #[arg(long, requires = "name")]
+    shared: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +296,9 @@ enum RefCmd {
         name: String,
         /// Snapshot id, id prefix, or ref.
         snapshot: String,
+        /// Share the ref with every caller of the service (docs/api.md).
+        #[arg(long)]
+        shared: bool,
     },
     /// Remove a ref.
     Rm {
@@ -527,6 +533,9 @@ fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
         (None, None) => return Err(Error::BadInput("give a DIR or --tar FILE".into())),
     };
     drop(bar);
+    if let (true, Some(n)) = (a.shared, &report.name) {
+        set_ref(store, n, &report.id, true)?;
+    }
     let mut human = format!(
         "snapshot {}\n  {} entries: {} files, {} dirs, {} symlinks, {}\n  new objects {} ({}), reused {} ({}), {:.0} ms",
         report.id,
@@ -639,9 +648,9 @@ fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
 
 fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
     match c {
-        RefCmd::Set { name, snapshot } => {
+        RefCmd::Set { name, snapshot, shared } => {
             let id = store.resolve(snapshot)?;
-            store.set_ref(name, &id)?;
+            set_ref(store, name, &id, *shared)?;
             Ok(Output::new(to_json(&RefInfo { name: name.clone(), id: Some(id) }), format!("{name} -> {id}")))
         }
         RefCmd::Rm { name } => {
@@ -657,6 +666,12 @@ fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
             Ok(Output::new(to_json(&list), human))
         }
     }
+}
+
+/// Point a ref, recording the user who set it and whether it is shared (`--shared`).
+fn set_ref(store: &Store, name: &str, id: &execroot::Hash, shared: bool) -> Result<()> {
+    let meta = execroot::store::refs::RefMeta { uid: execroot::sys::Owner::current().uid, shared };
+    store.set_ref_with(name, id, meta)
 }
 
 fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {

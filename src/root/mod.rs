@@ -18,6 +18,7 @@ pub mod commit;
 pub mod doctor;
 pub mod exec;
 pub mod export;
+pub mod export_as;
 pub mod reclaim;
 pub mod record;
 pub mod view;

@@ -24,7 +24,7 @@ use execroot::error::Error;
 use execroot::policy::{Availability, Class};
 use execroot::root::exec::ExecRequest;
 use execroot::root::{CreateRequest, Destroyed};
-use execroot::store::ingest::{IngestOptions, NoProgress};
+use execroot::store::ingest::IngestOptions;
 use execroot::store::snapshot::SnapshotRemoved;
 use execroot::Store;
 
@@ -332,6 +332,7 @@ struct IngestBody {
 #[serde(deny_unknown_fields)]
 struct TarQuery {
     name: Option<String>,
+    shared: Option<bool>,
 }
 
 /// Ingest a path (JSON body) or the tar archive that is the body (`application/x-tar`).
@@ -342,35 +343,25 @@ async fn create_snapshot(State(app): State<App>, Who(c): Who, req: Request) -> A
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == "application/x-tar");
     let store = app.store.clone();
-    blocking({
-        let store = store.clone();
-        move || c.require_privileged(&store, "snapshot ingest")
-    })
-    .await?;
     let report = if is_tar {
         let q: TarQuery = parse_query(req.uri())?;
         let bytes = body_bytes(req, &(), TAR_LIMIT).await?;
         let opts = IngestOptions { name: q.name, ..Default::default() };
-        blocking(move || store.ingest_tar(std::io::Cursor::new(bytes), "request body", &opts, &NoProgress)).await?
+        blocking(move || {
+            store.ingest_tar_for(&c, std::io::Cursor::new(bytes), "request body", &opts, q.shared.unwrap_or(false))
+        })
+        .await?
     } else {
         let bytes = body_bytes(req, &(), TAR_LIMIT).await?;
         let b: IngestBody = parse_json(&bytes)?;
-        if b.shared {
-            return Err(ApiError::bad_input("shared: refs do not record sharing yet (docs/api.md)"));
-        }
         let opts = IngestOptions { name: b.name, labels: b.labels, skip_special: b.skip_special, exclude: vec![] };
-        blocking(move || store.ingest_dir(&b.path, &opts, &NoProgress)).await?
+        blocking(move || store.ingest_dir_for(&c, &b.path, &opts, b.shared)).await?
     };
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }
 
 async fn list_snapshots(State(app): State<App>, Who(c): Who) -> Answer<Response> {
-    let l = blocking(move || {
-        c.require_privileged(&app.store, "snapshot list")?;
-        app.store.snapshot_list()
-    })
-    .await?;
-    Ok(Json(l).into_response())
+    Ok(Json(blocking(move || app.store.snapshot_list_for(&c)).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -386,12 +377,7 @@ async fn show_snapshot(
     Path(snapshot): Path<String>,
     Query(q): Query<EntriesQuery>,
 ) -> Answer<Response> {
-    let info = blocking(move || {
-        c.require_privileged(&app.store, "snapshot show")?;
-        let id = app.store.resolve(&snapshot)?;
-        app.store.snapshot_info(&id, q.entries)
-    })
-    .await?;
+    let info = blocking(move || app.store.snapshot_info_for(&c, &snapshot, q.entries)).await?;
     Ok(Json(info).into_response())
 }
 

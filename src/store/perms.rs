@@ -38,6 +38,7 @@ pub const TABLE: &[(&str, Kind, u32)] = &[
     ("objects", Kind::Dir, 0o700),
     ("snapshots", Kind::Dir, 0o700),
     ("refs", Kind::Dir, 0o700),
+    ("refmeta", Kind::Dir, 0o700),
     ("tmp", Kind::Dir, 0o700),
     ("quarantine", Kind::Dir, 0o700),
     ("layers", Kind::Dir, 0o700),
