@@ -614,6 +614,24 @@ fn snapshots_refs_and_paths_follow_the_callers_rights() {
         Some(json!({ "class": "repo-edit", "repo": repo, "baseRef": "main", "key": "wt" })),
     );
     assert_eq!(r.status, 403, "{}", r.message());
+    // Its own repository: the worktree is made by git as the caller.
+    let own = env.path("u1-repo");
+    std::fs::rename(&repo, &own).unwrap();
+    let chown = std::process::Command::new("chown").arg("-R").arg(format!("{U1}:{U1}")).arg(&own).status().unwrap();
+    assert!(chown.success());
+    let w = s.req_as(
+        U1,
+        "POST",
+        "/v1/roots",
+        Some(json!({ "class": "repo-edit", "repo": own, "baseRef": "main", "key": "wt" })),
+    );
+    let w = w.expect(201);
+    assert_eq!((w["backend"].as_str(), w["branchName"].as_str()), (Some("worktree"), Some("wt")));
+    let wt = PathBuf::from(w["cwd"].as_str().unwrap());
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(wt.join(".gitignore")).unwrap()), U1);
+    let shown = s.req_as(U1, "GET", "/v1/roots/wt", None).expect(200);
+    assert_eq!(shown["git"]["dirtyEntryCount"], 0, "{shown}");
+    assert_eq!(s.req_as(U2, "GET", "/v1/roots/wt", None).status, 404);
 
     for uid in [U1, U2] {
         for r in s.req_as(uid, "GET", "/v1/roots", None).expect(200)["roots"].as_array().unwrap() {
