@@ -442,6 +442,57 @@ fn the_default_socket_is_closed_to_other_users() {
     // doctor holds the socket to the store's table: nothing to repair.
     let d = env.ok(&["doctor"]);
     assert_eq!(d["ok"], true, "{d}");
+    drop(s);
+    assert!(!env.store().join("execroot.sock").exists(), "the socket goes with the service");
+
+    // A socket elsewhere, for one group: its members connect, others do not.
+    let socket = env.path("group.sock");
+    let mut args = vec!["serve", "--socket", socket.to_str().unwrap(), "--socket-group"];
+    let group = U1.to_string();
+    args.push(&group);
+    let mut child = env.spawnable(&args).stdout(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let md = std::fs::metadata(&socket).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::gid(&md), md.permissions().mode() & 0o777), (U1, 0o660));
+    let h = request(Some(U1), &socket, "GET", "/v1/health", "application/json", None);
+    assert_eq!(h.status, 200);
+    let sock2 = socket.clone();
+    let err = std::thread::spawn(move || {
+        become_user(U2);
+        UnixStream::connect(&sock2).map(|_| ()).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn startup_repairs_what_a_reboot_left() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.with_base();
+    let r = env.root(&["--class", "artifact", "--from", "base", "--key", "durable", "--durable"]);
+    std::fs::write(cwd(&r).join("kept.txt"), "kept\n").unwrap();
+    // A reboot takes the mounts away and leaves the records; a dead service leaves its socket.
+    for m in mounts_below(&env.store().join("roots")).into_iter().rev() {
+        assert!(std::process::Command::new("umount").arg(&m).status().unwrap().success());
+    }
+    let stale = std::os::unix::net::UnixListener::bind(env.store().join("execroot.sock")).unwrap();
+    drop(stale);
+    let s = Server::start(&env, &[]);
+    let shown = s.req("GET", "/v1/roots/durable", None).expect(200);
+    assert_eq!(shown["mounted"], true, "{shown}");
+    assert_eq!(std::fs::read_to_string(cwd(&r).join("kept.txt")).unwrap(), "kept\n");
+    s.req("DELETE", "/v1/roots/durable", None).expect(200);
 }
 
 #[test]
@@ -632,6 +683,16 @@ fn snapshots_refs_and_paths_follow_the_callers_rights() {
     let shown = s.req_as(U1, "GET", "/v1/roots/wt", None).expect(200);
     assert_eq!(shown["git"]["dirtyEntryCount"], 0, "{shown}");
     assert_eq!(s.req_as(U2, "GET", "/v1/roots/wt", None).status, 404);
+    // Cleanup refuses to lose work, with the cleanup document; force discards it.
+    let untracked = wt.join("notes.txt");
+    std::fs::write(&untracked, "unsaved\n").unwrap();
+    let r = s.req_as(U1, "DELETE", "/v1/roots/wt", None);
+    let refused = r.expect(409);
+    assert_eq!((refused["cleaned"].as_bool(), refused["cleanedPath"].as_str()), (Some(false), wt.to_str()));
+    assert!(!refused["warnings"].as_array().unwrap().is_empty(), "{refused}");
+    assert!(untracked.exists());
+    s.req_as(U1, "DELETE", "/v1/roots/wt?force=true", None).expect(200);
+    assert!(!wt.exists());
 
     for uid in [U1, U2] {
         for r in s.req_as(uid, "GET", "/v1/roots", None).expect(200)["roots"].as_array().unwrap() {
