@@ -121,8 +121,18 @@ fn request(uid: Option<u32>, socket: &Path, method: &str, path: &str, ctype: &st
         )?;
         // A server that refuses early (413) may close before reading it all.
         let _ = s.write_all(&body);
+        // A server that answered before reading the whole body and closed leaves the error
+        // ECONNRESET after its answer (the kernel reports it once the answer has been read).
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
         Ok(parse_response(&raw))
     };
     match uid {
