@@ -189,6 +189,11 @@ fn health_errors_and_limits() {
     assert!(h["overlay"]["available"].is_boolean());
     assert_eq!(h["overlay"]["available"] == true, h["overlay"]["reason"].is_null());
 
+    // A second service on the same socket is refused before it touches the store.
+    let second = env.cmd(&["serve"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(5), "{}", describe(&second));
+    assert_eq!(s.req("GET", "/v1/health", None).status, 200);
+
     let r = s.req("GET", "/v1/nothing", None);
     assert_eq!((r.status, r.error_code().as_str()), (404, "not-found"));
     let r = s.req("PUT", "/v1/roots", None);

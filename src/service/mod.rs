@@ -32,11 +32,12 @@ pub struct ServeOptions {
 /// socket, answer; on the signal stop accepting, finish the requests in flight, remove the
 /// socket and return, leaving every root as it is.
 pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
+    let path = opts.socket.unwrap_or_else(|| store.path().join(execroot::store::perms::SOCKET_NAME));
+    socket::check_free(&path)?;
     let report = store.doctor(true)?;
     for f in &report.findings {
         tracing::warn!(kind = f.kind.as_str(), path = %f.path.display(), action = %f.action, repaired = f.repaired, "doctor at startup");
     }
-    let path = opts.socket.unwrap_or_else(|| store.path().join(execroot::store::perms::SOCKET_NAME));
     let std_listener = socket::bind(&path, opts.mode, opts.group)?;
     let _socket = socket::SocketFile::new(&path);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -45,6 +45,20 @@ pub fn parse_group(s: &str) -> Result<u32> {
 /// the path is kept (conflict). The socket's mode decides only who may connect; what each
 /// caller may do is decided per request from its credentials.
 pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<std::os::unix::net::UnixListener> {
+    check_free(path)?;
+    let l = std::os::unix::net::UnixListener::bind(path).at(path)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::lchown(path, None, Some(gid)).at(path)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)?;
+    l.set_nonblocking(true).at(path)?;
+    Ok(l)
+}
+
+/// Refuse a path where a service answers (conflict) or something other than a socket is;
+/// remove a socket no service answers on. Run before anything else at startup, so that a second
+/// service never repairs (doctor) a store another one is serving.
+pub fn check_free(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(md) if md.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -56,13 +70,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<std::os::unix:
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, e)),
     }
-    let l = std::os::unix::net::UnixListener::bind(path).at(path)?;
-    if let Some(gid) = group {
-        std::os::unix::fs::lchown(path, None, Some(gid)).at(path)?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)?;
-    l.set_nonblocking(true).at(path)?;
-    Ok(l)
+    Ok(())
 }
 
 /// Removes the socket when the service stops (only if it is still ours: the same inode).
