@@ -96,28 +96,21 @@ impl Store {
         self.set_ref_with(name, id, RefMeta { uid: self.owner()?.uid, shared: false })
     }
 
-    /// [`Store::set_ref`], recording who set the ref (`meta`). The record is written before
-    /// the ref, so a crash between the two leaves a ref as it was with a record that only
-    /// the next setting of the name reads (the name's meaning never widens: a record names the
-    /// new setter, and is written only by a caller allowed to set the ref).
+    /// [`Store::set_ref`], recording who set the ref (`meta`). The record is taken away first
+    /// (a ref without one is the store owner's alone), then the ref is pointed, then the new
+    /// record written: a crash at any step leaves the ref usable by no caller that could not
+    /// use it before and after (it fails closed, to the store owner's alone).
     pub fn set_ref_with(&self, name: &str, id: &Hash, meta: RefMeta) -> Result<()> {
         validate_name(name)?;
-        let plain = meta == RefMeta { uid: self.owner()?.uid, shared: false };
-        let meta_path = self.top_dir("refmeta")?.join(name);
-        if plain {
-            match std::fs::remove_file(&meta_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&meta_path, e)),
-            }
-        } else {
-            let lease = Lease::new(self)?;
-            let tmp = lease.temp_path();
-            std::fs::write(&tmp, serde_json::to_vec(&meta).expect("serializable")).at(&tmp)?;
-            std::fs::rename(&tmp, &meta_path).at(&meta_path)?;
-        }
         if !self.snapshot_dir(id).exists() {
             return Err(Error::NotFound(format!("snapshot {id} does not exist")));
+        }
+        let plain = meta == RefMeta { uid: self.owner()?.uid, shared: false };
+        let meta_path = self.top_dir("refmeta")?.join(name);
+        match std::fs::remove_file(&meta_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&meta_path, e)),
         }
         let lease = Lease::new(self)?;
         let tmp = lease.temp_path();
@@ -127,8 +120,16 @@ impl Store {
         let dest = self.refs_dir().join(name);
         crate::sys::failpoint::hit("ref.set.staged");
         std::fs::rename(&tmp, &dest).at(&dest)?;
+        if !plain {
+            std::fs::write(&tmp, serde_json::to_vec(&meta).expect("serializable")).at(&tmp)?;
+            std::fs::rename(&tmp, &meta_path).at(&meta_path)?;
+        }
         // A ref is what a user relies on to find their snapshot again: make it durable.
-        fsync_dir(&self.refs_dir())
+        fsync_dir(&self.refs_dir())?;
+        if !plain {
+            fsync_dir(&self.path().join("refmeta"))?;
+        }
+        Ok(())
     }
 
     /// Remove a ref; returns the snapshot it pointed at (`None` for a damaged ref file, which
