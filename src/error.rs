@@ -26,6 +26,10 @@ pub enum Error {
     /// Something asked for does not exist (snapshot, ref, object).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this (the service's authorization rules, docs/api.md): another
+    /// user's root is [`Error::NotFound`] instead, so that its existence is not revealed.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the store's state (ref points at a snapshot, DEST not empty).
     #[error("{0}")]
     Conflict(String),
@@ -85,6 +89,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::BadInput(_) | Error::Tool { .. } => "bad-input",
             Error::NotFound(_) => "not-found",
+            Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } | Error::Timeout { .. } => "conflict",
             Error::Corrupt(_) => "corrupt",
         }
@@ -96,6 +101,7 @@ impl Error {
             Error::Io { .. } => 1,
             Error::BadInput(_) | Error::Tool { .. } => 2,
             Error::NotFound(_) => 4,
+            Error::Forbidden(_) => 7,
             Error::Conflict(_) | Error::VolatileLost(_) | Error::Busy { .. } | Error::Timeout { .. } => 5,
             Error::Corrupt(_) => 6,
         }

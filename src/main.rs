@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod fixture;
+mod service;
 
 fn main() {
     std::process::exit(cli::main());

@@ -52,6 +52,21 @@ pub fn preferred(class: Class) -> (BackendKind, Option<BackendKind>) {
     }
 }
 
+/// Whether a backend can run here, and why not (the service's `GET /v1/health`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Availability {
+    /// It can.
+    pub available: bool,
+    /// Why not (null when it can).
+    pub reason: Option<String>,
+}
+
+/// [`unavailable`] as an [`Availability`].
+pub fn availability(kind: BackendKind, store_root: &Path) -> Availability {
+    let reason = unavailable(kind, store_root);
+    Availability { available: reason.is_none(), reason }
+}
+
 /// Why a backend cannot run here, or `None` when it can.
 pub fn unavailable(kind: BackendKind, store_root: &Path) -> Option<String> {
     match kind {

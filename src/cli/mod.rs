@@ -86,6 +86,34 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Compare the backends per workload class against git worktrees; write the report.
     Bench(BenchArgs),
+    /// Serve the store over HTTP/1.1 and JSON on a unix socket, to every local user that can
+    /// open it, each acting on its own roots (docs/api.md).
+    Serve {
+        /// The socket [default: STORE/execroot.sock].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The socket's mode (octal): who may connect.
+        #[arg(long, default_value = "0660", value_name = "MODE")]
+        socket_mode: String,
+        /// The socket's group (name or gid).
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
+    },
+    /// Run a command in a root, as the root's owner, inside the root; prints its output and
+    /// exits with its status (with --json: one document, exit 0).
+    Exec {
+        /// Root id or key.
+        root: String,
+        /// Kill the command after this long (for example 30s, 5m) [default: 1h].
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// Working directory, relative to the root's cwd (or absolute inside it).
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +195,9 @@ struct CreateArgs {
     /// Skip devices, FIFOs and sockets (reported as warnings) instead of refusing them.
     #[arg(long)]
     skip_special: bool,
+    /// Share the ref (--name) with every caller of the service (docs/api.md).
+    #[arg(long, requires = "name")]
+    shared: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +296,9 @@ enum RefCmd {
         name: String,
         /// Snapshot id, id prefix, or ref.
         snapshot: String,
+        /// Share the ref with every caller of the service (docs/api.md).
+        #[arg(long)]
+        shared: bool,
     },
     /// Remove a ref.
     Rm {
@@ -407,6 +441,16 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Fixture(c) => fixture_cmd(c),
         Cmd::Demo(a) => demo::run(a, cli.store.as_deref(), json),
         Cmd::Bench(a) => bench_cmd(a, cli.store.clone(), json),
+        Cmd::Serve { socket, socket_mode, socket_group } => {
+            let opts = crate::service::ServeOptions {
+                socket: socket.clone(),
+                mode: crate::service::socket::parse_mode(socket_mode)?,
+                group: socket_group.as_deref().map(crate::service::socket::parse_group).transpose()?,
+            };
+            crate::service::serve(open()?, opts)?;
+            Ok(Output::new(Value::Null, ""))
+        }
+        Cmd::Exec { root, timeout, cwd, command } => exec_cmd(&open()?, root, timeout.as_deref(), cwd, command, json),
     }
 }
 
@@ -489,6 +533,9 @@ fn ingest_cmd(store: &Store, a: &CreateArgs, json: bool) -> Result<Output> {
         (None, None) => return Err(Error::BadInput("give a DIR or --tar FILE".into())),
     };
     drop(bar);
+    if let (true, Some(n)) = (a.shared, &report.name) {
+        set_ref(store, n, &report.id, true)?;
+    }
     let mut human = format!(
         "snapshot {}\n  {} entries: {} files, {} dirs, {} symlinks, {}\n  new objects {} ({}), reused {} ({}), {:.0} ms",
         report.id,
@@ -601,9 +648,9 @@ fn snapshot_cmd(store: &Store, c: &SnapshotCmd, json: bool) -> Result<Output> {
 
 fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
     match c {
-        RefCmd::Set { name, snapshot } => {
+        RefCmd::Set { name, snapshot, shared } => {
             let id = store.resolve(snapshot)?;
-            store.set_ref(name, &id)?;
+            set_ref(store, name, &id, *shared)?;
             Ok(Output::new(to_json(&RefInfo { name: name.clone(), id: Some(id) }), format!("{name} -> {id}")))
         }
         RefCmd::Rm { name } => {
@@ -619,6 +666,12 @@ fn ref_cmd(store: &Store, c: &RefCmd) -> Result<Output> {
             Ok(Output::new(to_json(&list), human))
         }
     }
+}
+
+/// Point a ref, recording the user who set it and whether it is shared (`--shared`).
+fn set_ref(store: &Store, name: &str, id: &execroot::Hash, shared: bool) -> Result<()> {
+    let meta = execroot::store::refs::RefMeta { uid: execroot::sys::Owner::current().uid, shared };
+    store.set_ref_with(name, id, meta)
 }
 
 fn verify_cmd(store: &Store, repair: bool) -> Result<Output> {
@@ -859,12 +912,59 @@ report: {}",
     Ok(Output::new(to_json(&report), human))
 }
 
-fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
-    let grace = if grace.trim() == "0" {
-        std::time::Duration::ZERO
-    } else {
-        humantime::parse_duration(grace).map_err(|e| Error::BadInput(format!("--grace {grace:?}: {e}")))?
+/// A duration flag: humantime (`30s`, `2h`) or `0`.
+fn parse_duration(flag: &str, s: &str) -> Result<std::time::Duration> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| Error::BadInput(format!("{flag} {s:?}: {e}")))
+}
+
+fn exec_cmd(
+    store: &Store,
+    root: &str,
+    timeout: Option<&str>,
+    cwd: &Option<PathBuf>,
+    command: &[String],
+    json: bool,
+) -> Result<Output> {
+    let req = execroot::root::exec::ExecRequest {
+        command: command[0].clone(),
+        args: command[1..].to_vec(),
+        cwd: cwd.clone(),
+        timeout_ms: timeout.map(|t| parse_duration("--timeout", t)).transpose()?.map(|d| d.as_millis() as u64),
+        ..Default::default()
     };
+    let r = store.exec_root(root, &req)?;
+    if json {
+        return Ok(Output::new(to_json(&r), ""));
+    }
+    // The command's own output, unescaped: it is what the user asked to see, as a shell would.
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(r.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(r.stderr.as_bytes());
+    for (t, what) in [(r.stdout_truncated, "stdout"), (r.stderr_truncated, "stderr")] {
+        if t {
+            eprintln!("execroot: {what} truncated");
+        }
+    }
+    let exit = if r.timed_out {
+        eprintln!("execroot: timed out");
+        124
+    } else {
+        r.exit_code.unwrap_or_else(|| 128 + r.signal.as_deref().map_or(0, signal_number))
+    };
+    let mut out = Output::new(Value::Null, "");
+    out.exit = exit;
+    Ok(out)
+}
+
+fn signal_number(name: &str) -> i32 {
+    name.parse::<nix::sys::signal::Signal>().map_or(0, |s| s as i32)
+}
+
+fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
+    let grace = parse_duration("--grace", grace)?;
     let r = store.gc(grace, dry_run)?;
     let human = format!(
         "{}{} snapshot(s), {} layer(s), {} object(s), {} variant(s): {} {}; kept {} snapshot(s)",

@@ -13,9 +13,12 @@
 //! - [`doctor`], [`commit`], [`export`], [`reclaim`] (gc, snapshot rm, df with roots pinned).
 
 pub mod access;
+pub mod caller;
 pub mod commit;
 pub mod doctor;
+pub mod exec;
 pub mod export;
+pub mod export_as;
 pub mod reclaim;
 pub mod record;
 pub mod view;
@@ -124,6 +127,16 @@ impl Store {
 
     /// Create a root (or, with a key that exists, return it with `created: false`).
     pub fn create_root(&self, req: &CreateRequest) -> Result<Created> {
+        self.create_root_checked(req, &|_| true)
+    }
+
+    /// [`Store::create_root`], where a key that names a root `visible` refuses does not find it:
+    /// it is a conflict naming no root (the key is another user's, [`caller`]).
+    pub(crate) fn create_root_checked(
+        &self,
+        req: &CreateRequest,
+        visible: &dyn Fn(&RootRecord) -> bool,
+    ) -> Result<Created> {
         let t0 = Instant::now();
         let class = req.class.ok_or_else(|| Error::BadInput("--class is required".into()))?;
         if let Some(k) = &req.key {
@@ -138,6 +151,9 @@ impl Store {
         if let Some(k) = &req.key {
             match self.find_root(k) {
                 Ok(existing) => {
+                    if !visible(&existing) {
+                        return Err(Error::Conflict(format!("key {k:?} is in use by another user's root")));
+                    }
                     if existing.request != *req {
                         return Err(Error::Conflict(format!(
                             "key {k:?} names root {} created with different parameters",

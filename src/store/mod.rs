@@ -24,6 +24,7 @@ pub mod df;
 pub mod format;
 pub mod gc;
 pub mod ingest;
+pub mod ingest_as;
 pub mod layer;
 pub mod lock;
 pub mod manifest;

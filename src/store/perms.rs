@@ -21,6 +21,8 @@ pub enum Kind {
     Dir,
     /// A regular file.
     File,
+    /// A unix socket (the service's, made by `execroot serve`, never by the layout).
+    Socket,
 }
 
 /// The mode of the store directory itself: search for everybody, nothing else.
@@ -36,6 +38,7 @@ pub const TABLE: &[(&str, Kind, u32)] = &[
     ("objects", Kind::Dir, 0o700),
     ("snapshots", Kind::Dir, 0o700),
     ("refs", Kind::Dir, 0o700),
+    ("refmeta", Kind::Dir, 0o700),
     ("tmp", Kind::Dir, 0o700),
     ("quarantine", Kind::Dir, 0o700),
     ("layers", Kind::Dir, 0o700),
@@ -45,7 +48,13 @@ pub const TABLE: &[(&str, Kind, u32)] = &[
     ("keys", Kind::Dir, 0o700),
     ("locks", Kind::Dir, 0o700),
     ("roots", Kind::Dir, 0o711),
+    // Connecting needs write permission on the socket: the service's callers are its group
+    // (`--socket-group`); who may do what once connected is the service's rules (docs/api.md).
+    (SOCKET_NAME, Kind::Socket, 0o660),
 ];
+
+/// The file name of the service's default socket, `STORE/execroot.sock`.
+pub const SOCKET_NAME: &str = "execroot.sock";
 
 /// The widest mode allowed for a top-level directory the table does not name.
 pub const UNLISTED_DIR: u32 = 0o700;
@@ -151,7 +160,7 @@ impl Store {
                     std::fs::OpenOptions::new().create(true).append(true).mode(mode).open(&p).at(&p)?;
                     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).at(&p)?;
                 }
-                Kind::File => {}
+                Kind::File | Kind::Socket => {}
             }
         }
         // All 256 fan-out directories exist up front so that writing an object never has to

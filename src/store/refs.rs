@@ -23,6 +23,19 @@ pub struct RefList {
     pub refs: Vec<RefInfo>,
 }
 
+/// Who set a ref, and whether its owner shared it (`refmeta/<name>`, docs/format.md "Refs").
+/// A ref without this record was set by the store owner and is not shared: refs set by the
+/// store's owner without `--shared` write none, so stores that never serve other users look as
+/// they always did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefMeta {
+    /// The uid that set the ref.
+    pub uid: u32,
+    /// Set with `--shared` (by a privileged user): every caller of the service may use it.
+    pub shared: bool,
+}
+
 /// Longest accepted ref name, in bytes.
 pub const MAX_REF_NAME: usize = 200;
 
@@ -65,11 +78,39 @@ impl Store {
         }
     }
 
-    /// Point `name` at snapshot `id` (which must exist), atomically replacing any old value.
+    /// Who set ref `name` (the store owner's, unshared, when nothing is recorded).
+    pub fn ref_meta(&self, name: &str) -> Result<RefMeta> {
+        validate_name(name)?;
+        let path = self.path().join("refmeta").join(name);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Corrupt(format!("{}: not a ref record: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RefMeta { uid: self.owner()?.uid, shared: false }),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Point `name` at snapshot `id` (which must exist), atomically replacing any old value; the
+    /// ref is recorded as set by the store owner, unshared.
     pub fn set_ref(&self, name: &str, id: &Hash) -> Result<()> {
+        self.set_ref_with(name, id, RefMeta { uid: self.owner()?.uid, shared: false })
+    }
+
+    /// [`Store::set_ref`], recording who set the ref (`meta`). The record is taken away first
+    /// (a ref without one is the store owner's alone), then the ref is pointed, then the new
+    /// record written: a crash at any step leaves the ref usable by no caller that could not
+    /// use it before and after (it fails closed, to the store owner's alone).
+    pub fn set_ref_with(&self, name: &str, id: &Hash, meta: RefMeta) -> Result<()> {
         validate_name(name)?;
         if !self.snapshot_dir(id).exists() {
             return Err(Error::NotFound(format!("snapshot {id} does not exist")));
+        }
+        let plain = meta == RefMeta { uid: self.owner()?.uid, shared: false };
+        let meta_path = self.top_dir("refmeta")?.join(name);
+        match std::fs::remove_file(&meta_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&meta_path, e)),
         }
         let lease = Lease::new(self)?;
         let tmp = lease.temp_path();
@@ -79,8 +120,16 @@ impl Store {
         let dest = self.refs_dir().join(name);
         crate::sys::failpoint::hit("ref.set.staged");
         std::fs::rename(&tmp, &dest).at(&dest)?;
+        if !plain {
+            std::fs::write(&tmp, serde_json::to_vec(&meta).expect("serializable")).at(&tmp)?;
+            std::fs::rename(&tmp, &meta_path).at(&meta_path)?;
+        }
         // A ref is what a user relies on to find their snapshot again: make it durable.
-        fsync_dir(&self.refs_dir())
+        fsync_dir(&self.refs_dir())?;
+        if !plain {
+            fsync_dir(&self.path().join("refmeta"))?;
+        }
+        Ok(())
     }
 
     /// Remove a ref; returns the snapshot it pointed at (`None` for a damaged ref file, which
@@ -94,6 +143,12 @@ impl Store {
         };
         let path = self.refs_dir().join(name);
         std::fs::remove_file(&path).at(&path)?;
+        let meta = self.path().join("refmeta").join(name);
+        match std::fs::remove_file(&meta) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&meta, e)),
+        }
         Ok(id)
     }
 

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod beneath;
+pub mod creds;
 pub mod failpoint;
 pub mod git;
 pub mod idmap;
