@@ -1,0 +1,2 @@
+export { default as manifest, DRIVER_KEY, configSchema } from "./manifest.js";
+export { default, createDriver } from "./plugin.js";
