@@ -152,7 +152,9 @@ export function createDriver(options = {}) {
         backend: c.backend,
         owner: c.owner,
         mounts: c.mounts,
-        labels: { "paperclip.run": params.runId, "paperclip.environment": params.environmentId },
+        // Only what the key already implies: a reused lease's later acquires (other runs) must
+        // send the same request, or execroot refuses the key as reused with other parameters.
+        labels: { "paperclip.company": params.companyId, "paperclip.environment": params.environmentId },
       };
       if (c.repo) Object.assign(spec, { repo: c.repo, baseRef: c.baseRef, class: c.class || "repo-edit" });
       else if (c.from) spec.from = c.from;
