@@ -70,9 +70,13 @@ impl Write for SparseWriter<'_> {
 }
 
 /// Copy `len` bytes of `src` into the empty file `dst`, data extents only; holes stay holes.
+/// The data moves inside the kernel (`copy_file_range`, or `sendfile` where that cannot work
+/// between the two files, as from an overlay to another filesystem), never through a buffer
+/// here.
 pub fn copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
     use rustix::fs::SeekFrom;
     let mut off = 0u64;
+    let mut written = 0u64;
     while off < len {
         let data = match rustix::fs::seek(src, SeekFrom::Data(off)) {
             Ok(d) => d,
@@ -86,9 +90,14 @@ pub fn copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
             Err(_) => len,
         };
         copy_range(src, dst, data, hole.saturating_sub(data))?;
+        written = written.max(hole);
         off = hole.max(data + 1);
     }
-    dst.set_len(len)
+    // A file ending in a hole gets its length from the truncate alone.
+    if written < len {
+        dst.set_len(len)?;
+    }
+    Ok(())
 }
 
 /// Copy `n` bytes at offset `at` from `src` to the same offset of `dst`.
@@ -97,10 +106,28 @@ fn copy_range(src: &File, dst: &File, at: u64, n: u64) -> io::Result<()> {
     while left > 0 {
         let chunk = left.min(1 << 30) as usize;
         match rustix::fs::copy_file_range(src, Some(&mut i), dst, Some(&mut o), chunk) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being copied")),
+            Ok(0) => return Err(shrank()),
             Ok(k) => left -= k as u64,
             Err(rustix::io::Errno::INTR) => {}
-            // Not between these files (other filesystems on old kernels, some special files).
+            // Not between these files (other filesystems on old kernels, overlayfs to
+            // another filesystem, some special files).
+            Err(_) => return copy_by_sending(src, dst, i, left),
+        }
+    }
+    Ok(())
+}
+
+/// `sendfile` from offset `at` of `src` to the same offset of `dst` (which it writes at its
+/// file position, so that is set first); by reading where even that cannot work.
+fn copy_by_sending(src: &File, dst: &File, at: u64, mut left: u64) -> io::Result<()> {
+    rustix::fs::seek(dst, rustix::fs::SeekFrom::Start(at))?;
+    let mut i = at;
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        match rustix::fs::sendfile(dst, src, Some(&mut i), chunk) {
+            Ok(0) => return Err(shrank()),
+            Ok(k) => left -= k as u64,
+            Err(rustix::io::Errno::INTR) => {}
             Err(_) => return copy_by_reading(src, dst, i, left),
         }
     }
@@ -108,18 +135,22 @@ fn copy_range(src: &File, dst: &File, at: u64, n: u64) -> io::Result<()> {
 }
 
 fn copy_by_reading(src: &File, dst: &File, mut at: u64, mut left: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; left.min(1 << 20) as usize];
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         let k = src.read_at(&mut buf[..want], at)?;
         if k == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being copied"));
+            return Err(shrank());
         }
         dst.write_all_at(&buf[..k], at)?;
         at += k as u64;
         left -= k as u64;
     }
     Ok(())
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being copied")
 }
 
 #[cfg(test)]
