@@ -3,19 +3,9 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
-
-fn branch_exists(repo: &Path, b: &str) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "safe.directory=*", "rev-parse", "--verify", "--quiet", &format!("refs/heads/{b}")])
-        .status()
-        .unwrap()
-        .success()
-}
 
 #[test]
 fn destroy_refuses_to_lose_work_and_keeps_unique_commits() {

@@ -10,16 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn branch_exists(repo: &Path, b: &str) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "safe.directory=*", "rev-parse", "--verify", "--quiet", &format!("refs/heads/{b}")])
-        .status()
-        .unwrap()
-        .success()
-}
-
 /// The worktrees git lists in `repo`, besides the repository's own.
 fn listed_worktrees(repo: &Path) -> Vec<String> {
     git(repo, &["worktree", "list", "--porcelain"])
@@ -134,7 +124,8 @@ fn a_file_in_a_killed_create_that_git_did_not_write_is_kept() {
     let refused = env.fails(&["doctor", "--repair"], 3);
     let actions = finding_actions(&refused);
     assert!(actions.contains("notes.txt") && actions.contains("a3"), "{refused}");
-    assert!(!actions.contains("a4"), "a file git wrote is reported: {refused}");
+    // Word by word: a root id (random hex) may hold "a4".
+    assert!(!actions.split([' ', ',', ':']).any(|w| w == "a4"), "a file git wrote is reported: {refused}");
     assert_eq!(std::fs::read_to_string(wt.join("notes.txt")).unwrap(), "mine");
     assert_eq!(std::fs::read_to_string(wt.join("a3")).unwrap(), "edited");
     assert_eq!(env.ok(&["root", "show", "k"])["state"], "creating");

@@ -117,6 +117,17 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&git_out(dir, args)).into_owned()
 }
 
+/// Whether branch `b` exists in `repo`.
+pub fn branch_exists(repo: &Path, b: &str) -> bool {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "safe.directory=*", "rev-parse", "--verify", "--quiet", &format!("refs/heads/{b}")])
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// The `cwd` of a `root create` document.
 pub fn cwd(v: &serde_json::Value) -> PathBuf {
     PathBuf::from(v["cwd"].as_str().unwrap())
