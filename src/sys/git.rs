@@ -45,6 +45,7 @@ pub fn run_holding(
     timeout: Duration,
     hold: Option<BorrowedFd<'_>>,
 ) -> Result<GitOutput> {
+    require_version()?;
     let mut cmd = Command::new("git");
     if let Some(fd) = hold.map(|f| f.as_raw_fd()) {
         // Only in the child, after fork: no other process this one starts inherits it.
@@ -106,6 +107,40 @@ pub fn run_holding(
     Ok(GitOutput { code: status.code(), stdout, stderr })
 }
 
+/// The oldest git execroot runs: 2.24 added `--end-of-options`, which every command uses
+/// before user-given revisions so that no ref is read as an option.
+pub const MIN_VERSION: (u32, u32) = (2, 24);
+
+/// Fail as bad input (naming the version found) unless `git` is at least [`MIN_VERSION`];
+/// asked once per process.
+fn require_version() -> Result<()> {
+    static FOUND: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let out = Command::new("git").arg("--version").env("LC_ALL", "C").output();
+        let text = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            Ok(o) => return Err(format!("`git --version` failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => return Err(format!("cannot run git: {e}")),
+        };
+        match parse_version(&text) {
+            Some(v) if v >= MIN_VERSION => Ok(()),
+            Some((a, b)) => Err(format!(
+                "git {a}.{b} is too old: execroot needs git >= {}.{} (for --end-of-options)",
+                MIN_VERSION.0, MIN_VERSION.1
+            )),
+            None => Err(format!("cannot read git's version from {text:?}")),
+        }
+    });
+    found.clone().map_err(Error::BadInput)
+}
+
+/// `(major, minor)` of `git version 2.47.3` (or `git version 2.39.2.windows.1`).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.strip_prefix("git version ")?;
+    let mut parts = v.split('.');
+    Some((parts.next()?.trim().parse().ok()?, parts.next()?.trim().parse().ok()?))
+}
+
 impl GitOutput {
     /// Its stdout if it exited 0, else [`Error::Tool`] naming `git ARGS in DIR`.
     pub fn stdout_if_ok(self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -145,5 +180,16 @@ mod tests {
         }
         // Well before the alias would have finished by itself.
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn versions_are_read_and_compared() {
+        assert_eq!(parse_version("git version 2.47.3"), Some((2, 47)));
+        assert_eq!(parse_version("git version 2.24.0.windows.1"), Some((2, 24)));
+        assert_eq!(parse_version("git version 2.9.5"), Some((2, 9)));
+        assert!(Some((2, 9)) < Some(MIN_VERSION));
+        assert_eq!(parse_version("hub version 2"), None);
+        // This machine's git is new enough.
+        require_version().unwrap();
     }
 }
