@@ -69,7 +69,8 @@ fn node_test(node: &Path, dir: &Path) {
 
 /// PATH with `node`'s directory first, so that npm and the tests' children use the same Node.
 fn path_with(node: &Path) -> std::ffi::OsString {
-    let mut dirs: Vec<PathBuf> = node.parent().filter(|d| !d.as_os_str().is_empty()).map(|d| vec![d.to_path_buf()]).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        node.parent().filter(|d| !d.as_os_str().is_empty()).map(|d| vec![d.to_path_buf()]).unwrap_or_default();
     dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
     std::env::join_paths(dirs).unwrap()
 }

@@ -35,8 +35,17 @@ fn shared_base(env: &Env) {
     env.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base", "--shared"]);
 }
 
+/// A root named `name` by its key and a label (by the label alone when not `keyed`).
+fn root_body(name: &str, keyed: bool) -> Value {
+    let mut b = json!({ "class": "artifact", "from": "base", "labels": { "load": name } });
+    if keyed {
+        b["key"] = json!(name);
+    }
+    b
+}
+
 fn create_body(key: &str) -> Value {
-    json!({ "class": "artifact", "from": "base", "key": key })
+    root_body(key, true)
 }
 
 /// The command every root runs: it reads what the client wrote, reads the base, writes a file
@@ -83,6 +92,15 @@ fn strip_ansi(s: &str) -> String {
 /// The number of file descriptors `pid` holds.
 fn fd_count(pid: i32) -> usize {
     open_files(pid).len()
+}
+
+/// The CPU seconds `pid` used itself and its waited-for children used (for the report).
+fn cpu_seconds(pid: i32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let f: Vec<f64> = stat.rsplit_once(')').unwrap().1.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ((f[11] + f[12]) / tick, (f[13] + f[14]) / tick)
 }
 
 /// What `pid`'s file descriptors are open on.
@@ -227,6 +245,7 @@ fn fifty_clients_a_thousand_roots() {
     let sentinels = [(U1, sentinel(&s, U1)), (U2, sentinel(&s, U2))];
     let fds = fd_count(s.pid());
 
+    let cpu0 = cpu_seconds(s.pid());
     let t0 = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|w| {
@@ -238,13 +257,17 @@ fn fifty_clients_a_thousand_roots() {
         .collect();
     let tallies: Vec<Tally> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let took = t0.elapsed();
+    let cpu = cpu_seconds(s.pid());
     let requests: usize = tallies.iter().map(|t| t.requests).sum();
     let roots: usize = tallies.iter().map(|t| t.roots).sum();
     let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
     eprintln!(
-        "load: {CLIENTS} clients, {roots} roots made, used and destroyed, {requests} requests, {} failed, in {:.1} s",
+        "load: {CLIENTS} clients, {roots} roots made, used and destroyed, {requests} requests, {} failed, in {:.1} s \
+         (the service's CPU: {:.1} s, its commands': {:.1} s)",
         failures.len(),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        cpu.0 - cpu0.0,
+        cpu.1 - cpu0.1,
     );
     assert!(failures.is_empty(), "{} failures, the first: {:#?}", failures.len(), &failures[..failures.len().min(10)]);
     assert_eq!(roots, CLIENTS * ROOTS_EACH);
@@ -283,7 +306,11 @@ fn outcome<T>(r: &std::io::Result<Resp>, answered: impl FnOnce(&Resp) -> T) -> O
 #[derive(Debug)]
 struct Journal {
     uid: u32,
+    /// The root's key, and its label `load`.
     key: String,
+    /// Whether it was created with its key (else with its label only: a create whose answer is
+    /// lost cannot be asked again, and the caller looks for it in its list).
+    keyed: bool,
     /// The create's answer: status, id and cwd.
     created: Outcome<(u16, String, PathBuf)>,
     /// Whether the client's own write into the root was made.
@@ -310,7 +337,8 @@ fn journaling_client(
             break;
         }
         let key = format!("{name}-{i}");
-        let r = try_json(socket, "POST", "/v1/roots", Some(create_body(&key)));
+        let keyed = i % 3 != 2;
+        let r = try_json(socket, "POST", "/v1/roots", Some(root_body(&key, keyed)));
         let c = outcome(&r, |resp| {
             let v: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
             (
@@ -319,7 +347,7 @@ fn journaling_client(
                 PathBuf::from(v["cwd"].as_str().unwrap_or("")),
             )
         });
-        let mut j = Journal { uid, key: key.clone(), created: c.clone(), wrote: false, destroyed: None };
+        let mut j = Journal { uid, key: key.clone(), keyed, created: c.clone(), wrote: false, destroyed: None };
         let Outcome::Answered((status, id, cwd)) = c else {
             journal.push(j);
             break;
@@ -372,20 +400,41 @@ struct Census {
     lost_destroy_done: usize,
     /// Destroy lost in the kill: found as it was, and usable.
     lost_destroy_undone: usize,
-    /// Create lost in the kill: the retry (same key) found the root made (200).
+    /// Create lost in the kill, found made: by its retry with the same key (200), or, made
+    /// without a key, in the caller's list by its label.
     lost_create_done: usize,
-    /// Create lost in the kill: the retry made it (201: it was never made, or doctor undid it).
+    /// Create lost in the kill, found not made (never made, or undone by doctor): its retry
+    /// made it (201), or, without a key, it is not in the list.
     lost_create_undone: usize,
-    /// Create never sent: the retry made it.
+    /// Create never sent: not made (its retry made it, or it is not listed).
     unsent_create: usize,
 }
 
-/// After the restart, as `j.uid`: every root whose create was answered and that was not
-/// destroyed exists, is listed and usable (its client's write is there, exec works); every
-/// answered destroy holds; a destroy lost in the kill either happened or left the root usable;
-/// a create lost in the kill is found or made by its retry with the same key (the caller's way
-/// to learn the outcome of a request it got no answer to). Returns the ids of the roots that
-/// now exist, to destroy.
+impl Census {
+    fn add(&mut self, o: &Census) {
+        self.kept += o.kept;
+        self.destroyed += o.destroyed;
+        self.lost_destroy_done += o.lost_destroy_done;
+        self.lost_destroy_undone += o.lost_destroy_undone;
+        self.lost_create_done += o.lost_create_done;
+        self.lost_create_undone += o.lost_create_undone;
+        self.unsent_create += o.unsent_create;
+    }
+}
+
+/// After the restart, as the journals' user (docs/api.md, "After a crash"):
+/// - a root whose create was answered and that was not destroyed exists, is `ready`, listed and
+///   usable (its client's write is there, exec works);
+/// - a root whose destroy was answered is gone (404, no directory);
+/// - a root whose destroy got no answer is either gone (404, and a new destroy is 404) or as it
+///   was, and usable;
+/// - a create that got no answer either made its root, `ready` and usable, or made nothing: a
+///   retry with the same key says which (200 or 201); a root made without a key is found in
+///   the caller's list by its labels, or is not there;
+/// - the caller's list is exactly its roots that exist by the above: nothing half made or
+///   half destroyed, nothing of another user.
+///
+/// Returns the ids of the roots that now exist, to destroy.
 fn check_after_restart(socket: &Path, js: &[Journal], census: &mut Census) -> Result<Vec<String>, String> {
     let Some(uid) = js.first().map(|j| j.uid) else { return Ok(vec![]) };
     become_user(uid);
@@ -404,6 +453,18 @@ fn check_after_restart(socket: &Path, js: &[Journal], census: &mut Census) -> Re
             return Err(bad(&format!("exec in {key} after the restart"), &e));
         }
         Ok(())
+    };
+    // The list as the restart left it, before this check changes anything.
+    let first = call("GET", "/v1/roots", None)?.json();
+    own_ids(&first, uid)?;
+    let listed_as = |key: &str| -> Vec<String> {
+        first["roots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["labels"]["load"] == key)
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
     };
     let mut live = Vec::new();
     for j in js {
@@ -435,7 +496,7 @@ fn check_after_restart(socket: &Path, js: &[Journal], census: &mut Census) -> Re
                     census.lost_destroy_undone += 1;
                 }
             }
-            (created, _) => {
+            (created, _) if j.keyed => {
                 let r = call("POST", "/v1/roots", Some(create_body(&j.key)))?;
                 let id = r.json()["id"].as_str().unwrap_or_default().to_string();
                 match (created, r.status) {
@@ -447,15 +508,25 @@ fn check_after_restart(socket: &Path, js: &[Journal], census: &mut Census) -> Re
                 usable(&id, &j.key, false)?;
                 live.push(id);
             }
+            (created, _) => match (created, &listed_as(&j.key)[..]) {
+                (Outcome::Lost, [id]) => {
+                    usable(id, &j.key, false)?;
+                    live.push(id.clone());
+                    census.lost_create_done += 1;
+                }
+                (Outcome::Lost, []) => census.lost_create_undone += 1,
+                (Outcome::NotSent, []) => census.unsent_create += 1,
+                (_, ids) => return Err(format!("the create of {} (not answered) left roots {ids:?}", j.key)),
+            },
         }
     }
-    // The list is the caller's own, and has every root it should.
-    let l = call("GET", "/v1/roots", None)?;
-    let ids = own_ids(&l.json(), uid)?;
-    for id in &live {
-        if !ids.contains(id) {
-            return Err(format!("uid {uid}'s root {id} is not listed after the restart: {ids:?}"));
-        }
+    // The list is the caller's own, and exactly the roots it should be.
+    let ids = own_ids(&call("GET", "/v1/roots", None)?.json(), uid)?;
+    let (mut listed, mut expected) = (ids.clone(), live.clone());
+    listed.sort();
+    expected.sort();
+    if listed != expected {
+        return Err(format!("uid {uid} lists {listed:?} after the restart, not {expected:?}"));
     }
     Ok(live)
 }
@@ -542,13 +613,7 @@ fn kill_9_mid_load() {
         let (uid, live, census) = c.join().unwrap();
         let live = live.unwrap_or_else(|e| panic!("after the restart, uid {uid}: {e}"));
         live_roots.extend(live.into_iter().map(|id| (uid, id)));
-        total.kept += census.kept;
-        total.destroyed += census.destroyed;
-        total.lost_destroy_done += census.lost_destroy_done;
-        total.lost_destroy_undone += census.lost_destroy_undone;
-        total.lost_create_done += census.lost_create_done;
-        total.lost_create_undone += census.lost_create_undone;
-        total.unsent_create += census.unsent_create;
+        total.add(&census);
     }
     eprintln!("after the restart: {total:?}");
     assert!(total.kept > 0 && total.destroyed > 0, "the load made and destroyed roots before the kill: {total:?}");
