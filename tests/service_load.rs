@@ -623,3 +623,43 @@ fn kill_9_mid_load() {
     }
     assert_nothing_left(&env, &s, None);
 }
+
+/// Whether process `pid` is gone (or only a zombie waiting for whoever adopted it).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// A command running through `exec` when the service is killed dies with it (its parent-death
+/// signal), rather than running on past its timeout in a root that, while it runs, cannot be
+/// destroyed.
+#[test]
+fn a_command_in_flight_dies_with_the_killed_service() {
+    let env = Env::new();
+    let mut s = Server::start(&env, &[]);
+    let c = s.req("POST", "/v1/roots", Some(json!({ "class": "artifact", "backend": "copy", "key": "k" }))).expect(201);
+    let cwd = PathBuf::from(c["cwd"].as_str().unwrap());
+    let socket = s.socket.clone();
+    let in_flight = std::thread::spawn(move || {
+        let body = json!({ "command": "sh", "args": ["-c", "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 600"] });
+        try_json(&socket, "POST", "/v1/roots/k/exec", Some(body))
+    });
+    let t0 = Instant::now();
+    while !cwd.join("pid").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(cwd.join("pid")).unwrap().trim().parse().unwrap();
+    s.kill9();
+    assert!(in_flight.join().unwrap().is_err(), "the exec was not answered");
+    let t0 = Instant::now();
+    while !process_gone(pid) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the command (pid {pid}) outlived the killed service");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = Server::start(&env, &[]);
+    let d = s.req("DELETE", "/v1/roots/k", None).expect(200);
+    assert_eq!(d["cleaned"], true, "{d}");
+}
