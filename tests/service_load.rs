@@ -275,7 +275,7 @@ fn fifty_clients_a_thousand_roots() {
     // The sentinels lived throughout, and each user sees its own only.
     for (uid, id) in &sentinels {
         let ids = own_ids(&s.req_as(*uid, "GET", "/v1/roots", None).expect(200), *uid).unwrap();
-        assert_eq!(&ids, &[id.clone()]);
+        assert_eq!(ids, [id.as_str()]);
         s.req_as(*uid, "DELETE", &format!("/v1/roots/{id}"), None).expect(200);
     }
     assert_nothing_left(&env, &s, Some(fds));
@@ -597,8 +597,8 @@ fn kill_9_mid_load() {
     assert_eq!(env.ok(&["verify"])["ok"], true);
 
     let checks: Vec<_> = journals
-        .into_iter()
-        .map(|(_, js)| {
+        .into_values()
+        .map(|js| {
             let socket = s.socket.clone();
             std::thread::spawn(move || {
                 let mut census = Census::default();
