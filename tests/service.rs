@@ -4,185 +4,18 @@
 //! they reach the socket as the recommended setup has it, through the callers' group.
 
 mod common;
+#[path = "common/service.rs"]
+mod service;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-
-const U1: u32 = 40011;
-const U2: u32 = 40012;
-/// The group of the service's callers (the recommended setup, docs/api.md): U1 and U2 are in it.
-const CALLERS: &str = "40010";
-
-/// A running `execroot serve`.
-struct Server {
-    child: Option<Child>,
-    socket: PathBuf,
-}
-
-impl Server {
-    /// Start one on `env`'s store with `extra` flags and wait until its socket answers.
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        std::fs::create_dir_all(env.store()).unwrap();
-        let socket = env.store().join("execroot.sock");
-        let mut args = vec!["serve"];
-        args.extend_from_slice(extra);
-        let child = env.spawnable(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-        let mut s = Server { child: Some(child), socket };
-        s.wait_ready();
-        s
-    }
-
-    fn wait_ready(&mut self) {
-        let t0 = Instant::now();
-        loop {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("execroot serve exited before answering: {st}");
-            }
-            assert!(t0.elapsed() < Duration::from_secs(60), "execroot serve did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait().unwrap()
-    }
-
-    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        request(None, &self.socket, method, path, "application/json", body.map(|b| b.to_string().into_bytes()))
-    }
-
-    fn req_as(&self, uid: u32, method: &str, path: &str, body: Option<Value>) -> Resp {
-        request(Some(uid), &self.socket, method, path, "application/json", body.map(|b| b.to_string().into_bytes()))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-}
-
-/// An answer: status and body (parsed as JSON when it is JSON).
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn expect(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "answer: {}", String::from_utf8_lossy(&self.body));
-        self.json()
-    }
-    fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
-    }
-    fn message(&self) -> String {
-        self.json()["error"]["message"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-/// One HTTP/1.1 request on a new connection, made by this thread or (with `uid`) by a thread
-/// that has become that user (uid, gid and no groups) before connecting.
-fn request(uid: Option<u32>, socket: &Path, method: &str, path: &str, ctype: &str, body: Option<Vec<u8>>) -> Resp {
-    let socket = socket.to_path_buf();
-    let (method, path, ctype) = (method.to_string(), path.to_string(), ctype.to_string());
-    let run = move || -> std::io::Result<Resp> {
-        if let Some(uid) = uid {
-            become_user(uid);
-        }
-        let mut s = UnixStream::connect(&socket)?;
-        let body = body.unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: execroot\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        // A server that refuses early (413) may close before reading it all.
-        let _ = s.write_all(&body);
-        // A server that answered before reading the whole body and closed leaves the error
-        // ECONNRESET after its answer (the kernel reports it once the answer has been read).
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(parse_response(&raw))
-    };
-    match uid {
-        None => run().unwrap(),
-        Some(_) => std::thread::spawn(run).join().unwrap().unwrap(),
-    }
-}
-
-/// Switch this thread alone (raw system calls: glibc's wrappers would switch every thread) to
-/// `uid`, gid `uid`, in the callers' group only.
-fn become_user(uid: u32) {
-    let groups: [libc::gid_t; 1] = [CALLERS.parse().unwrap()];
-    unsafe {
-        assert_eq!(libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()), 0);
-        assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
-        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-    }
-}
-
-fn parse_response(raw: &[u8]) -> Resp {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = raw[end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
-            rest = &rest[nl + 2 + n + 2..];
-        }
-        body = out;
-    }
-    Resp { status, body }
-}
-
-/// An environment other users may search (not list), as tests/multiuser.rs has it.
-fn open_env() -> Env {
-    let env = Env::new();
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    env
-}
+use service::*;
 
 #[test]
 fn health_errors_and_limits() {

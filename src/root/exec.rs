@@ -142,7 +142,8 @@ impl Store {
     /// Run `req` in root `id_or_key` (which must be `ready`): as the root's owner (its uid, gid
     /// and supplementary groups, switched to before the working directory is entered, so that
     /// the path is walked with the owner's rights), in a process group of its own which a
-    /// timeout kills with SIGKILL, with a clean environment.
+    /// timeout kills with SIGKILL, with a clean environment. The command is killed (SIGKILL)
+    /// if the calling process dies before it ends.
     pub fn exec_root(&self, id_or_key: &str, req: &ExecRequest) -> Result<ExecResult> {
         let rec = self.find_root(id_or_key)?;
         if rec.state != State::Ready {
@@ -168,6 +169,7 @@ impl Store {
         let groups: Vec<libc::gid_t> = if switch { owner.groups() } else { vec![] };
         let cwd_c = std::ffi::CString::new(cwd.as_os_str().as_bytes())
             .map_err(|_| Error::BadInput(format!("cwd {}: contains a NUL byte", cwd.display())))?;
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and makes only
         // async-signal-safe system calls on data prepared before the fork.
         unsafe {
@@ -178,6 +180,17 @@ impl Store {
                         || libc::setuid(owner.uid) != 0)
                 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The command dies with the thread that waits for it (which lives until the
+                // command ends): a service or CLI killed by SIGKILL takes its command along
+                // rather than leaving it to run past its timeout, keeping its root in use. Set
+                // after the switch of credentials, which clears it; a parent already gone
+                // before it was set is seen by getppid.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 if libc::chdir(cwd_c.as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
