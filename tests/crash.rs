@@ -214,7 +214,7 @@ fn gc_and_snapshot_rm_killed_at_each_phase() {
     let env = Env::new();
     let keep = tree(&env, "keep", 10);
     env.ok(&["snapshot", "create", keep.to_str().unwrap(), "--name", "keep"]);
-    for (i, point) in ["gc.snapshots-removed", "gc.object-removed"].into_iter().enumerate() {
+    for (i, point) in ["gc.snapshots-removed", "gc.object-removed", "gc.unlocked"].into_iter().enumerate() {
         let junk = tree(&env, &format!("junk{i}"), 20 + i as u64);
         let j = env.ingest(&junk);
         crash_at(&env, &["gc", "--grace", "0"], point);

@@ -102,7 +102,7 @@ impl Op {
             ],
             Op::DestroyOverlay | Op::DestroyCopy => DESTROY_POINTS,
             Op::DestroyWorktree => WT_DESTROY_POINTS,
-            Op::Gc => &["gc.snapshots-removed", "gc.object-removed"],
+            Op::Gc => &["gc.snapshots-removed", "gc.object-removed", "gc.unlocked"],
             // doctor --repair undoes a killed create through destroy.
             Op::DoctorRepair => DESTROY_POINTS,
             Op::VerifyRepair => &[],

@@ -6,15 +6,19 @@
 //! recursively, the parents of everything kept. Removed: every other snapshot, its layer (and
 //! its idmapped views), objects no kept snapshot names, and variants no kept snapshot needs.
 //!
-//! gc needs no new data block before it has freed space (no lease; see
-//! [`discard_dir`]), so it runs on a full disk.
+//! gc needs no new data block before it has freed space (see [`Gone`]), so it runs on a full
+//! disk.
 //!
-//! gc holds the store lock *exclusively* for the whole sweep, and every writer (ingest, root
-//! create, commit) holds it shared for its whole run. So an object an unfinished ingest has
-//! written or found present, or a root being created, is never collected: gc waits for them,
-//! and they wait for gc. Object mtimes cannot serve for this (a reused object keeps its old
-//! mtime, and layers share its inode), nor can leases (a lease proves liveness, not which
-//! objects an ingest has counted on).
+//! gc holds the store lock *exclusively* while it decides what goes and takes it away (renames
+//! it into its [`Gone`] lease), and every writer (ingest, root create, commit) holds it shared
+//! for its whole run. So an object an unfinished ingest has written or found present, or a root
+//! being created, is never collected: gc waits for them, and they wait for gc's decision. Object
+//! mtimes cannot serve for this (a reused object keeps its old mtime, and layers share its
+//! inode), nor can leases (a lease proves liveness, not which objects an ingest has counted on).
+//! The deleting itself, which for gigabytes takes long, happens after the lock is released: what
+//! was taken has no name in `objects/`, `snapshots/`, `layers/` or `variants/` any more, so a
+//! writer that starts then cannot find it (it writes a fresh object, builds a fresh layer), and
+//! the deletion touches nothing it can see (docs/capture.md, "gc").
 
 use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -24,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
-use crate::store::lock::discard_dir;
+use crate::store::lock::Gone;
 use crate::store::{Node, Store, StoreLock};
 
 /// Default grace period: snapshots younger than this are kept even when nothing names them, so
@@ -85,7 +89,11 @@ impl Store {
         pins: impl FnOnce() -> Result<Vec<Hash>>,
     ) -> Result<GcReport> {
         let t0 = Instant::now();
-        let _lock = StoreLock::acquire(self, true)?;
+        // Declared before the lock, so that on every way out the lock is released first and
+        // only then is what was taken deleted.
+        let mut gone = Gone::default();
+        let lock = StoreLock::acquire(self, true)?;
+        let locked = Instant::now();
         let mut report = GcReport { dry_run, grace_secs: grace.as_secs(), ..Default::default() };
         let now = SystemTime::now();
         let all = self.list_snapshots()?;
@@ -117,7 +125,7 @@ impl Store {
             }
         }
 
-        // No lease: gc must start on a full disk, and a lease is a new directory (a block).
+        // Sizes are read before anything is taken away: the report is the same, dry run or not.
         for id in all.iter().filter(|id| !keep.contains(id)) {
             report.removed_snapshots.push(*id);
             let layer = self.layer_dir(id);
@@ -126,8 +134,8 @@ impl Store {
                 report.freed_bytes += private_bytes(&layer);
             }
             if !dry_run {
-                self.drop_layer(id)?;
-                discard_dir(self, &self.snapshot_dir(id))?;
+                self.drop_layer(id, &mut gone)?;
+                gone.take(self, &self.snapshot_dir(id))?;
             }
         }
         crate::sys::failpoint::hit("gc.snapshots-removed");
@@ -136,7 +144,7 @@ impl Store {
                 report.removed_objects += 1;
                 report.freed_bytes += std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
                 if !dry_run {
-                    std::fs::remove_file(&path).at(&path)?;
+                    gone.take(self, &path)?;
                     crate::sys::failpoint::hit("gc.object-removed");
                 }
             }
@@ -153,18 +161,26 @@ impl Store {
                         report.removed_variants += 1;
                         report.freed_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
                         if !dry_run {
-                            std::fs::remove_file(f.path()).at(f.path())?;
+                            gone.take(self, &f.path())?;
                         }
                     }
                 }
             }
         }
+        drop(lock);
+        let held_ms = locked.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(held_ms, taken = gone.taken(), "gc released the store lock");
+        crate::sys::failpoint::hit("gc.unlocked");
+        gone.delete()?;
         report.elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(held_ms, elapsed_ms = report.elapsed_ms, "gc done");
         Ok(report)
     }
 
-    /// Remove layer `id`: its idmapped views, its short link, its directory.
-    fn drop_layer(&self, id: &Hash) -> Result<()> {
+    /// Remove layer `id`: unmount its idmapped views (a view is a mount of the layer directory:
+    /// it must go before the directory is taken, or it would keep serving it, and keep its
+    /// space), remove its short link, take its directory.
+    fn drop_layer(&self, id: &Hash, gone: &mut Gone) -> Result<()> {
         let short = &id.to_hex()[..12];
         if let Ok(owners) = std::fs::read_dir(self.idmap_dir()) {
             for o in owners.flatten() {
@@ -178,7 +194,7 @@ impl Store {
         let _ = std::fs::remove_file(self.layer_link(id));
         let dir = self.layer_dir(id);
         if dir.exists() {
-            discard_dir(self, &dir)?;
+            gone.take(self, &dir)?;
         }
         Ok(())
     }

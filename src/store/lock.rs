@@ -1,11 +1,14 @@
 //! Locks and leases, as values that release themselves when dropped.
 //!
 //! - [`StoreLock`]: an flock on `STORE/lock`, shared by every operation that writes objects or
-//!   snapshots, exclusive for a sweep that deletes them (gc), so a sweep never deletes an object
-//!   an unfinished ingest has written or counted as present.
+//!   snapshots, exclusive while a sweep (gc, `snapshot rm`) decides what to delete and takes it
+//!   away, so a sweep never deletes an object an unfinished ingest has written or counted as
+//!   present.
 //! - [`Lease`]: a private directory under `STORE/tmp/` holding an operation's temporary files.
 //!   The directory is flock-ed for as long as the operation lives; a lease whose lock can be
 //!   taken belongs to a dead process and is removed by [`sweep_dead_leases`].
+//! - [`Gone`]: a sweep's lease holding what it took away under the exclusive lock, deleted after
+//!   the lock is released.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -190,6 +193,13 @@ impl Lease {
         std::fs::remove_dir_all(&doomed).at(&doomed)
     }
 
+    /// Remove the lease now, with everything in it, saying whether that worked (drop only
+    /// warns). It stays locked until removed.
+    pub fn remove(self) -> Result<()> {
+        // Drop then finds it gone and says nothing; after a failure it tries once more.
+        std::fs::remove_dir_all(&self.dir).at(&self.dir)
+    }
+
     /// A fresh, unused path inside the lease.
     pub fn temp_path(&self) -> PathBuf {
         self.dir.join(self.counter.fetch_add(1, Ordering::Relaxed).to_string())
@@ -198,18 +208,89 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!(path = %self.dir.display(), "could not remove lease: {e}");
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %self.dir.display(), "could not remove lease: {e}"),
         }
     }
 }
 
+/// What a deleting operation (gc, `snapshot rm`) takes away under the store's exclusive lock,
+/// to delete it only after releasing the lock (docs/capture.md, "gc"), so that writers wait for
+/// the decision and the renames, never for the deletion of gigabytes.
+///
+/// [`Gone::take`] makes a snapshot directory, layer directory, object or variant unreachable at
+/// once by renaming it into one lease of this operation (`tmp/<pid>-<random>/`, flock-ed like any
+/// lease, so no sweep takes it while the operation lives, and every sweep removes it once the
+/// operation is dead). A rename within the store's filesystem moves a name, not data: nothing
+/// can find the thing under its old name any more, and a writer that comes after the lock makes
+/// a fresh one under that name. [`Gone::delete`] (or drop) deletes the lease with all it holds.
+///
+/// A full disk: the lease directory, or one more entry in it, needs a new block. Where that
+/// fails (`ENOSPC`, `EDQUOT`), the thing is deleted in place, under the caller's lock, as before
+/// this split (a directory by [`discard_dir`], a file by `unlink`); each such deletion frees
+/// space, and the next `take` tries the lease again. So gc and `snapshot rm` still need no block
+/// before they have freed some (docs/roots.md, "Full disks").
+#[derive(Debug, Default)]
+pub struct Gone {
+    lease: Option<Lease>,
+    taken: u64,
+}
+
+impl Gone {
+    /// Make `path` (a file or a directory inside the store) unreachable now.
+    pub fn take(&mut self, store: &Store, path: &Path) -> Result<()> {
+        if self.lease.is_none() {
+            match Lease::new(store) {
+                Ok(lease) => self.lease = Some(lease),
+                Err(e) if no_space(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(lease) = &self.lease {
+            match std::fs::rename(path, lease.temp_path()) {
+                Ok(()) => {
+                    self.taken += 1;
+                    return Ok(());
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        if std::fs::symlink_metadata(path).at(path)?.is_dir() {
+            discard_dir(store, path)
+        } else {
+            std::fs::remove_file(path).at(path)
+        }
+    }
+
+    /// How many things [`Gone::take`] moved into the lease (rather than deleting in place).
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Delete everything taken. Call it after releasing the store lock: nothing in the lease is
+    /// reachable from the store, so no lock is needed to delete it.
+    pub fn delete(self) -> Result<()> {
+        match self.lease {
+            Some(lease) => lease.remove(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An out-of-space error (`ENOSPC`, or the owner's quota: `EDQUOT`).
+fn no_space(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+}
+
 /// Remove `dir` (a snapshot or layer directory) so that no reader ever sees it half deleted,
-/// needing no new data block (the disk may be full: this is how gc and `snapshot rm` free
-/// space): rename it into `tmp/` (atomic; a directory entry, not a block, in practice), then
-/// delete it there. Unlocked, it is a dead lease to every sweep, so a crash in between, or a
-/// concurrent sweep deleting it first, leaves nothing behind.
-pub fn discard_dir(store: &Store, dir: &Path) -> Result<()> {
+/// needing no new data block: rename it into `tmp/` (atomic; a directory entry, not a block,
+/// in practice), then delete it there. [`Gone::take`]'s way on a disk too full for a lease.
+/// Unlocked, it is a dead lease to every sweep, so a crash in between, or a concurrent sweep
+/// deleting it first, leaves nothing behind.
+fn discard_dir(store: &Store, dir: &Path) -> Result<()> {
     let doomed = store.tmp_dir().join(format!("{}-{:016x}-gone", std::process::id(), rand::thread_rng().gen::<u64>()));
     std::fs::rename(dir, &doomed).at(dir)?;
     match std::fs::remove_dir_all(&doomed) {

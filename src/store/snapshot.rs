@@ -281,15 +281,17 @@ impl Store {
     /// Remove snapshot `id`. Refused while a pin (the caller's: `(snapshot, user)` pairs, the
     /// root layer passes every root's snapshots) uses it directly or as an ancestor, and while
     /// refs point at it unless `force`, which removes those refs too. Objects stay until gc.
-    /// Runs under the exclusive store lock, like gc, so no root can start using the snapshot
-    /// meanwhile; `pins` is read under it. Returns the refs removed.
+    /// Decides under the exclusive store lock, like gc, so no root can start using the snapshot
+    /// meanwhile; `pins` is read under it. Like gc, it only renames the directory away under
+    /// the lock and deletes it after (see [`crate::store::lock::Gone`]). Returns the refs removed.
     pub fn remove_snapshot_with(
         &self,
         id: &Hash,
         force: bool,
         pins: impl FnOnce() -> Result<Vec<(Hash, String)>>,
     ) -> Result<Vec<String>> {
-        let _lock = crate::store::StoreLock::acquire(self, true)?;
+        let mut gone = crate::store::lock::Gone::default();
+        let lock = crate::store::StoreLock::acquire(self, true)?;
         // A live root is never broken, --force or not.
         for (pin, user) in pins()? {
             if self.closure([pin])?.contains(id) {
@@ -308,7 +310,9 @@ impl Store {
         }
         crate::sys::failpoint::hit("snapshot.rm.refs-removed");
         // Block-free, like gc: `snapshot rm` is a way to free a full disk.
-        crate::store::lock::discard_dir(self, &self.snapshot_dir(id))?;
+        gone.take(self, &self.snapshot_dir(id))?;
+        drop(lock);
+        gone.delete()?;
         Ok(refs)
     }
 }
