@@ -274,6 +274,16 @@ async function lifecycle(plugin) {
   };
 }
 
+/** True for this process and the processes it started (their command lines name its directory). */
+function ours(pid) {
+  if (Number(pid) === process.pid) return true;
+  try {
+    return svc !== null && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(svc.dir);
+  } catch {
+    return false;
+  }
+}
+
 /** The machine, and what else is using the CPU now (top's second frame: the last 0.5 s). */
 function machine() {
   const load = os.loadavg().map((x) => Math.round(x * 100) / 100);
@@ -284,7 +294,7 @@ function machine() {
     .slice(head + 1)
     .map((l) => l.trim().split(/\s+/))
     .filter((f) => f.length >= 12 && Number(f[8]) >= 5)
-    .map((f) => `${f[11]} ${f[8]}%`);
+    .map((f) => `${f[11]} ${f[8]}%${ours(f[0]) ? " (this benchmark)" : ""}`);
   return { cores: os.cpus().length, kernel: os.release(), loadavg: load, busyProcesses: busy };
 }
 
@@ -335,7 +345,9 @@ function markdown(res) {
     ...res.goals.map((g) => `| ${g.goal} | ${ms(g.value)} | ${g.met ? "yes" : "no"} |`),
     "",
     `Machine: ${res.machine.before.cores} cores, kernel ${res.machine.before.kernel}; load ${res.machine.before.loadavg.join(" ")} before, ${res.machine.after.loadavg.join(" ")} after.`,
-    `Busy before: ${res.machine.before.busyProcesses.join(", ") || "nothing"}; after: ${res.machine.after.busyProcesses.join(", ") || "nothing"}.`,
+    ...Object.entries({ ...res.machine.phases, end: res.machine.after }).map(
+      ([k, m]) => `Busy (≥ 5% CPU) as ${k === "end" ? "it ended" : `the ${k} phase started`}: ${m.busyProcesses.join(", ") || "nothing else"}.`,
+    ),
   ];
   return lines.join("\n");
 }
@@ -358,10 +370,15 @@ async function main() {
   if (!health.overlay.available) throw new Error(`overlay roots are unavailable: ${health.overlay.reason}`);
   res.version = health.version;
 
+  // What else runs moves during a run on a shared machine: note it as each phase starts.
+  res.machine.phases = {};
   log(`small: ${P.iterations} create/destroy through the service`);
+  res.machine.phases.small = machine();
   res.small = await small(svc.client);
   log(`concurrent: ${P.clients} clients x ${P.pairsPerClient} pairs`);
+  res.machine.phases.concurrent = machine();
   res.concurrent = await concurrent(ExecrootClient);
+  res.machine.phases.lifecycle = machine();
   res.lifecycle = await lifecycle(plugin);
   const left = await svc.client.list();
   res.rootsLeft = left.length;
