@@ -19,14 +19,14 @@
 // it makes (service, store, fixtures, repository, worktrees) is under one temporary directory
 // that it removes, on failure and on SIGINT/SIGTERM too; it then checks that no mount is left.
 
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startServe, cli, BIN } from "../clients/node/test/serve.js";
+import { startServe, BIN } from "../clients/node/test/serve.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -75,7 +75,22 @@ const timed = async (f) => {
   const v = await f();
   return [performance.now() - t, v];
 };
-const sync = () => execFileSync("sync");
+// Child processes run asynchronously, so that a signal is handled (and everything cleaned up)
+// while one runs: a blocked event loop would run no handler until the child is done.
+// The children running now, which a cleanup stops first.
+const children = new Set();
+function run(cmd, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { encoding: "utf8", maxBuffer: 1 << 30, ...options }, (err, stdout, stderr) => {
+      children.delete(child);
+      err ? reject(new Error(`${cmd} ${args.join(" ")}: ${err.message}${stderr ? `\n${stderr}` : ""}`)) : resolve(stdout);
+    });
+    children.add(child);
+  });
+}
+/** `execroot --store STORE --json ARGS...` of the benchmark's store, parsed. */
+const cliJson = async (...args) => JSON.parse(await run(BIN, ["--store", svc.store, "--json", ...args]));
+const sync = () => run("sync", []);
 
 function commitOf() {
   try {
@@ -97,12 +112,20 @@ function mountsUnder(dir) {
 }
 
 let svc = null;
-let cleaned = false;
-/** Stop the service, destroy what is left and remove the directory; returns the leaks found. */
-async function cleanup() {
-  if (cleaned || !svc) return { mounts: [], dirLeft: false };
-  cleaned = true;
+let cleaning = null;
+/**
+ * Stop the service, destroy what is left and remove the directory; returns the leaks found.
+ * Every caller (the end of the run, a failure, a signal) awaits the same cleanup.
+ */
+function cleanup() {
+  cleaning ??= svc ? stopAndRemove(svc) : Promise.resolve({ mounts: [], dirLeft: false });
+  return cleaning;
+}
+async function stopAndRemove(svc) {
   const dir = svc.dir;
+  await Promise.all(
+    [...children].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => (c.once("exit", r), c.kill("SIGKILL"))) : null)),
+  );
   await svc.stop();
   const mounts = mountsUnder(dir);
   // A leak is reported, and still removed so that the machine is left as it was.
@@ -120,8 +143,8 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 /** Phase 1: sequential create/destroy on the small shape, with the CLI interleaved. */
 async function small(client) {
   const tree = path.join(svc.dir, "small");
-  const gen = cli(svc.store, "fixture", "generate", "small", tree);
-  cli(svc.store, "snapshot", "create", tree, "--name", "small");
+  const gen = await cliJson("fixture", "generate", "small", tree);
+  await cliJson("snapshot", "create", tree, "--name", "small");
   const spec = { class: "routine", from: ["small"], backend: "overlay" };
   // The first root materializes the layer (once per snapshot); then warm the paths.
   const [oneTime] = await timed(async () => {
@@ -129,7 +152,7 @@ async function small(client) {
     await client.cleanup(r.id);
   });
   for (let i = 0; i < 10; i++) await client.cleanup((await client.realize(spec)).id);
-  sync();
+  await sync();
   const s = { create: [], inProcess: [], overhead: [], destroy: [], health: [], cliCreate: [], cliInProcess: [], cliDestroy: [] };
   for (let i = 0; i < P.iterations; i++) {
     const [tc, r] = await timed(() => client.realize(spec));
@@ -143,12 +166,10 @@ async function small(client) {
     s.destroy.push(td);
     s.health.push((await timed(() => client.health()))[0]);
     if (i % P.cliEvery === 0) {
-      const [cc, out] = await timed(async () =>
-        cli(svc.store, "root", "create", "--class", "routine", "--from", "small", "--backend", "overlay"),
-      );
+      const [cc, out] = await timed(() => cliJson("root", "create", "--class", "routine", "--from", "small", "--backend", "overlay"));
       s.cliCreate.push(cc);
       s.cliInProcess.push(out.timingsMs.total);
-      s.cliDestroy.push((await timed(async () => cli(svc.store, "root", "destroy", out.id)))[0]);
+      s.cliDestroy.push((await timed(() => cliJson("root", "destroy", out.id)))[0]);
     }
   }
   const create = stats(s.create);
@@ -189,7 +210,7 @@ async function concurrent(ExecrootClient) {
       }
     }
   };
-  sync();
+  await sync();
   const t = performance.now();
   await Promise.all(Array.from({ length: P.clients }, one));
   const seconds = (performance.now() - t) / 1000;
@@ -209,24 +230,24 @@ async function concurrent(ExecrootClient) {
 async function lifecycle(plugin) {
   const tree = path.join(svc.dir, "project");
   log(`generating node-modules x${P.scale}`);
-  const gen = cli(svc.store, "fixture", "generate", "node-modules", tree, "--scale", String(P.scale));
+  const gen = await cliJson("fixture", "generate", "node-modules", tree, "--scale", String(P.scale));
   log(`ingesting ${gen.entries} entries`);
-  cli(svc.store, "snapshot", "create", tree, "--name", "project");
+  await cliJson("snapshot", "create", tree, "--name", "project");
   // The same tree as a repository (after the ingest, so the snapshot has no .git).
   log("committing the same tree to git");
-  const git = (...a) => execFileSync("git", ["-C", tree, ...a], { encoding: "utf8", maxBuffer: 1 << 30 });
-  git("init", "-q", "-b", "main");
-  git("config", "gc.auto", "0");
-  git("add", "-A");
-  git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "project");
-  const gitFiles = git("ls-files").split("\n").filter(Boolean).length;
+  const git = (...a) => run("git", ["-C", tree, ...a]);
+  await git("init", "-q", "-b", "main");
+  await git("config", "gc.auto", "0");
+  await git("add", "-A");
+  await git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "project");
+  const gitFiles = (await git("ls-files")).split("\n").filter(Boolean).length;
 
   const config = { from: "project", backend: "overlay", class: "routine" };
   const b = plugin.base(config);
-  let run = 0;
+  let runNo = 0;
   const pluginOnce = async () => {
     const h = plugin.harnessFor(svc.socket);
-    const runId = `run-${run++}`;
+    const runId = `run-${runNo++}`;
     const [acquire, lease] = await timed(() => h.acquireLease({ ...b, runId }));
     const [realize, realized] = await timed(() => h.realizeWorkspace({ ...b, lease, workspace: { mode: "isolated_workspace" } }));
     const [execute, ran] = await timed(() => h.execute({ ...b, lease, command: "true", args: [], cwd: realized.cwd, timeoutMs: 60_000 }));
@@ -238,23 +259,22 @@ async function lifecycle(plugin) {
   const gitOnce = async (i) => {
     const wt = path.join(svc.dir, `wt-${i}`);
     const branch = `bench-${i}`;
-    const [add] = await timed(async () => git("worktree", "add", "-q", "-b", branch, wt, "HEAD"));
-    const [execute, r] = await timed(async () => spawnSync("true", { cwd: wt }));
-    if (r.status !== 0) throw new Error("true failed in the worktree");
-    const [remove] = await timed(async () => git("worktree", "remove", "--force", wt));
-    git("branch", "-q", "-D", branch);
+    const [add] = await timed(() => git("worktree", "add", "-q", "-b", branch, wt, "HEAD"));
+    const [execute] = await timed(() => run("true", [], { cwd: wt }));
+    const [remove] = await timed(() => git("worktree", "remove", "--force", wt));
+    await git("branch", "-q", "-D", branch);
     return { add, execute, remove, total: add + execute + remove };
   };
   // The snapshot's layer is materialized by its first root: once per snapshot, not per run.
   log("first plugin lifecycle (materializes the layer)");
-  sync();
+  await sync();
   const first = await pluginOnce();
   const runs = { plugin: [], git: [] };
   for (let i = 0; i < P.rounds; i++) {
     // Alternate which goes first; sync before each so writeback of one does not land in the other.
     const order = i % 2 === 0 ? ["plugin", "git"] : ["git", "plugin"];
     for (const which of order) {
-      sync();
+      await sync();
       log(`round ${i + 1}/${P.rounds}: ${which}`);
       runs[which].push(which === "plugin" ? await pluginOnce() : await gitOnce(i));
     }
@@ -269,7 +289,9 @@ async function lifecycle(plugin) {
     firstPluginLifecycleMs: r3(first.total),
     plugin: plug,
     git: g,
+    // Of the medians, and the median of each round's own ratio (the two ran side by side).
     ratio: Math.round((g.total / plug.total) * 10) / 10,
+    pairedRatio: Math.round(pct(runs.git.map((r, i) => r.total / runs.plugin[i].total), 50) * 10) / 10,
     runs,
   };
 }
@@ -285,9 +307,9 @@ function ours(pid) {
 }
 
 /** The machine, and what else is using the CPU now (top's second frame: the last 0.5 s). */
-function machine() {
+async function machine() {
   const load = os.loadavg().map((x) => Math.round(x * 100) / 100);
-  const top = spawnSync("top", ["-b", "-n", "2", "-d", "0.5", "-w", "200"], { encoding: "utf8" }).stdout || "";
+  const top = await run("top", ["-b", "-n", "2", "-d", "0.5", "-w", "200"]).catch(() => "");
   const frame = top.split(/^top - /m).pop().split("\n");
   const head = frame.findIndex((l) => /\bPID\b.*%CPU/.test(l));
   const busy = head < 0 ? [] : frame
@@ -338,7 +360,7 @@ function markdown(res) {
     `| execute \`true\` | ${ms(l.plugin.execute)} | ${ms(l.git.execute)} |`,
     `| release / \`git worktree remove --force\` | ${ms(l.plugin.release)} | ${ms(l.git.remove)} |`,
     `| whole lifecycle | ${ms(l.plugin.total)} | ${ms(l.git.total)} |`,
-    `| git worktree / plugin | | ${l.ratio}x |`,
+    `| git worktree / plugin: of the medians; median of each round's ratio | | ${l.ratio}x; ${l.pairedRatio}x |`,
     "",
     "| goal | measured | met |",
     "|---|---|---|",
@@ -363,7 +385,7 @@ async function main() {
   const { ExecrootClient } = await import("../clients/node/index.js");
 
   const res = { date: new Date().toISOString(), commit: commitOf(), command: process.argv.slice(1).join(" "), bin: BIN, quick: P.quick, params: P };
-  res.machine = { before: machine() };
+  res.machine = { before: await machine() };
   log(`binary ${BIN}, starting the service`);
   svc = await startServe();
   const health = await svc.client.health();
@@ -373,16 +395,16 @@ async function main() {
   // What else runs moves during a run on a shared machine: note it as each phase starts.
   res.machine.phases = {};
   log(`small: ${P.iterations} create/destroy through the service`);
-  res.machine.phases.small = machine();
+  res.machine.phases.small = await machine();
   res.small = await small(svc.client);
   log(`concurrent: ${P.clients} clients x ${P.pairsPerClient} pairs`);
-  res.machine.phases.concurrent = machine();
+  res.machine.phases.concurrent = await machine();
   res.concurrent = await concurrent(ExecrootClient);
-  res.machine.phases.lifecycle = machine();
+  res.machine.phases.lifecycle = await machine();
   res.lifecycle = await lifecycle(plugin);
   const left = await svc.client.list();
   res.rootsLeft = left.length;
-  res.machine.after = machine();
+  res.machine.after = await machine();
   res.goals = goals(res);
   return res;
 }

@@ -59,7 +59,7 @@ fn the_service_benchmark_runs_every_phase_and_cleans_up() {
     for k in ["add", "remove", "total"] {
         assert!(l["git"][k].as_f64().unwrap() > 0.0, "git {k}: {l}");
     }
-    assert!(l["ratio"].as_f64().unwrap() > 0.0);
+    assert!(l["ratio"].as_f64().unwrap() > 0.0 && l["pairedRatio"].as_f64().unwrap() > 0.0);
     assert_eq!(v["goals"].as_array().unwrap().len(), 2);
     // Nothing left: no root in the store at the end, no mount, no directory.
     assert_eq!(v["rootsLeft"], 0);
