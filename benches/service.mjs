@@ -52,7 +52,7 @@ const num = (v, d) => {
 const P = {
   quick: opt.quick,
   iterations: num(opt.iterations, opt.quick ? 20 : 1000),
-  cliEvery: num(opt["cli-every"], opt.quick ? 5 : 5),
+  cliEvery: num(opt["cli-every"], 5),
   clients: num(opt.clients, opt.quick ? 10 : 50),
   pairsPerClient: num(opt.pairs, opt.quick ? 2 : 40),
   rounds: num(opt.rounds, opt.quick ? 1 : 5),
@@ -76,8 +76,8 @@ const timed = async (f) => {
   return [performance.now() - t, v];
 };
 // Child processes run asynchronously, so that a signal is handled (and everything cleaned up)
-// while one runs: a blocked event loop would run no handler until the child is done.
-// The children running now, which a cleanup stops first.
+// while one runs: a blocked event loop would run no handler until the child is done. A cleanup
+// first kills the children still running.
 const children = new Set();
 function run(cmd, args, options = {}) {
   return new Promise((resolve, reject) => {
@@ -402,8 +402,10 @@ async function main() {
   res.concurrent = await concurrent(ExecrootClient);
   res.machine.phases.lifecycle = await machine();
   res.lifecycle = await lifecycle(plugin);
-  const left = await svc.client.list();
-  res.rootsLeft = left.length;
+  // Every root made was destroyed: none may be left in the store, nor any mount (before the
+  // cleanup, which would remove them).
+  res.rootsLeft = (await svc.client.list()).length;
+  res.mountsLeft = mountsUnder(svc.dir);
   res.machine.after = await machine();
   res.goals = goals(res);
   return res;
@@ -430,6 +432,7 @@ log(`wrote ${outFile}`);
 const bad = [];
 if (res.concurrent.errors) bad.push(`${res.concurrent.errors} failed requests under load: ${res.concurrent.firstErrors.join("; ")}`);
 if (res.rootsLeft) bad.push(`${res.rootsLeft} roots left in the store`);
+if (res.mountsLeft.length) bad.push(`mounts left after every root was destroyed: ${res.mountsLeft.join(", ")}`);
 if (leaks.error || leaks.mounts.length || leaks.dirLeft) bad.push(`left behind: ${JSON.stringify(leaks)}`);
 if (bad.length) {
   console.error(`service benchmark: ${bad.join("; ")}`);

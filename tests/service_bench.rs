@@ -63,6 +63,7 @@ fn the_service_benchmark_runs_every_phase_and_cleans_up() {
     assert_eq!(v["goals"].as_array().unwrap().len(), 2);
     // Nothing left: no root in the store at the end, no mount, no directory.
     assert_eq!(v["rootsLeft"], 0);
+    assert_eq!(v["mountsLeft"].as_array().unwrap().len(), 0, "{}", v["mountsLeft"]);
     assert_eq!(v["leaks"]["mounts"].as_array().unwrap().len(), 0, "{}", v["leaks"]);
     assert_eq!(v["leaks"]["dirLeft"], false);
     assert!(text.contains("| whole lifecycle |"), "{text}");
