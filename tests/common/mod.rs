@@ -10,6 +10,7 @@ use assert_cmd::Command;
 /// tests from its source.
 #[path = "../../src/fixture.rs"]
 pub mod fixture;
+pub mod node;
 use serde_json::Value;
 
 /// A scratch area with a store in it.

@@ -17,6 +17,7 @@ import { ExecrootClient } from "@execroot/client";
 import manifest, { DRIVER_KEY } from "../src/manifest.js";
 import plugin, { createDriver } from "../src/plugin.js";
 import { startServe, cli, isRoot, makeTree } from "../../node/test/serve.js";
+import { harnessFor, base } from "./harness.js";
 
 const skip = isRoot ? false : "needs root (execroot serve mounts overlays); CI runs these as root";
 let svc;
@@ -32,25 +33,7 @@ after(async () => {
   if (svc) await svc.stop();
 });
 
-function harness() {
-  const d = createDriver({ clientFor: () => new ExecrootClient({ socketPath: svc.socket }) });
-  return createEnvironmentTestHarness({
-    manifest,
-    environmentDriver: {
-      driverKey: DRIVER_KEY,
-      onValidateConfig: d.onEnvironmentValidateConfig,
-      onProbe: d.onEnvironmentProbe,
-      onAcquireLease: d.onEnvironmentAcquireLease,
-      onResumeLease: d.onEnvironmentResumeLease,
-      onReleaseLease: d.onEnvironmentReleaseLease,
-      onDestroyLease: d.onEnvironmentDestroyLease,
-      onRealizeWorkspace: d.onEnvironmentRealizeWorkspace,
-      onExecute: d.onEnvironmentExecute,
-    },
-  });
-}
-
-const base = (config) => ({ driverKey: DRIVER_KEY, companyId: "company-1", environmentId: "env-1", config });
+const harness = () => harnessFor(svc.socket);
 
 test("the manifest is one the plugin host accepts", () => {
   const parsed = pluginManifestV1Schema.safeParse(manifest);
