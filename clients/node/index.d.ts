@@ -111,6 +111,8 @@ export declare class ExecrootClient {
   constructor(options?: { socketPath?: string; timeoutMs?: number });
   socketPath: string;
   timeoutMs: number;
+  /** Close the kept-alive connections (later calls open new ones). */
+  close(): void;
   health(): Promise<{ ok: boolean; version: string; overlay: { available: boolean; reason: string | null } }>;
   realize(spec: RealizeSpec): Promise<RealizedWorkspace>;
   list(): Promise<Root[]>;
