@@ -164,10 +164,12 @@ export function createDriver(options = {}) {
 
     async onEnvironmentResumeLease(params) {
       const c = config(params);
-      const root = await clientFor(c).get(params.providerLeaseId);
+      // By key first (the lease's identity across runs), by id for leases made without one.
+      const meta = params.leaseMetadata || {};
+      const root = await clientFor(c).get(meta.key || params.providerLeaseId);
       return {
         providerLeaseId: root.id,
-        metadata: { ...(params.leaseMetadata || {}), remoteCwd: root.cwd, rootId: root.id, key: root.key, backend: root.backend, created: false, resumed: true },
+        metadata: { ...meta, remoteCwd: root.cwd, rootId: root.id, key: root.key, backend: root.backend, created: false, resumed: true },
       };
     },
 
