@@ -228,7 +228,7 @@ enum ProvisionCmd {
 #[derive(Subcommand, Debug)]
 enum RootCmd {
     /// Create a root for a run (idempotent with --key).
-    Create(RootCreateArgs),
+    Create(Box<RootCreateArgs>),
     /// List roots.
     List,
     /// Show a root: state, backend, cwd, snapshots, what the run wrote, git status for worktrees.

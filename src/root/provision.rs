@@ -156,6 +156,9 @@ pub struct ProvisionInfo {
     /// The roots that use it (`provision show` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roots: Option<Vec<String>>,
+    /// `last_used_at` to the nanosecond, for ordering.
+    #[serde(skip)]
+    pub last_used: SystemTime,
 }
 
 /// `provision list`.
@@ -529,16 +532,15 @@ impl Store {
             return Err(Error::Timeout { what: format!("{what} (log {})", log.display()), secs: timeout.as_secs() });
         }
         if r.exit_code != Some(0) {
-            let why = match (&r.exit_code, &r.signal) {
-                (Some(c), _) => format!("exit status {c}"),
-                (None, Some(s)) => format!("killed by {s}"),
-                (None, None) => "no exit status".into(),
+            let how = match &r.signal {
+                Some(sig) => format!("killed by {sig}; "),
+                None => String::new(),
             };
             return Err(Error::Tool {
                 what,
                 status: r.exit_code,
                 stderr: format!(
-                    "{why}; nothing cached; last lines of the log:\n{}\nlog: {}",
+                    "{how}nothing cached; last lines of the log:\n{}\nlog: {}",
                     tail(&text, LOG_TAIL_LINES),
                     log.display()
                 ),
@@ -577,7 +579,7 @@ impl Store {
                 out.push(self.provision_info(&rec)?);
             }
         }
-        out.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then(a.key.cmp(&b.key)));
+        out.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.key.cmp(&b.key)));
         Ok(ProvisionList { provisions: out })
     }
 
@@ -603,6 +605,7 @@ impl Store {
             last_used_at: rfc3339(last),
             log: self.provision_log(&rec.key),
             roots: None,
+            last_used: last,
         })
     }
 
@@ -665,7 +668,7 @@ impl Store {
         let now = SystemTime::now();
         let (mut pins, mut dropped) = (Vec::new(), Vec::new());
         for (i, info) in list.iter().enumerate() {
-            let last = humantime::parse_rfc3339(&info.last_used_at).unwrap_or(now);
+            let last = info.last_used;
             let too_many = policy.keep.is_some_and(|n| i >= n);
             let too_old = policy.max_age.is_some_and(|a| now.duration_since(last).unwrap_or_default() > a);
             if used.contains(info.key.as_str()) || !(too_many || too_old) {
