@@ -282,9 +282,11 @@ fn copy_root_is_created_shown_listed_and_destroyed() {
             "baseRef",
             "created",
             "warnings",
+            "provision",
             "timingsMs"
         ])
     );
+    assert_eq!(v["provision"], Value::Null, "null without --provision");
     assert_eq!((&v["backend"], &v["class"], &v["created"]), (&json!("copy"), &json!("artifact"), &json!(true)));
     assert_eq!(v["cwd"], c.cwd.to_str().unwrap());
     assert_eq!(v["snapshots"], json!([id.to_hex()]));
@@ -326,6 +328,7 @@ fn copy_root_is_created_shown_listed_and_destroyed() {
         "createdAt",
         "labels",
         "warnings",
+        "provision",
     ]);
     let mut shown_keys = listed_keys.clone();
     shown_keys.extend(set(&["mounted", "usage"]));
@@ -549,6 +552,7 @@ fn gc_removes_only_what_no_ref_root_or_grace_period_keeps() {
             "removedObjects",
             "removedVariants",
             "freedBytes",
+            "removedProvisions",
             "elapsedMs"
         ])
     );

@@ -70,7 +70,16 @@ enum Cmd {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep at most N provision layers, the most recently used (those roots use are kept).
+        #[arg(long, value_name = "N")]
+        keep_provisions: Option<usize>,
+        /// Forget provision layers unused for longer than this (those roots use are kept).
+        #[arg(long, value_name = "DURATION")]
+        provision_max_age: Option<String>,
     },
+    /// List, show and remove provision layers (`root create --provision`).
+    #[command(subcommand)]
+    Provision(ProvisionCmd),
     /// Bytes and files in objects, layers and each root; shared and unique.
     Df,
     /// Re-hash every object and check every manifest and ref.
@@ -201,9 +210,25 @@ struct CreateArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum ProvisionCmd {
+    /// List the provision layers, most recently used first.
+    List,
+    /// Show a provision layer and the roots that use it.
+    Show {
+        /// The provision key.
+        key: String,
+    },
+    /// Forget a provision layer (refused while a root uses it); gc collects its snapshot.
+    Rm {
+        /// The provision key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RootCmd {
     /// Create a root for a run (idempotent with --key).
-    Create(RootCreateArgs),
+    Create(Box<RootCreateArgs>),
     /// List roots.
     List,
     /// Show a root: state, backend, cwd, snapshots, what the run wrote, git status for worktrees.
@@ -286,6 +311,21 @@ struct RootCreateArgs {
     /// Record a label (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Stack a dependency layer built once by `/bin/sh -c CMD` per key (docs/roots.md).
+    #[arg(long, value_name = "CMD")]
+    provision: Option<String>,
+    /// Files the provision depends on, relative to the root (repeatable or comma-separated).
+    #[arg(long, value_name = "PATHS", value_delimiter = ',', requires = "provision")]
+    provision_inputs: Vec<String>,
+    /// What else the key covers: base (the base's layers) or inputs.
+    #[arg(long, default_value = "inputs", value_name = "base|inputs", requires = "provision")]
+    provision_scope: String,
+    /// A variable passed to the command, its value part of the key (repeatable).
+    #[arg(long, value_name = "NAME", requires = "provision")]
+    provision_env: Vec<String>,
+    /// Kill the provision command after this long [default: 10m].
+    #[arg(long, value_name = "DURATION", requires = "provision")]
+    provision_timeout: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -429,7 +469,14 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Ref(c) => ref_cmd(&open()?, c),
         Cmd::Verify { repair } => verify_cmd(&open()?, *repair),
         Cmd::Root(c) => root_cmd(&open()?, c, json),
-        Cmd::Gc { grace, dry_run } => gc_cmd(&open()?, grace, *dry_run),
+        Cmd::Gc { grace, dry_run, keep_provisions, provision_max_age } => {
+            let policy = execroot::root::provision::ProvisionPolicy {
+                keep: *keep_provisions,
+                max_age: provision_max_age.as_deref().map(|d| parse_duration("--provision-max-age", d)).transpose()?,
+            };
+            gc_cmd(&open()?, grace, *dry_run, policy)
+        }
+        Cmd::Provision(c) => provision_cmd(&open()?, c),
         Cmd::Df => df_cmd(&open()?),
         Cmd::Doctor { repair, discard_unreadable: Some(id) } if !*repair => {
             let r = open()?.discard_unreadable(id)?;
@@ -725,6 +772,21 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
                 base_ref: a.base_ref.clone(),
                 branch: a.branch.clone(),
                 labels: parse_labels(&a.label)?,
+                provision: match &a.provision {
+                    None => None,
+                    Some(cmd) => Some(execroot::root::provision::ProvisionRequest {
+                        command: cmd.clone(),
+                        inputs: a.provision_inputs.clone(),
+                        scope: execroot::root::provision::Scope::parse(&a.provision_scope)?,
+                        env: a.provision_env.clone(),
+                        timeout_secs: a
+                            .provision_timeout
+                            .as_deref()
+                            .map(|t| parse_duration("--provision-timeout", t))
+                            .transpose()?
+                            .map(|d| d.as_secs().max(1)),
+                    }),
+                },
             };
             let r = store.create_root(&req)?;
             let mut human = format!(
@@ -736,6 +798,14 @@ fn root_cmd(store: &Store, c: &RootCmd, json: bool) -> Result<Output> {
                 r.cwd.display(),
                 r.timings_ms.get("total").copied().unwrap_or(0.0)
             );
+            if let Some(p) = &r.provision {
+                human.push_str(&format!(
+                    "\n  provision {} ({}): snapshot {}",
+                    &p.key[..16],
+                    if p.hit { "hit" } else { "built" },
+                    &p.snapshot.to_hex()[..12]
+                ));
+            }
             for w in &r.warnings {
                 human.push_str(&format!("\n  warning: {w}"));
             }
@@ -963,9 +1033,14 @@ fn signal_number(name: &str) -> i32 {
     name.parse::<nix::sys::signal::Signal>().map_or(0, |s| s as i32)
 }
 
-fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
+fn gc_cmd(
+    store: &Store,
+    grace: &str,
+    dry_run: bool,
+    policy: execroot::root::provision::ProvisionPolicy,
+) -> Result<Output> {
     let grace = parse_duration("--grace", grace)?;
-    let r = store.gc(grace, dry_run)?;
+    let r = store.gc_provisions(grace, dry_run, policy)?;
     let human = format!(
         "{}{} snapshot(s), {} layer(s), {} object(s), {} variant(s): {} {}; kept {} snapshot(s)",
         if dry_run { "would remove " } else { "removed " },
@@ -977,7 +1052,54 @@ fn gc_cmd(store: &Store, grace: &str, dry_run: bool) -> Result<Output> {
         if dry_run { "to free" } else { "freed" },
         r.kept_snapshots
     );
+    let human = if r.removed_provisions.is_empty() {
+        human
+    } else {
+        format!(
+            "{human}; {} {} provision layer(s)",
+            if dry_run { "would forget" } else { "forgot" },
+            r.removed_provisions.len()
+        )
+    };
     Ok(Output::new(to_json(&r), human))
+}
+
+fn provision_cmd(store: &Store, c: &ProvisionCmd) -> Result<Output> {
+    let line = |p: &execroot::root::provision::ProvisionInfo| {
+        format!(
+            "{}  {}  {:>10}  last used {}  {}",
+            p.key,
+            &p.snapshot.to_hex()[..12],
+            p.bytes.map(|b| HumanBytes(b).to_string()).unwrap_or_else(|| "?".into()),
+            p.last_used_at,
+            p.command
+        )
+    };
+    match c {
+        ProvisionCmd::List => {
+            let l = store.list_provisions()?;
+            let human: Vec<String> = l.provisions.iter().map(line).collect();
+            Ok(Output::new(to_json(&l), human.join("\n")))
+        }
+        ProvisionCmd::Show { key } => {
+            let p = store.show_provision(key)?;
+            let human = format!(
+                "{}\ninputs: {}\nroots: {}\nlog: {}",
+                line(&p),
+                p.inputs.join(", "),
+                p.roots.clone().unwrap_or_default().join(", "),
+                p.log.display()
+            );
+            Ok(Output::new(to_json(&p), human))
+        }
+        ProvisionCmd::Rm { key } => {
+            let r = store.remove_provision(key)?;
+            Ok(Output::new(
+                to_json(&r),
+                format!("removed provision layer {} (snapshot {} is left to gc)", r.key, r.snapshot),
+            ))
+        }
+    }
 }
 
 fn df_cmd(store: &Store) -> Result<Output> {

@@ -248,6 +248,12 @@ impl Store {
             }
         }
         req.owner = Some(caller.uid.to_string());
+        if req.provision.as_ref().is_some_and(|p| !p.env.is_empty()) {
+            // The values would be the service's own environment's.
+            return Err(Error::Forbidden(
+                "provision.env: only a privileged caller may pass the service's variables".into(),
+            ));
+        }
         for spec in &req.from {
             self.resolve_for(caller, spec)?;
         }

@@ -52,6 +52,8 @@ pub enum FindingKind {
     OldLock,
     /// A store entry or root directory whose mode, owner or ACL is not docs/format.md's: fixed.
     UnsafeMode,
+    /// The `ready` temporary root of a provision build that is no longer running: destroyed.
+    DeadProvisionBuild,
 }
 
 impl FindingKind {
@@ -69,6 +71,7 @@ impl FindingKind {
             FindingKind::DeadLease => "dead-lease",
             FindingKind::OldLock => "old-lock",
             FindingKind::UnsafeMode => "unsafe-mode",
+            FindingKind::DeadProvisionBuild => "dead-provision-build",
         }
     }
 }
@@ -116,6 +119,23 @@ impl Store {
             findings.push(Finding { kind, root: root.map(str::to_string), path, action, repaired });
         };
 
+        // A provision build killed while its temporary root was ready: the root is only
+        // scaffolding (nothing was cached), so it goes rather than being remounted.
+        for (rec, _lock) in self.dead_build_roots()? {
+            let res = repair.then(|| match self.destroy_root(&rec.id, true) {
+                Ok(d) if d.cleaned => Ok(()),
+                Ok(d) => Err(Error::Conflict(d.warnings.join("; "))),
+                Err(e) => Err(e),
+            });
+            let verb = if matches!(res, Some(Ok(()))) { "destroyed" } else { "destroy" };
+            note(
+                FindingKind::DeadProvisionBuild,
+                Some(&rec.id),
+                rec.cwd.clone(),
+                format!("{verb} the temporary root of a provision build that is not running"),
+                res,
+            );
+        }
         let scan = self.scan_roots()?;
         // Checked for their modes once the lifecycle repairs below are done.
         let readable: Vec<RootRecord> = scan.roots.clone();

@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod exec;
 pub mod export;
 pub mod export_as;
+pub mod provision;
 pub mod reclaim;
 pub mod record;
 pub mod view;
@@ -169,6 +170,8 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+        // Before the store lock: a build makes a root, runs a command and commits.
+        let provision = self.provision_for_create(req)?;
         let _store_lock = StoreLock::acquire(self, false)?;
         let config = self.config()?;
         let owner_given = req.owner.is_some() || config.owner.is_some();
@@ -176,7 +179,14 @@ impl Store {
             Some(o) => Owner::parse(o)?,
             None => config.owner.as_deref().map(Owner::parse).transpose()?.unwrap_or_else(Owner::current),
         };
-        let snapshots: Vec<Hash> = req.from.iter().map(|s| self.resolve(s)).collect::<Result<_>>()?;
+        let mut snapshots: Vec<Hash> = req.from.iter().map(|s| self.resolve(s)).collect::<Result<_>>()?;
+        if let Some(p) = &provision {
+            // Under the shared store lock no gc runs: present now, the layer stays.
+            if !self.snapshot_dir(&p.snapshot).join("manifest").exists() {
+                return Err(Error::Conflict(format!("provision layer {} was removed by a gc meanwhile; retry", p.key)));
+            }
+            snapshots.push(p.snapshot);
+        }
         let mounts: Vec<(String, Hash)> = req
             .mounts
             .iter()
@@ -232,6 +242,7 @@ impl Store {
             labels: req.labels.clone(),
             warnings,
             request: req.clone(),
+            provision,
             destroy_began_in: None,
         };
         // Every user who must reach the working directory can, or the root is refused before

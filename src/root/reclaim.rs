@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::hash::Hash;
+use crate::root::provision::ProvisionPolicy;
 use crate::store::df::{DfReport, RootSpace, Space};
 use crate::store::gc::GcReport;
 use crate::Store;
@@ -25,14 +26,35 @@ impl Store {
         Ok(out)
     }
 
-    /// gc (docs/capture.md): everything no ref, no root and no grace period keeps goes.
+    /// gc (docs/capture.md): everything no ref, no root, no kept provision layer and no grace
+    /// period keeps goes. Every provision layer is kept.
     pub fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
-        self.gc_with(grace, dry_run, || Ok(self.root_pins()?.into_iter().map(|(h, _)| h).collect()))
+        self.gc_provisions(grace, dry_run, ProvisionPolicy::default())
     }
 
-    /// `snapshot rm`: refused while a root uses the snapshot (see [`Store::remove_snapshot_with`]).
+    /// [`Store::gc`], forgetting the provision layers `policy` does not keep first (under gc's
+    /// exclusive lock), so that their snapshots are collected with the rest.
+    pub fn gc_provisions(&self, grace: Duration, dry_run: bool, policy: ProvisionPolicy) -> Result<GcReport> {
+        let mut dropped = Vec::new();
+        let mut report = self.gc_with(grace, dry_run, || {
+            let mut pins: Vec<Hash> = self.root_pins()?.into_iter().map(|(h, _)| h).collect();
+            let (kept, gone) = self.provision_gc(policy, dry_run)?;
+            pins.extend(kept);
+            dropped = gone;
+            Ok(pins)
+        })?;
+        report.removed_provisions = dropped;
+        Ok(report)
+    }
+
+    /// `snapshot rm`: refused while a root or a provision layer uses the snapshot (see
+    /// [`Store::remove_snapshot_with`]).
     pub fn remove_snapshot(&self, id: &Hash, force: bool) -> Result<Vec<String>> {
-        self.remove_snapshot_with(id, force, || self.root_pins())
+        self.remove_snapshot_with(id, force, || {
+            let mut pins = self.root_pins()?;
+            pins.extend(self.provision_pins()?);
+            Ok(pins)
+        })
     }
 
     /// `df`: the store's space, which layers roots use, and what each root has written.

@@ -78,6 +78,9 @@ pub struct CreateRequest {
     pub branch: Option<String>,
     /// `--label KEY=VALUE`.
     pub labels: BTreeMap<String, String>,
+    /// `--provision*`: a dependency layer built once per key and stacked on `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision: Option<crate::root::provision::ProvisionRequest>,
 }
 
 /// Everything known about a root (`state.json`, version 2).
@@ -114,6 +117,9 @@ pub struct RootRecord {
     pub warnings: Vec<String>,
     /// The request as given.
     pub request: CreateRequest,
+    /// The provision layer on top of `snapshots` (the last of them), if the request asked.
+    #[serde(default)]
+    pub provision: Option<crate::root::provision::ProvisionUse>,
     /// For a record read from [`DESTROYING_FILE`]: the `state` its field kept, the state the
     /// root had when the destroy began (`creating` for the undo of a create). Not written.
     #[serde(skip)]
@@ -312,6 +318,7 @@ impl RecordV1 {
             labels: self.labels,
             warnings: self.warnings,
             request: self.request,
+            provision: None,
             destroy_began_in: None,
         }
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::provision::ProvisionUse;
 use super::record::{RootRecord, State};
 use crate::backend::worktree::GitStatus;
 use crate::backend::{BackendKind, BackendState, Usage};
@@ -93,6 +94,8 @@ pub struct RootView {
     pub labels: BTreeMap<String, String>,
     /// Warnings from creation.
     pub warnings: Vec<String>,
+    /// The provision layer stacked on top (null without `--provision`).
+    pub provision: Option<ProvisionUse>,
     /// `root show`: the working directory is live (mounted, for overlay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounted: Option<bool>,
@@ -141,6 +144,7 @@ impl RootView {
             created_at: rec.created_at.clone(),
             labels: rec.labels.clone(),
             warnings: rec.warnings.clone(),
+            provision: rec.provision.clone(),
             mounted: None,
             usage: None,
             git: None,
@@ -211,6 +215,8 @@ pub struct Created {
     pub created: bool,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// The provision layer stacked on top (null without `--provision`).
+    pub provision: Option<ProvisionUse>,
     /// Milliseconds per phase (`total` always).
     pub timings_ms: BTreeMap<String, f64>,
 }
@@ -236,6 +242,7 @@ impl Created {
             base_ref: v.base_ref,
             created,
             warnings: v.warnings,
+            provision: v.provision,
             timings_ms,
         }
     }

@@ -162,6 +162,7 @@ struct CreateBody {
     durable: bool,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    provision: Option<execroot::root::provision::ProvisionRequest>,
 }
 
 impl CreateBody {
@@ -195,6 +196,7 @@ impl CreateBody {
             base_ref: self.base_ref,
             branch: self.branch,
             labels: self.labels,
+            provision: self.provision,
         })
     }
 }

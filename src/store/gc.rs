@@ -55,6 +55,9 @@ pub struct GcReport {
     pub removed_variants: u64,
     /// Bytes freed (objects, variants and private layer copies).
     pub freed_bytes: u64,
+    /// Provision layers forgotten by the gc policy (their keys), their snapshots collected
+    /// like any other (the root layer fills this in).
+    pub removed_provisions: Vec<String>,
     /// Wall time.
     pub elapsed_ms: f64,
 }

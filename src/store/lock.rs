@@ -48,6 +48,13 @@ impl Store {
         let dir = self.top_dir("locks")?;
         FileLock::acquire(&dir.join(stripe_of(name)), true)
     }
+
+    /// [`Store::named_lock`] without waiting: `None` while somebody holds it (or a name sharing
+    /// its file).
+    pub fn try_named_lock(&self, name: &str) -> Result<Option<FileLock>> {
+        let dir = self.top_dir("locks")?;
+        FileLock::try_acquire(&dir.join(stripe_of(name)))
+    }
 }
 
 /// The lock file name for lock `name` (see [`Store::named_lock`]).

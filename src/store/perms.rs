@@ -47,6 +47,7 @@ pub const TABLE: &[(&str, Kind, u32)] = &[
     ("idmap", Kind::Dir, 0o700),
     ("keys", Kind::Dir, 0o700),
     ("locks", Kind::Dir, 0o700),
+    ("provisions", Kind::Dir, 0o700),
     ("roots", Kind::Dir, 0o711),
     // Connecting needs write permission on the socket: the service's callers are its group
     // (`--socket-group`); who may do what once connected is the service's rules (docs/api.md).

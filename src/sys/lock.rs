@@ -24,6 +24,16 @@ impl FileLock {
         Ok(FileLock { _lock: lock })
     }
 
+    /// Lock `path` exclusively if nobody holds it; `None` when somebody does.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(FileLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(Error::io(path, e.into())),
+        }
+    }
+
     /// Lock the directory `dir` itself, exclusively, waiting at most `timeout` (then
     /// [`Error::Busy`] naming it); `None` when `dir` does not exist. No file is made, so the
     /// directory's contents are unchanged.

@@ -1,0 +1,391 @@
+//! `root create --provision`: dependency layers built once per key and stacked on every later
+//! root of the same inputs, on a real store with real mounts. The provision command is a script
+//! that writes `node_modules/` from the lockfile's content and appends a line to a file outside
+//! the root, so the tests count how often it ran.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+/// A project tree and the provision script, in a scratch store.
+struct Project {
+    env: Env,
+}
+
+impl Project {
+    fn new() -> Project {
+        let env = Env::new();
+        let script = format!(
+            "echo run >> {runs}\n\
+             mkdir -p node_modules/dep\n\
+             cp pnpm-lock.yaml node_modules/dep/lock-copy\n\
+             echo \"FOO=${{FOO:-unset}}\" > node_modules/dep/env\n\
+             echo \"installed from $(cat pnpm-lock.yaml)\"\n",
+            runs = env.path("runs").display()
+        );
+        std::fs::write(env.path("install.sh"), script).unwrap();
+        Project { env }
+    }
+
+    /// A base snapshot with this lockfile and `extra` as another file's content, named `name`.
+    fn base(&self, name: &str, lock: &str, extra: &str) -> String {
+        let dir = self.env.path(&format!("src-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("package.json"), "{\"dependencies\":{\"dep\":\"1\"}}\n").unwrap();
+        std::fs::write(dir.join("pnpm-lock.yaml"), lock).unwrap();
+        std::fs::write(dir.join("index.js"), extra).unwrap();
+        let id = self.env.ingest(&dir);
+        self.env.ok(&["ref", "set", name, &id]);
+        id
+    }
+
+    fn command(&self) -> String {
+        format!("sh {}", self.env.path("install.sh").display())
+    }
+
+    fn create_args(&self, from: &str, backend: &str) -> Vec<String> {
+        [
+            "root",
+            "create",
+            "--class",
+            "preview",
+            "--backend",
+            backend,
+            "--from",
+            from,
+            "--provision",
+            &self.command(),
+            "--provision-inputs",
+            "package.json,pnpm-lock.yaml",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn create(&self, from: &str, extra: &[&str]) -> Value {
+        let mut a = self.create_args(from, "overlay");
+        a.extend(extra.iter().map(|s| s.to_string()));
+        self.env.ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.env.path("runs")).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    fn provisions(&self) -> Vec<Value> {
+        self.env.ok(&["provision", "list"])["provisions"].as_array().unwrap().clone()
+    }
+}
+
+fn key(v: &Value) -> String {
+    v["provision"]["key"].as_str().unwrap().to_string()
+}
+
+/// The root presents the base with the layer on top: the lockfile's copy is this lockfile's.
+fn assert_provisioned(root: &Value, lock: &str) {
+    let cwd = cwd(root);
+    assert_eq!(std::fs::read_to_string(cwd.join("node_modules/dep/lock-copy")).unwrap(), lock);
+    assert_eq!(std::fs::read_to_string(cwd.join("pnpm-lock.yaml")).unwrap(), lock);
+    assert!(cwd.join("index.js").is_file());
+    let snaps = root["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.last().unwrap(), &root["provision"]["snapshot"], "the layer is the top snapshot");
+}
+
+#[test]
+fn miss_then_hit_then_a_changed_input_builds_a_new_key() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    p.base("v1", "lock-1\n", "a");
+    let first = p.create("v1", &[]);
+    assert_eq!(first["provision"]["hit"], false, "{first}");
+    assert_eq!(p.runs(), 1);
+    assert_provisioned(&first, "lock-1\n");
+    let log = PathBuf::from(first["provision"]["log"].as_str().unwrap());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("installed from lock-1"));
+
+    let second = p.create("v1", &[]);
+    assert_eq!(second["provision"]["hit"], true, "{second}");
+    assert_eq!(key(&second), key(&first));
+    assert_eq!(p.runs(), 1, "a hit runs nothing");
+    assert_provisioned(&second, "lock-1\n");
+    // The root's JSON (list, show) carries it too; a root without --provision has null.
+    let shown = p.env.ok(&["root", "show", second["id"].as_str().unwrap()]);
+    assert_eq!(shown["provision"], second["provision"]);
+
+    // Another base with the same inputs (scope inputs, the default): still a hit.
+    p.base("v1b", "lock-1\n", "other source");
+    let third = p.create("v1b", &[]);
+    assert_eq!(third["provision"]["hit"], true);
+    assert_eq!(std::fs::read_to_string(cwd(&third).join("index.js")).unwrap(), "other source");
+    assert_provisioned(&third, "lock-1\n");
+    // ... but with scope base the base's layers are in the key.
+    let scoped = p.create("v1b", &["--provision-scope", "base"]);
+    assert_eq!(scoped["provision"]["hit"], false);
+    assert_ne!(key(&scoped), key(&third));
+    assert_eq!(p.runs(), 2);
+
+    // A changed lockfile is a new key and a new build.
+    p.base("v2", "lock-2\n", "a");
+    let changed = p.create("v2", &[]);
+    assert_eq!(changed["provision"]["hit"], false);
+    assert_ne!(key(&changed), key(&first));
+    assert_eq!(p.runs(), 3);
+    assert_provisioned(&changed, "lock-2\n");
+
+    // The listed variables are the command's, and part of the key.
+    let with_env = |v: &str| {
+        let mut a = p.create_args("v1", "overlay");
+        a.extend(["--provision-env".to_string(), "FOO".to_string()]);
+        let out = p.env.cmd(&a.iter().map(String::as_str).collect::<Vec<_>>()).env("FOO", v).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        parse(&out)
+    };
+    let a = with_env("one");
+    assert_eq!(std::fs::read_to_string(cwd(&a).join("node_modules/dep/env")).unwrap(), "FOO=one\n");
+    let b = with_env("two");
+    assert_ne!(key(&a), key(&b));
+    assert_eq!(with_env("one")["provision"]["hit"], true);
+    assert_eq!(p.runs(), 5);
+
+    // No temporary root is left; every provision is listed with its inputs.
+    let roots = p.env.ok(&["root", "list"])["roots"].as_array().unwrap().clone();
+    assert!(roots.iter().all(|r| r["labels"].get("execroot.provision-build").is_none()), "{roots:?}");
+    let list = p.provisions();
+    assert_eq!(list.len(), 5, "{list:?}");
+    assert!(list.iter().all(|e| e["inputs"] == serde_json::json!(["package.json", "pnpm-lock.yaml"])));
+    assert!(list.iter().all(|e| e["bytes"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn the_copy_backend_gets_the_layer_too() {
+    let p = Project::new();
+    p.base("v1", "lock-c\n", "a");
+    let args = p.create_args("v1", "copy");
+    let a = p.env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = p.env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((a["provision"]["hit"].clone(), b["provision"]["hit"].clone()), (false.into(), true.into()));
+    assert_eq!(p.runs(), 1);
+    assert_provisioned(&a, "lock-c\n");
+    assert_provisioned(&b, "lock-c\n");
+}
+
+#[test]
+fn a_failed_build_caches_nothing_and_says_why() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    p.base("v1", "lock-1\n", "a");
+    std::fs::write(p.env.path("fail.sh"), "echo run >> $1\necho first line\necho the last words >&2\nexit 3\n")
+        .unwrap();
+    let cmd = format!("sh {} {}", p.env.path("fail.sh").display(), p.env.path("runs").display());
+    let args = [
+        "root",
+        "create",
+        "--class",
+        "preview",
+        "--from",
+        "v1",
+        "--provision",
+        &cmd,
+        "--provision-inputs",
+        "pnpm-lock.yaml",
+    ];
+    let out = p.env.cmd(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let msg = parse(&out)["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("exit status 3"), "{msg}");
+    assert!(msg.contains("the last words"), "{msg}");
+    let log = msg.rsplit("log: ").next().unwrap().trim().to_string();
+    assert!(msg.trim_end().ends_with(&log) && log.ends_with("/log"), "{msg}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("first line"));
+    assert!(p.provisions().is_empty(), "nothing cached");
+    assert!(p.env.ok(&["root", "list"])["roots"].as_array().unwrap().is_empty(), "the temporary root is gone");
+    p.env.fails(&args, 2);
+    assert_eq!(p.runs(), 2, "a failure is not cached: the next create runs it again");
+
+    // Bad input, naming the input, before anything runs.
+    let missing = [
+        "root",
+        "create",
+        "--class",
+        "preview",
+        "--from",
+        "v1",
+        "--provision",
+        &cmd,
+        "--provision-inputs",
+        "nope.lock",
+    ];
+    let e = p.env.fails(&missing, 2);
+    assert!(e["error"]["message"].as_str().unwrap().contains("nope.lock"), "{e}");
+    let no_inputs = ["root", "create", "--class", "preview", "--from", "v1", "--provision", &cmd];
+    p.env.fails(&no_inputs, 2);
+    assert_eq!(p.runs(), 2);
+
+    // A timeout kills the command and caches nothing.
+    let slow = [
+        "root",
+        "create",
+        "--class",
+        "preview",
+        "--from",
+        "v1",
+        "--provision",
+        "sleep 30",
+        "--provision-inputs",
+        "pnpm-lock.yaml",
+        "--provision-timeout",
+        "1s",
+    ];
+    let e = p.env.fails(&slow, 5);
+    assert!(e["error"]["message"].as_str().unwrap().contains("timed out"), "{e}");
+    assert!(p.provisions().is_empty());
+}
+
+#[test]
+fn concurrent_misses_build_once() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    p.base("v1", "lock-1\n", "a");
+    // The command waits a little so that the creates overlap (the count is the assertion).
+    let script = std::fs::read_to_string(p.env.path("install.sh")).unwrap();
+    std::fs::write(p.env.path("install.sh"), format!("sleep 0.5\n{script}")).unwrap();
+    let args = p.create_args("v1", "overlay");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = p.env.spawnable(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let docs: Vec<Value> = handles
+        .into_iter()
+        .map(|h| {
+            let out = h.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", describe(&out));
+            parse(&out)
+        })
+        .collect();
+    assert_eq!(p.runs(), 1, "one build for every create of the key");
+    let k = key(&docs[0]);
+    assert!(docs.iter().all(|d| key(d) == k));
+    let built = docs.iter().filter(|d| d["provision"]["hit"] == false).count();
+    assert_eq!(built, 1, "the others waited for the build and used it: {docs:?}");
+    for d in &docs {
+        assert_provisioned(d, "lock-1\n");
+    }
+}
+
+#[test]
+fn a_build_killed_at_each_phase_leaves_nothing_taken_for_a_layer() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    for (i, point) in
+        ["provision.running", "provision.command-done", "provision.committed", "provision.recorded"].iter().enumerate()
+    {
+        let lock = format!("lock-crash-{i}\n");
+        let name = format!("c{i}");
+        p.base(&name, &lock, "a");
+        let args = p.create_args(&name, "overlay");
+        let runs_before = p.runs();
+        let out = p
+            .env
+            .spawnable(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .env("EXECROOT_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point} not reached: {}", describe(&out));
+        let r = p.env.ok(&["doctor", "--repair"]);
+        let again = p.env.ok(&["doctor"]);
+        assert_eq!(again["findings"].as_array().unwrap().len(), 0, "after {point}: {r} then {again}");
+        assert_eq!(p.env.ok(&["verify"])["ok"], true);
+        assert!(p.env.ok(&["root", "list"])["roots"].as_array().unwrap().is_empty(), "after {point}: {r}");
+        assert!(mounts_below(&p.env.store().join("roots")).is_empty());
+        let recorded = *point == "provision.recorded";
+        assert_eq!(p.provisions().len(), i.min(3) + usize::from(recorded), "after {point}");
+        let root = p.env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // Only a published record is a layer: before it, the next create builds again.
+        assert_eq!(root["provision"]["hit"], recorded, "after {point}: {root}");
+        let ran = if *point == "provision.running" { 1 } else { 2 };
+        assert_eq!(p.runs() - runs_before, if recorded { 1 } else { ran }, "after {point}");
+        assert_provisioned(&root, &lock);
+        p.env.ok(&["root", "destroy", root["id"].as_str().unwrap()]);
+    }
+}
+
+#[test]
+fn gc_keeps_provisions_by_policy_and_rm_refuses_a_used_one() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let mut roots = Vec::new();
+    for i in 0..3 {
+        p.base(&format!("g{i}"), &format!("lock-g{i}\n"), "a");
+        roots.push(p.create(&format!("g{i}"), &[]));
+    }
+    // The first is used again: it is the most recently used.
+    let again = p.create("g0", &[]);
+    assert_eq!(again["provision"]["hit"], true);
+    for r in roots.iter().chain([&again]) {
+        p.env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+    }
+    for i in 0..3 {
+        p.env.ok(&["ref", "rm", &format!("g{i}")]);
+    }
+    // Without a policy every provision layer is kept, its snapshot with it.
+    let gc = p.env.ok(&["gc", "--grace", "0"]);
+    assert_eq!(gc["removedProvisions"].as_array().unwrap().len(), 0);
+    assert_eq!(p.provisions().len(), 3);
+    for e in p.provisions() {
+        p.env.ok(&["snapshot", "show", e["snapshot"].as_str().unwrap()]);
+    }
+    // --keep-provisions 1 keeps the most recently used.
+    let dry = p.env.ok(&["gc", "--grace", "0", "--keep-provisions", "1", "--dry-run"]);
+    assert_eq!(dry["removedProvisions"].as_array().unwrap().len(), 2);
+    assert_eq!(p.provisions().len(), 3, "a dry run forgets nothing");
+    let gc = p.env.ok(&["gc", "--grace", "0", "--keep-provisions", "1"]);
+    assert_eq!(gc["removedProvisions"].as_array().unwrap().len(), 2, "{gc}");
+    let left = p.provisions();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["key"].as_str().unwrap(), key(&again));
+    let gone: Vec<String> =
+        gc["removedProvisions"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    assert!(!gone.contains(&key(&again)));
+    assert!(gc["removedSnapshots"].as_array().unwrap().len() >= 2, "their snapshots went: {gc}");
+
+    // A layer a root uses is kept by any policy, and rm refuses it.
+    p.base("g0", "lock-g0\n", "a");
+    let user = p.create("g0", &[]);
+    assert_eq!(user["provision"]["hit"], true);
+    let gc = p.env.ok(&["gc", "--grace", "0", "--keep-provisions", "0", "--provision-max-age", "0"]);
+    assert_eq!(gc["removedProvisions"].as_array().unwrap().len(), 0, "{gc}");
+    let k = key(&user);
+    let shown = p.env.ok(&["provision", "show", &k]);
+    assert_eq!(shown["roots"], serde_json::json!([user["id"]]));
+    p.env.fails(&["provision", "rm", &k], 5);
+    p.env.fails(&["snapshot", "rm", user["provision"]["snapshot"].as_str().unwrap()], 5);
+    p.env.ok(&["root", "destroy", user["id"].as_str().unwrap()]);
+    // snapshot rm still refuses a recorded layer's snapshot; provision rm forgets it.
+    p.env.fails(&["snapshot", "rm", user["provision"]["snapshot"].as_str().unwrap()], 5);
+    let rm = p.env.ok(&["provision", "rm", &k]);
+    assert_eq!(rm["key"].as_str().unwrap(), k);
+    assert!(p.provisions().is_empty());
+    p.env.fails(&["provision", "show", &k], 4);
+    p.env.fails(&["provision", "rm", &k], 4);
+    // Forgotten: the next create builds again.
+    let rebuilt = p.create("g0", &[]);
+    assert_eq!(rebuilt["provision"]["hit"], false);
+}
