@@ -23,8 +23,8 @@ export interface RealizeSpec {
   backend?: "auto" | "overlay" | "copy" | "worktree";
   durable?: boolean;
   labels?: Record<string, string>;
-  /** Passed through for the provision issue; the service rejects it until it exists. */
-  provision?: Record<string, unknown>;
+  /** A dependency layer built once per inputs and stacked on `from` (docs/roots.md, "Provisioning"). */
+  provision?: { command: string; inputs: string[]; scope?: "inputs" | "base"; env?: string[]; timeoutSecs?: number };
 }
 
 /** Root document: the CLI's `root show --json` (docs/cli.md). */
@@ -44,6 +44,8 @@ export interface Root {
   mounted?: boolean;
   usage?: { bytes: number; inodes: number };
   git?: GitReadiness;
+  /** Null without `provision`. */
+  provision?: { key: string; snapshot: string; hit: boolean; ageSecs: number; log: string } | null;
   [field: string]: unknown;
 }
 

@@ -30,6 +30,15 @@ export const configSchema = {
         properties: { path: { type: "string" }, from: { type: "string" } },
       },
     },
+    provisionCommand: {
+      type: "string",
+      description: "The project's provision command (for example `pnpm install --frozen-lockfile`): run once per set of inputs, its result stacked under every root",
+    },
+    provisionInputs: {
+      type: "array",
+      items: { type: "string" },
+      description: "Files, relative to the root, whose contents key the provision layer (for example package.json and pnpm-lock.yaml)",
+    },
     reuseLease: { type: "boolean", description: "Keep the root on release; a later run of the same execution workspace resumes it" },
     timeoutMs: { type: "integer", minimum: 1, description: "Default timeout of execute, in ms" },
   },

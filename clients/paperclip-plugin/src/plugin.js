@@ -6,6 +6,7 @@
 // inside) becomes the SDK's error, never a silent force.
 
 import { createHash } from "node:crypto";
+import fs from "node:fs";
 import { definePlugin } from "@paperclipai/plugin-sdk";
 import { ExecrootClient } from "@execroot/client";
 import { DRIVER_KEY, configSchema } from "./manifest.js";
@@ -60,6 +61,14 @@ export function validateConfig(config) {
     if (!Number.isInteger(c.timeoutMs) || c.timeoutMs < 1) errors.push(`"timeoutMs" must be a positive integer`);
     else out.timeoutMs = c.timeoutMs;
   }
+  str("provisionCommand");
+  if (c.provisionInputs !== undefined) {
+    if (!Array.isArray(c.provisionInputs) || c.provisionInputs.length === 0 || c.provisionInputs.some((p) => typeof p !== "string" || p === "")) {
+      errors.push(`"provisionInputs" must be a non-empty list of paths`);
+    } else out.provisionInputs = c.provisionInputs;
+  }
+  if (out.provisionCommand && !out.provisionInputs) errors.push(`"provisionCommand" needs "provisionInputs"`);
+  if (out.provisionInputs && !out.provisionCommand) errors.push(`"provisionInputs" needs "provisionCommand"`);
   if (out.repo && !out.baseRef) errors.push(`"repo" needs "baseRef"`);
   if (!out.repo && !out.from) warnings.push(`neither "from" nor "repo" is set: every root starts empty`);
   if (out.repo && out.from) errors.push(`"repo" and "from" exclude each other`);
@@ -89,10 +98,42 @@ function leaseOf(realized) {
       key: realized.root.key,
       backend: realized.root.backend,
       created: realized.created,
+      provision: realized.root.provision ?? null,
       branchName: realized.branchName,
       worktreePath: realized.worktreePath,
       warnings: realized.warnings,
     },
+  };
+}
+
+/**
+ * The host runs the project's provision command through execute (as `bash -lc CMD`) after
+ * realize. When that root's provision layer already holds its result, the command is not run
+ * again: the answer is the build's, from its log where this process may read it, and its
+ * metadata says so.
+ */
+function provisionAnswer(c, params) {
+  const p = params.lease && params.lease.metadata && params.lease.metadata.provision;
+  if (!c.provisionCommand || !p) return null;
+  const args = params.args || [];
+  const asShell = ["bash", "sh", "/bin/bash", "/bin/sh"].includes(params.command) && ["-c", "-lc"].includes(args[0]) && args.length === 2;
+  const cmd = asShell ? args[1] : args.length === 0 ? params.command : null;
+  if (cmd === null || cmd.trim() !== c.provisionCommand.trim()) return null;
+  let stdout = `execroot: provision layer ${p.key} (snapshot ${p.snapshot}) ${p.hit ? "reused" : "built for this root"}; the command did not run again\n`;
+  let stderr = "";
+  try {
+    // The build's log: its stdout, then its stderr after a `--- stderr ---` line.
+    [stdout, stderr = ""] = fs.readFileSync(p.log, "utf8").split(/\n?--- stderr ---\n/);
+  } catch {
+    // The log is the store owner's: a plugin running as another user answers with the note.
+  }
+  return {
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    stdout,
+    stderr,
+    metadata: { rootId: params.lease.providerLeaseId, answeredFromProvisionCache: true, provision: p },
   };
 }
 
@@ -158,6 +199,7 @@ export function createDriver(options = {}) {
       };
       if (c.repo) Object.assign(spec, { repo: c.repo, baseRef: c.baseRef, class: c.class || "repo-edit" });
       else if (c.from) spec.from = c.from;
+      if (c.provisionCommand) spec.provision = { command: c.provisionCommand, inputs: c.provisionInputs };
       const realized = await clientFor(c).realize(spec);
       return leaseOf(realized);
     },
@@ -200,6 +242,8 @@ export function createDriver(options = {}) {
       const c = config(params);
       const id = params.lease && params.lease.providerLeaseId;
       if (!id) throw new Error("execroot lease has no root: acquire it first");
+      const cached = provisionAnswer(c, params);
+      if (cached) return cached;
       const r = await clientFor(c).exec(id, {
         command: params.command,
         args: params.args,

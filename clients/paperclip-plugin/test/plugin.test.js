@@ -126,3 +126,35 @@ test("bad config is refused before anything is created", async () => {
   assert.ok(v.errors.some((e) => e.includes('"extra"')));
   assert.ok(v.errors.some((e) => e.includes('"baseRef"')));
 });
+
+test("the provision command builds once per inputs, and execute answers it from the cache", { skip }, async () => {
+  const h = harness();
+  const runs = path.join(svc.dir, "provision-runs");
+  const provisionCommand = `echo built >> ${runs}; mkdir -p node_modules/dep && cp package.json node_modules/dep/lock-copy.json; echo installed`;
+  const b = base({ from: "base", provisionCommand, provisionInputs: ["package.json"] });
+  const v = await h.validateConfig({ driverKey: DRIVER_KEY, config: b.config });
+  assert.equal(v.ok, true, JSON.stringify(v));
+
+  const first = await h.acquireLease({ ...b, runId: "run-p1" });
+  const cwd = first.metadata.remoteCwd;
+  assert.equal(first.metadata.provision.hit, false);
+  assert.equal(fs.readFileSync(path.join(cwd, "node_modules/dep/lock-copy.json"), "utf8"), '{ "name": "demo" }\n');
+  // The host's provision step: `bash -lc CMD` through execute, answered from the build.
+  const answered = await h.execute({ ...b, lease: first, command: "bash", args: ["-lc", provisionCommand], cwd, timeoutMs: 300_000 });
+  assert.equal(answered.exitCode, 0);
+  assert.equal(answered.metadata.answeredFromProvisionCache, true);
+  assert.match(answered.stdout, /installed/);
+
+  const second = await h.acquireLease({ ...b, runId: "run-p2" });
+  assert.equal(second.metadata.provision.hit, true);
+  assert.equal(second.metadata.provision.key, first.metadata.provision.key);
+  assert.ok(fs.existsSync(path.join(second.metadata.remoteCwd, "node_modules/dep/lock-copy.json")));
+  assert.equal(fs.readFileSync(runs, "utf8"), "built\n", "the command ran once for both roots");
+  // Any other command runs for real.
+  const other = await h.execute({ ...b, lease: second, command: "bash", args: ["-lc", "echo other"], cwd: second.metadata.remoteCwd });
+  assert.equal(other.stdout, "other\n");
+  assert.equal(other.metadata.answeredFromProvisionCache, undefined);
+
+  await h.destroyLease({ ...b, providerLeaseId: first.providerLeaseId });
+  await h.destroyLease({ ...b, providerLeaseId: second.providerLeaseId });
+});
