@@ -70,7 +70,7 @@ pub fn availability(kind: BackendKind, store_root: &Path) -> Availability {
 /// Why a backend cannot run here, or `None` when it can.
 pub fn unavailable(kind: BackendKind, store_root: &Path) -> Option<String> {
     match kind {
-        BackendKind::Overlay => overlay_unavailable(store_root),
+        BackendKind::Overlay | BackendKind::GitOverlay => overlay_unavailable(store_root),
         BackendKind::Copy | BackendKind::Worktree => None,
     }
 }

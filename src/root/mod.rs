@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::backend::{self, submount, BackendKind, RootSpec, WorktreeRequest};
+use crate::backend::{self, submount, RootSpec, WorktreeRequest};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::policy;
@@ -187,10 +187,10 @@ impl Store {
             })
             .collect::<Result<_>>()?;
         let (kind, warnings) = policy::choose(class, req.backend, self.path())?;
-        if kind == BackendKind::Worktree && (req.repo.is_none() || req.base_ref.is_none()) {
-            return Err(Error::BadInput("the worktree backend needs --repo PATH and --base-ref REF".into()));
+        if kind.is_git() && (req.repo.is_none() || req.base_ref.is_none()) {
+            return Err(Error::BadInput(format!("the {kind} backend needs --repo PATH and --base-ref REF")));
         }
-        if kind != BackendKind::Worktree && req.repo.is_some() {
+        if !kind.is_git() && req.repo.is_some() {
             return Err(Error::BadInput(format!("--repo is for the worktree backend, not {kind}")));
         }
         let mut timings = BTreeMap::new();
@@ -230,7 +230,7 @@ impl Store {
             backend: plan.state,
             created_at: crate::store::snapshot::now_rfc3339(),
             labels: req.labels.clone(),
-            warnings,
+            warnings: warnings.into_iter().chain(plan.warnings).collect(),
             request: req.clone(),
             destroy_began_in: None,
         };
@@ -258,6 +258,9 @@ impl Store {
             let made = rec.backend.create(self, &spec)?;
             let mut guards = made.mounts;
             rec.warnings.extend(made.warnings);
+            if let Some(s) = made.snapshots {
+                rec.snapshots = s;
+            }
             timings.insert("backend".into(), elapsed_ms(t1));
             crate::sys::failpoint::hit("root.create.backend-made");
             let t2 = Instant::now();

@@ -159,6 +159,17 @@ impl RootView {
                 v.base_ref = Some(w.base_ref.clone());
                 v.created_branch = w.created_branch;
             }
+            BackendState::GitOverlay(g) => {
+                let w = &g.worktree;
+                v.upper = Some(g.overlay.upper.clone());
+                v.work = Some(g.overlay.work.clone());
+                v.lowers = g.overlay.lowers.clone();
+                v.repo = Some(w.repo.clone());
+                v.branch_name = Some(w.branch_name.clone());
+                v.worktree_path = Some(w.worktree_path.clone());
+                v.base_ref = Some(w.base_ref.clone());
+                v.created_branch = w.created_branch;
+            }
         }
         v
     }
