@@ -90,6 +90,8 @@ fn checkout_equals_git_worktree_add() {
         git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
         let r = create(&env, &repo, &format!("b-{name}"));
         assert_eq!(r["backend"], "git-overlay", "{r}");
+        assert_eq!(r["providerType"], "git_worktree", "{r}");
+        assert_eq!(env.ok(&["root", "show", r["id"].as_str().unwrap()])["providerType"], "git_worktree");
         let wt = cwd(&r);
         let got = listing(&wt);
         assert_eq!(got, listing(&real), "{name}: the overlay differs from git worktree add");
@@ -180,6 +182,7 @@ fn unreproducible_trees_fall_back_to_worktree() {
     git(&repo, &["config", "filter.fake.clean", "cat"]);
     let r = create(&env, &repo, "f1");
     assert_eq!(r["backend"], "worktree", "{r}");
+    assert_eq!(r["providerType"], "git_worktree", "{r}");
     assert!(r["warnings"].to_string().contains("smudge filter fake"), "{r}");
     env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
 
@@ -253,4 +256,15 @@ fn a_create_killed_midway_is_undone() {
         assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1, "{point}");
         assert!(!branch_exists(&repo, "killed"), "{point}");
     }
+}
+
+#[test]
+fn provider_type_names_the_kind_of_workspace() {
+    let env = Env::new();
+    let tree = env.fixture("small", 1, "tree");
+    let id = env.ingest(&tree);
+    let r = env.root(&["--class", "routine", "--backend", "copy", "--from", &id]);
+    assert_eq!(r["providerType"], "local_fs", "{r}");
+    let list = env.ok(&["root", "list"]);
+    assert_eq!(list["roots"][0]["providerType"], "local_fs", "{list}");
 }

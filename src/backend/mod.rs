@@ -70,6 +70,16 @@ impl BackendKind {
         }
     }
 
+    /// The kind of workspace a root of this backend is, in the caller's vocabulary:
+    /// `git_worktree` for both git backends, `local_fs` for overlay and copy.
+    pub fn provider_type(self) -> &'static str {
+        if self.is_git() {
+            "git_worktree"
+        } else {
+            "local_fs"
+        }
+    }
+
     /// True for the backends that make git worktrees (they need `--repo` and `--base-ref`).
     pub fn is_git(self) -> bool {
         matches!(self, BackendKind::Worktree | BackendKind::GitOverlay)

@@ -57,6 +57,8 @@ pub struct RootView {
     pub class: Class,
     /// Backend serving it.
     pub backend: BackendKind,
+    /// The kind of workspace, in the caller's vocabulary ([`BackendKind::provider_type`]).
+    pub provider_type: &'static str,
     /// Lifecycle state.
     pub state: State,
     /// The directory the run uses.
@@ -112,6 +114,7 @@ impl RootView {
             key: rec.key.clone(),
             class: rec.class,
             backend: rec.kind(),
+            provider_type: rec.kind().provider_type(),
             state: rec.state,
             cwd: rec.cwd.clone(),
             snapshots: rec.snapshots.clone(),
@@ -204,6 +207,8 @@ pub struct Created {
     pub class: Class,
     /// Backend.
     pub backend: BackendKind,
+    /// The kind of workspace, in the caller's vocabulary ([`BackendKind::provider_type`]).
+    pub provider_type: &'static str,
     /// The directory the run uses.
     pub cwd: PathBuf,
     /// The snapshots the root presents, bottom first.
@@ -234,6 +239,7 @@ impl Created {
             key: v.key,
             class: v.class,
             backend: v.backend,
+            provider_type: v.provider_type,
             cwd: v.cwd,
             snapshots: v.snapshots,
             layers: v.layers,
