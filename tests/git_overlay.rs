@@ -102,6 +102,8 @@ fn checkout_equals_git_worktree_add() {
             assert_eq!(std::fs::read(wt.join("a.txt")).unwrap(), b"one\r\ntwo\r\n", "{name}");
         }
         assert!(std::fs::metadata(wt.join("run.sh")).unwrap().permissions().mode() & 0o111 != 0);
+        // The index's stat data is exact: diff-files compares it without refreshing.
+        assert_eq!(git(&wt, &["diff-files", "--name-only"]), "", "{name}: the index needs a refresh");
         // git status is clean from the start, and git knows the worktree, locked.
         assert_eq!(git(&wt, &["status", "--porcelain"]), "", "{name}");
         let list = git(&repo, &["worktree", "list", "--porcelain"]);

@@ -276,6 +276,54 @@ fn mounted_status(store: &Store, ctx: &Ctx, root: &RootSpec, st: &GitOverlayStat
     Ok(worktree::tally(entries))
 }
 
+/// Write the index of worktree `wt` (whose files are `commit`'s checkout, as the overlay shows
+/// them) from the commit's tree and lstat of each file, as the repository's owner; false (and
+/// nothing written) when the repository's objects are not SHA-1. Never cached across roots:
+/// the ctime of a shared layer inode changes whenever another layer links it.
+fn write_index(ctx: &Ctx, wt: &Path, commit: &str) -> Result<bool> {
+    use crate::sys::gitindex::{encode, parse_oid, IndexEntry};
+    let format = ctx.git(&ctx.repo, &["rev-parse", "--show-object-format"])?;
+    if !format.ok() || format.stdout.trim_ascii() != b"sha1" {
+        return Ok(false);
+    }
+    let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit])?;
+    let mut entries = Vec::new();
+    // "<mode> SP <type> SP <oid> TAB <path>"
+    for rec in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let bad =
+            || Error::Corrupt(format!("git ls-tree {commit}: unexpected line {:?}", String::from_utf8_lossy(rec)));
+        let tab = rec.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
+        let mut meta = rec[..tab].split(|&b| b == b' ');
+        let (Some(mode), Some(_), Some(oid)) = (meta.next(), meta.next(), meta.next()) else { return Err(bad()) };
+        let mode = std::str::from_utf8(mode).ok().and_then(|m| u32::from_str_radix(m, 8).ok()).ok_or_else(bad)?;
+        let oid = parse_oid(oid).ok_or_else(bad)?;
+        let path = rec[tab + 1..].to_vec();
+        let file = wt.join(std::ffi::OsStr::from_bytes(&path));
+        let md = std::fs::symlink_metadata(&file).at(&file)?;
+        entries.push(IndexEntry::new(path, mode, oid, &md));
+    }
+    let bytes = encode(entries);
+    let dir = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-dir"])?;
+    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.trim_ascii_end()));
+    let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
+    // The admin directory is the repository owner's: written with its permissions, no more.
+    let (i, t) = (index.clone(), tmp.clone());
+    let done = crate::sys::creds::run_as(ctx.git_owner, vec![], move || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&t);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&t)?;
+        f.write_all(&bytes)?;
+        std::fs::rename(&t, &i)
+    })
+    .map_err(|e| Error::io(&tmp, e))?;
+    done.join()
+        .map_err(|_| Error::io(&tmp, std::io::Error::other("the index writer panicked")))?
+        .and_then(|r| r)
+        .map_err(|e| Error::io(&index, e))?;
+    Ok(true)
+}
+
 impl Backend for GitOverlay {
     type State = GitOverlayState;
     const KIND: BackendKind = BackendKind::GitOverlay;
@@ -343,10 +391,14 @@ impl Backend for GitOverlay {
         std::fs::set_permissions(&upper_link, std::fs::Permissions::from_mode(0o644)).at(&upper_link)?;
         std::os::unix::fs::lchown(&upper_link, Some(root.owner.uid), Some(root.owner.gid)).at(&upper_link)?;
         hit("git-overlay.create.mounted");
-        // The index: the commit's entries, then one refresh so that `git status` is clean.
+        // The index, so that `git status` is clean: written from the commit's blob ids and
+        // the merged view's stat data (no file is hashed); for a SHA-256 repository, git's
+        // read-tree and one refresh (which hashes every file once).
         let wt = &st.worktree.worktree_path;
-        ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
-        ctx.check(wt, &["update-index", "-q", "--refresh"])?;
+        if !write_index(&ctx, wt, &commit)? {
+            ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
+            ctx.check(wt, &["update-index", "-q", "--refresh"])?;
+        }
         hit("git-overlay.create.indexed");
         made.mounts.push(guard);
         made.snapshots = Some(vec![snap]);
