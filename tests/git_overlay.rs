@@ -270,3 +270,36 @@ fn provider_type_names_the_kind_of_workspace() {
     let list = env.ok(&["root", "list"]);
     assert_eq!(list["roots"][0]["providerType"], "local_fs", "{list}");
 }
+
+#[test]
+fn a_mounted_dependency_tree_is_not_work() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let deps = env.fixture("small", 99, "deps");
+    env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--backend",
+        "git-overlay",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--mount",
+        "node_modules=deps",
+    ]);
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    let wt = cwd(&r);
+    assert!(wt.join("node_modules").read_dir().unwrap().count() > 0);
+    std::fs::write(wt.join("node_modules/installed-by-run"), b"x").unwrap();
+    let show = env.ok(&["root", "show", r["id"].as_str().unwrap()]);
+    assert_eq!(show["git"]["untrackedEntryCount"], 0, "{show}");
+    let d = env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+    assert_eq!(d["cleaned"], true, "{d}");
+    assert!(!wt.exists());
+    assert!(execroot::sys::mount::mounts_under(env.dir.path()).unwrap().is_empty());
+}
