@@ -48,7 +48,7 @@ impl fmt::Display for Class {
 pub fn preferred(class: Class) -> (BackendKind, Option<BackendKind>) {
     match class {
         Class::Routine | Class::Preview | Class::Artifact => (BackendKind::Overlay, Some(BackendKind::Copy)),
-        Class::RepoEdit => (BackendKind::Worktree, None),
+        Class::RepoEdit => (BackendKind::GitOverlay, Some(BackendKind::Worktree)),
     }
 }
 

@@ -303,3 +303,22 @@ fn a_mounted_dependency_tree_is_not_work() {
     assert!(!wt.exists());
     assert!(execroot::sys::mount::mounts_under(env.dir.path()).unwrap().is_empty());
 }
+
+#[test]
+fn repo_edit_uses_git_overlay_where_overlay_can_mount() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let rs = repo.to_str().unwrap();
+    let r = env.root(&["--class", "repo-edit", "--repo", rs, "--base-ref", "main"]);
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    // The plain worktree backend stays selectable.
+    let w = env.root(&["--class", "repo-edit", "--backend", "worktree", "--repo", rs, "--base-ref", "main"]);
+    assert_eq!(w["backend"], "worktree", "{w}");
+    for v in [r, w] {
+        env.ok(&["root", "destroy", v["id"].as_str().unwrap()]);
+    }
+}
