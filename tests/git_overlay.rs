@@ -322,3 +322,43 @@ fn repo_edit_uses_git_overlay_where_overlay_can_mount() {
         env.ok(&["root", "destroy", v["id"].as_str().unwrap()]);
     }
 }
+
+#[test]
+fn git_and_files_belong_to_the_repository_owner() {
+    if !can_mount() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    for e in walkdir::WalkDir::new(&repo) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+    }
+    let theirs = env.path("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+    let real = theirs.join("real");
+    let (ok, out) = as_nobody(&format!(
+        "git -c safe.directory='*' -C {} worktree add -q --detach {} main",
+        repo.display(),
+        real.display()
+    ));
+    assert!(ok, "{out}");
+    let r = create(&env, &repo, "b1");
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    let wt = cwd(&r);
+    assert_eq!(listing(&wt), listing(&real));
+    // Nothing root-owned lands in the repository or shows in the worktree.
+    for e in walkdir::WalkDir::new(repo.join(".git")).into_iter().chain(walkdir::WalkDir::new(&wt)) {
+        let e = e.unwrap();
+        assert_eq!(e.path().symlink_metadata().unwrap().uid(), 65534, "{} is not the owner's", e.path().display());
+    }
+    let (ok, out) = as_nobody(&format!(
+        "cd {} && test -z \"$(git status --porcelain)\" && echo x > new && git add new && git -c user.name=n -c user.email=n@e commit -qm n",
+        wt.display()
+    ));
+    assert!(ok, "{out}");
+    assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap()])["cleaned"], true);
+    assert!(branch_exists(&repo, "b1"));
+}

@@ -139,13 +139,15 @@ fn unreproducible(ctx: &Ctx, commit: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// The key of `tree`'s checkout: its tree id and every setting that changes the bytes git
+/// The key of `tree`'s checkout: the repository owner's uid, its tree id and every setting that changes the bytes git
 /// checks out for it (the `.gitattributes` files are part of the tree): `core.autocrlf`,
 /// `core.eol`, `core.symlinks`, `core.checkRoundtripEncoding`, `core.attributesFile`, and the
 /// contents of `$GIT_COMMON_DIR/info/attributes` and of the attributes file in effect.
 fn checkout_key(ctx: &Ctx, tree: &str) -> Result<Hash> {
     let repo = &ctx.repo;
-    let mut key = format!("execroot git checkout v1\ntree {tree}\n").into_bytes();
+    // The checkout is made and read as the repository's owner, who could change it while it is
+    // ingested: a snapshot is shared only between repositories of the same owner.
+    let mut key = format!("execroot git checkout v1\nowner {}\ntree {tree}\n", ctx.git_owner.uid).into_bytes();
     let cfg = ctx.git(
         repo,
         &["config", "-z", "--get-regexp", r"^core\.(autocrlf|eol|symlinks|checkroundtripencoding|attributesfile)$"],
@@ -195,7 +197,13 @@ fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree:
         labels.insert("git.repo".to_string(), ctx.repo.to_string_lossy().into_owned());
         let opts =
             IngestOptions { name: Some(name.clone()), labels, skip_special: false, exclude: vec![b".git".to_vec()] };
-        store.ingest_dir(&tmp, &opts, &NoProgress)
+        // Read as the user who owns it (and could change it meanwhile): never more than that
+        // user can read.
+        if ctx.git_owner == crate::sys::Owner::current() {
+            store.ingest_dir(&tmp, &opts, &NoProgress)
+        } else {
+            store.ingest_dir_as(ctx.git_owner, vec![ctx.git_owner.gid], &tmp, &opts)
+        }
     })();
     remove_checkout(ctx, &tmp)?;
     Ok((r?.id, true))
