@@ -362,3 +362,43 @@ fn git_and_files_belong_to_the_repository_owner() {
     assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap()])["cleaned"], true);
     assert!(branch_exists(&repo, "b1"));
 }
+
+#[test]
+fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    std::fs::create_dir_all(repo.join("gone/deeper")).unwrap();
+    std::fs::write(repo.join("gone/deeper/x"), "x\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "more"]);
+    let first = create(&env, &repo, "at-parent");
+    let parent_snap = first["snapshots"][0].as_str().unwrap().to_string();
+    // A commit that modifies, adds (in a new directory), deletes a file and a whole
+    // directory, makes a file executable and re-points a symlink.
+    std::fs::write(repo.join("a.txt"), "changed\n").unwrap();
+    std::fs::create_dir_all(repo.join("new/dir")).unwrap();
+    std::fs::write(repo.join("new/dir/b.txt"), "b\n").unwrap();
+    std::fs::remove_file(repo.join("secret.cfg")).unwrap();
+    std::fs::remove_dir_all(repo.join("gone")).unwrap();
+    std::fs::set_permissions(repo.join("bin.dat"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(repo.join("link")).unwrap();
+    std::os::unix::fs::symlink("a.txt", repo.join("link")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "change"]);
+    let before = snapshot_count(&env);
+    let r = create(&env, &repo, "at-child");
+    assert_eq!(snapshot_count(&env), before + 1);
+    let snap = r["snapshots"][0].as_str().unwrap();
+    let info = env.ok(&["snapshot", "show", snap]);
+    assert_eq!(info["parents"][0].as_str(), Some(parent_snap.as_str()), "not stacked on the parent's checkout: {info}");
+    let real = env.path("real");
+    git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
+    let wt = cwd(&r);
+    assert_eq!(listing(&wt), listing(&real));
+    assert!(!wt.join("gone").exists());
+    assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+}

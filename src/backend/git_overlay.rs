@@ -176,8 +176,7 @@ fn checkout_key(ctx: &Ctx, tree: &str) -> Result<Hash> {
 /// from the cache, else made by a real checkout into a temporary detached worktree (hooks
 /// off), ingested and cached. True when it was ingested now.
 fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree: &str) -> Result<(Hash, bool)> {
-    let key = checkout_key(ctx, tree)?;
-    let name = format!("{CACHE_REF_PREFIX}{}", &key.to_hex()[..40]);
+    let name = cache_ref(ctx, tree)?;
     if let Some(id) = store.get_ref(&name)? {
         if store.load_manifest(&id).is_ok() {
             return Ok((id, false));
@@ -185,6 +184,9 @@ fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree:
     }
     let tmp = checkout_dir(st);
     remove_checkout(ctx, &tmp)?;
+    if let Some(id) = incremental(store, ctx, &tmp, commit, tree, &name)? {
+        return Ok((id, true));
+    }
     let tmp_s = tmp.to_string_lossy().into_owned();
     let r = (|| {
         ctx.check(
@@ -207,6 +209,108 @@ fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree:
     })();
     remove_checkout(ctx, &tmp)?;
     Ok((r?.id, true))
+}
+
+/// The cache ref of `tree`'s checkout.
+fn cache_ref(ctx: &Ctx, tree: &str) -> Result<String> {
+    Ok(format!("{CACHE_REF_PREFIX}{}", &checkout_key(ctx, tree)?.to_hex()[..40]))
+}
+
+/// `commit`'s checkout as a change snapshot stacked on its first parent's cached checkout:
+/// only the paths git says differ are checked out (into a temporary worktree whose index is
+/// the commit's, so attributes come from the commit as in a full checkout) and ingested.
+/// `None` (nothing made) when that cannot be exact or cheap: no parent, or its checkout not
+/// cached, a deep stack, a changed `.gitattributes`, a path that turns from file into
+/// directory or back, a repository owned by another user (whose tree is read with that
+/// user's rights by the full ingest only).
+fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, commit: &str, tree: &str, name: &str) -> Result<Option<Hash>> {
+    if ctx.git_owner != crate::sys::Owner::current() {
+        return Ok(None);
+    }
+    let repo = &ctx.repo;
+    let first = format!("{commit}^1");
+    let parent = ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &first])?;
+    if !parent.ok() {
+        return Ok(None);
+    }
+    let parent = String::from_utf8_lossy(&parent.stdout).trim().to_string();
+    let ptree = String::from_utf8_lossy(
+        &ctx.check(repo, &["rev-parse", "--verify", "--end-of-options", &format!("{parent}^{{tree}}")])?,
+    )
+    .trim()
+    .to_string();
+    let Some(psnap) = store.get_ref(&cache_ref(ctx, &ptree)?)? else { return Ok(None) };
+    if store.load_manifest(&psnap).is_err() || store.layer_stack(&[psnap])?.len() >= crate::store::layer::MAX_STACK / 2
+    {
+        return Ok(None);
+    }
+    // ":<src mode> <dst mode> <src id> <dst id> <status>" NUL "<path>" NUL, trees too (-t).
+    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", &parent, commit])?;
+    let mut fields = out.split(|&b| b == 0);
+    let (mut written, mut deleted) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
+    while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+        let meta: Vec<&[u8]> = meta.split(|&b| b == b' ').collect();
+        let (Some(dst), Some(status)) = (meta.get(1), meta.last()) else { break };
+        if path == b".gitattributes" || path.ends_with(b"/.gitattributes") || *dst == b"160000" {
+            return Ok(None);
+        }
+        match status.first() {
+            Some(b'D') => deleted.push(path.to_vec()),
+            // Directories come with the files checked out into them.
+            _ if *dst == b"040000" => {}
+            _ => written.push(path.to_vec()),
+        }
+    }
+    let under = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
+    if deleted.iter().any(|d| written.iter().any(|w| under(w, d))) {
+        return Ok(None);
+    }
+    // Only the topmost deletions: a whiteout hides everything below it.
+    let top: Vec<Vec<u8>> =
+        deleted.iter().filter(|d| !deleted.iter().any(|o| o != *d && under(d, o))).cloned().collect();
+    // git takes paths as arguments here: a path that is not UTF-8 goes the full way.
+    let Ok(paths) = written.iter().map(|p| String::from_utf8(p.clone())).collect::<std::result::Result<Vec<_>, _>>()
+    else {
+        return Ok(None);
+    };
+    let tmp_s = tmp.to_string_lossy().into_owned();
+    let r = (|| -> Result<Hash> {
+        ctx.check(
+            repo,
+            &[
+                "-c",
+                "core.hooksPath=/dev/null",
+                "worktree",
+                "add",
+                "--no-checkout",
+                "--detach",
+                "--end-of-options",
+                &tmp_s,
+                commit,
+            ],
+        )?;
+        ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+        for chunk in paths.chunks(500) {
+            let mut args = vec!["checkout-index", "-f", "--"];
+            args.extend(chunk.iter().map(String::as_str));
+            ctx.check(tmp, &args)?;
+        }
+        // The change is recorded in directories that exist: those holding each deletion.
+        for d in &top {
+            if let Some(i) = d.iter().rposition(|&b| b == b'/') {
+                let dir = tmp.join(std::ffi::OsStr::from_bytes(&d[..i]));
+                std::fs::create_dir_all(&dir).at(&dir)?;
+            }
+        }
+        hit("git-overlay.create.checked-out");
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("git.tree".to_string(), tree.to_string());
+        labels.insert("git.repo".to_string(), repo.to_string_lossy().into_owned());
+        let opts = IngestOptions { name: Some(name.to_string()), labels, skip_special: false, exclude: vec![] };
+        Ok(store.ingest_change(tmp, &written, &top, vec![psnap], &opts)?.id)
+    })();
+    remove_checkout(ctx, tmp)?;
+    r.map(Some)
 }
 
 /// Remove the temporary checkout worktree `tmp` and git's record of it, however far its making
