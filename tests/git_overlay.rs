@@ -212,6 +212,7 @@ fn doctor_remounts_after_a_reboot() {
     // A reboot: the mount is lost, the upper stays.
     nix::mount::umount2(&wt, nix::mount::MntFlags::MNT_DETACH).unwrap();
     let id = r["id"].as_str().unwrap();
+    assert_eq!(env.ok(&["root", "show", id])["durable"], true, "a git-overlay root is durable");
     // Unmounted, destroy still refuses: the upper says what changed.
     let v = env.fails(&["root", "destroy", id], 5);
     assert!(v["error"]["message"].as_str().unwrap().contains("draft.txt"), "{v}");

@@ -214,6 +214,10 @@ impl Store {
             owner_given,
         };
         let plan = backend::plan(kind, self, &spec, &wreq)?;
+        // A git-overlay root lives for days (a branch under review): durable, --mount trees too.
+        if matches!(plan.state, backend::BackendState::GitOverlay(_)) {
+            spec.durable = true;
+        }
         spec.cwd = plan.cwd.clone();
         spec.owner = plan.owner.unwrap_or(owner);
         let mut rec = RootRecord {
@@ -226,7 +230,7 @@ impl Store {
             snapshots,
             mounts: vec![],
             owner: spec.owner,
-            durable: req.durable,
+            durable: spec.durable,
             backend: plan.state,
             created_at: crate::store::snapshot::now_rfc3339(),
             labels: req.labels.clone(),
