@@ -48,7 +48,7 @@ impl fmt::Display for Class {
 pub fn preferred(class: Class) -> (BackendKind, Option<BackendKind>) {
     match class {
         Class::Routine | Class::Preview | Class::Artifact => (BackendKind::Overlay, Some(BackendKind::Copy)),
-        Class::RepoEdit => (BackendKind::Worktree, None),
+        Class::RepoEdit => (BackendKind::GitOverlay, Some(BackendKind::Worktree)),
     }
 }
 
@@ -70,7 +70,7 @@ pub fn availability(kind: BackendKind, store_root: &Path) -> Availability {
 /// Why a backend cannot run here, or `None` when it can.
 pub fn unavailable(kind: BackendKind, store_root: &Path) -> Option<String> {
     match kind {
-        BackendKind::Overlay => overlay_unavailable(store_root),
+        BackendKind::Overlay | BackendKind::GitOverlay => overlay_unavailable(store_root),
         BackendKind::Copy | BackendKind::Worktree => None,
     }
 }

@@ -489,7 +489,7 @@ fn git_never_takes_a_ref_for_an_option() {
     let planted = env.path("written-by-git");
     let output = format!("--base-ref=--output={}", planted.display());
     let create = |extra: &[&str]| {
-        let mut args = vec!["root", "create", "--class", "repo-edit", "--repo", rs];
+        let mut args = vec!["root", "create", "--class", "repo-edit", "--backend", "worktree", "--repo", rs];
         args.extend_from_slice(extra);
         env.fails(&args, 2)
     };
@@ -503,14 +503,37 @@ fn git_never_takes_a_ref_for_an_option() {
     assert!(message(&v).contains("not a commit"), "{v}");
     let not_repo = env.path("not-a-repo");
     std::fs::create_dir(&not_repo).unwrap();
-    let args = ["root", "create", "--class", "repo-edit", "--base-ref", "main", "--branch", "fresh", "--repo"];
+    let args = [
+        "root",
+        "create",
+        "--class",
+        "repo-edit",
+        "--backend",
+        "worktree",
+        "--base-ref",
+        "main",
+        "--branch",
+        "fresh",
+        "--repo",
+    ];
     let v = env.fails(&[&args[..], &[not_repo.to_str().unwrap()]].concat(), 2);
     assert!(message(&v).contains("not a git repository"), "{v}");
     assert_eq!(env.ok(&["root", "list"])["roots"].as_array().unwrap().len(), 0);
     assert!(!git(&repo, &["branch", "--list"]).contains("-evil"));
 
     // A root recorded before this check: git still never reads its base as an option.
-    let r = env.root(&["--class", "repo-edit", "--repo", rs, "--base-ref", "main", "--branch", "existing"]);
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--backend",
+        "worktree",
+        "--repo",
+        rs,
+        "--base-ref",
+        "main",
+        "--branch",
+        "existing",
+    ]);
     let id = r["id"].as_str().unwrap();
     let state = env.store().join("roots").join(id).join("state.json");
     let text = std::fs::read_to_string(&state).unwrap();

@@ -138,6 +138,8 @@ fn root_create_killed_at_each_phase() {
             "create",
             "--class",
             "repo-edit",
+            "--backend",
+            "worktree",
             "--repo",
             repo.to_str().unwrap(),
             "--base-ref",
@@ -173,7 +175,16 @@ fn root_destroy_killed_at_each_phase() {
             env.fails(&["root", "show", r["id"].as_str().unwrap()], 4);
         }
         // A worktree's commits survive a destroy killed anywhere: its branch is kept.
-        let r = env.root(&["--class", "repo-edit", "--repo", repo.to_str().unwrap(), "--base-ref", "main"]);
+        let r = env.root(&[
+            "--class",
+            "repo-edit",
+            "--backend",
+            "worktree",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--base-ref",
+            "main",
+        ]);
         let wt = cwd(&r);
         std::fs::write(wt.join("committed.txt"), "work").unwrap();
         git(&wt, &["add", "committed.txt"]);

@@ -192,6 +192,8 @@ impl Suite {
             let r = s.env.root(&[
                 "--class",
                 "repo-edit",
+                "--backend",
+                "worktree",
                 "--repo",
                 repo.to_str().unwrap(),
                 "--base-ref",
@@ -228,6 +230,8 @@ impl Suite {
                 self.env.root(&[
                     "--class",
                     "repo-edit",
+                    "--backend",
+                    "worktree",
                     "--repo",
                     repo.to_str().unwrap(),
                     "--base-ref",
@@ -326,6 +330,8 @@ impl Suite {
                     "create",
                     "--class",
                     "repo-edit",
+                    "--backend",
+                    "worktree",
                     "--repo",
                     repo.to_str().unwrap(),
                     "--base-ref",

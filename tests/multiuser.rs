@@ -357,6 +357,8 @@ fn a_worktree_root_is_its_owners_alone() {
     let r = env.root(&[
         "--class",
         "repo-edit",
+        "--backend",
+        "worktree",
         "--repo",
         repo.to_str().unwrap(),
         "--base-ref",

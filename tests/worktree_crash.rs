@@ -66,10 +66,23 @@ exec cat
 }
 
 fn create_args(repo: &Path) -> Vec<String> {
-    ["root", "create", "--class", "repo-edit", "--repo", repo.to_str().unwrap(), "--base-ref", "main", "--key", "k"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "root",
+        "create",
+        "--class",
+        "repo-edit",
+        "--backend",
+        "worktree",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--key",
+        "k",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Run a create that the armed filter kills; returns its root's worktree path.
@@ -158,7 +171,16 @@ fn doctor_waits_for_the_git_a_killed_create_left_running() {
 /// recorded `destroying` (its check passed). Returns (repo, root id, worktree, branch).
 fn destroy_killed(env: &Env) -> (PathBuf, String, PathBuf, String) {
     let repo = env.repo();
-    let r = env.root(&["--class", "repo-edit", "--repo", repo.to_str().unwrap(), "--base-ref", "main"]);
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--backend",
+        "worktree",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+    ]);
     let wt = cwd(&r);
     std::fs::write(wt.join("committed.txt"), "work").unwrap();
     git(&wt, &["add", "committed.txt"]);

@@ -22,7 +22,7 @@ impl Backend for Copy {
     const CAPABILITIES: Capabilities = Capabilities { commit: true };
 
     fn plan(&self, _store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<CopyState>> {
-        Ok(Plan { cwd: root.dir.join("tree"), owner: None, state: CopyState {} })
+        Ok(Plan { cwd: root.dir.join("tree"), owner: None, state: CopyState {}, warnings: vec![] })
     }
 
     fn create(&self, store: &Store, root: &RootSpec, _st: &mut CopyState) -> Result<Made> {

@@ -22,6 +22,7 @@
 //! sub-mounts are the same for every backend and live in [`submount`].
 
 pub mod copy;
+pub mod git_overlay;
 pub mod overlay;
 pub mod submount;
 pub mod worktree;
@@ -49,11 +50,15 @@ pub enum BackendKind {
     Copy,
     /// A `git worktree` on its own branch.
     Worktree,
+    /// A `git worktree` on its own branch whose working tree is an overlay of a snapshot of
+    /// the base commit's checkout.
+    GitOverlay,
 }
 
 impl BackendKind {
     /// Every backend, in the order the documentation lists them.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Overlay, BackendKind::Copy, BackendKind::Worktree];
+    pub const ALL: [BackendKind; 4] =
+        [BackendKind::Overlay, BackendKind::Copy, BackendKind::Worktree, BackendKind::GitOverlay];
 
     /// The name used in JSON, on the command line and in messages.
     pub fn as_str(self) -> &'static str {
@@ -61,7 +66,23 @@ impl BackendKind {
             BackendKind::Overlay => "overlay",
             BackendKind::Copy => "copy",
             BackendKind::Worktree => "worktree",
+            BackendKind::GitOverlay => "git-overlay",
         }
+    }
+
+    /// The kind of workspace a root of this backend is, in the caller's vocabulary:
+    /// `git_worktree` for both git backends, `local_fs` for overlay and copy.
+    pub fn provider_type(self) -> &'static str {
+        if self.is_git() {
+            "git_worktree"
+        } else {
+            "local_fs"
+        }
+    }
+
+    /// True for the backends that make git worktrees (they need `--repo` and `--base-ref`).
+    pub fn is_git(self) -> bool {
+        matches!(self, BackendKind::Worktree | BackendKind::GitOverlay)
     }
 }
 
@@ -126,6 +147,8 @@ pub struct Plan<S> {
     pub owner: Option<Owner>,
     /// The backend's state to record.
     pub state: S,
+    /// Notices for the caller (a fallback to another backend, and why).
+    pub warnings: Vec<String>,
 }
 
 /// What a backend's create made.
@@ -135,6 +158,9 @@ pub struct Made {
     pub mounts: Vec<MountGuard>,
     /// Notices for the caller (a branch used as is, and the like).
     pub warnings: Vec<String>,
+    /// The snapshots the root presents, when the backend decided them while creating (a
+    /// git-overlay root's checkout of its base commit): the root layer records them.
+    pub snapshots: Option<Vec<Hash>>,
 }
 
 /// What a run has written into its root.
@@ -217,6 +243,8 @@ pub enum BackendState {
     Copy(copy::CopyState),
     /// [`worktree::Worktree`]'s state.
     Worktree(worktree::WorktreeState),
+    /// [`git_overlay::GitOverlay`]'s state.
+    GitOverlay(git_overlay::GitOverlayState),
 }
 
 /// Call `$body` with `$b` bound to the backend and `$s` to its state.
@@ -235,6 +263,10 @@ macro_rules! dispatch {
                 let $b = &worktree::Worktree;
                 $body
             }
+            BackendState::GitOverlay($s) => {
+                let $b = &git_overlay::GitOverlay;
+                $body
+            }
         }
     };
 }
@@ -242,12 +274,14 @@ macro_rules! dispatch {
 /// Plan a root on backend `kind` (step 1 of the lifecycle above).
 pub fn plan(kind: BackendKind, store: &Store, root: &RootSpec, req: &WorktreeRequest) -> Result<Plan<BackendState>> {
     fn wrap<S>(p: Plan<S>, f: fn(S) -> BackendState) -> Plan<BackendState> {
-        Plan { cwd: p.cwd, owner: p.owner, state: f(p.state) }
+        Plan { cwd: p.cwd, owner: p.owner, state: f(p.state), warnings: p.warnings }
     }
     Ok(match kind {
         BackendKind::Overlay => wrap(overlay::Overlay.plan(store, root, req)?, BackendState::Overlay),
         BackendKind::Copy => wrap(copy::Copy.plan(store, root, req)?, BackendState::Copy),
         BackendKind::Worktree => wrap(worktree::Worktree.plan(store, root, req)?, BackendState::Worktree),
+        // A tree an overlay cannot reproduce is served by the plain worktree backend instead.
+        BackendKind::GitOverlay => git_overlay::plan_or_fallback(store, root, req)?,
     })
 }
 

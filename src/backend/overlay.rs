@@ -101,7 +101,12 @@ impl Backend for Overlay {
     const CAPABILITIES: Capabilities = Capabilities { commit: true };
 
     fn plan(&self, _store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
-        Ok(Plan { cwd: root.dir.join("merged"), owner: None, state: OverlayState { dirs: fresh_dirs(&root.dir) } })
+        Ok(Plan {
+            cwd: root.dir.join("merged"),
+            owner: None,
+            state: OverlayState { dirs: fresh_dirs(&root.dir) },
+            warnings: vec![],
+        })
     }
 
     fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {
@@ -109,7 +114,7 @@ impl Backend for Overlay {
         crate::store::perms::new_dir(&root.cwd, 0o700)?;
         let guard =
             mount_snapshots(store, &root.snapshots, &mut st.dirs, Place::at(&root.cwd)?, root.owner, !root.durable)?;
-        Ok(Made { mounts: vec![guard], warnings: vec![] })
+        Ok(Made { mounts: vec![guard], ..Made::default() })
     }
 
     fn is_live(&self, _store: &Store, root: &RootSpec, _st: &OverlayState) -> Result<bool> {

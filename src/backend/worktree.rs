@@ -45,7 +45,7 @@ pub struct WorktreeState {
 }
 
 /// `--mount` trees are not part of the worktree: pathspecs that leave them out.
-fn exclude_pathspecs(root: &RootSpec) -> Vec<String> {
+pub(super) fn exclude_pathspecs(root: &RootSpec) -> Vec<String> {
     root.mount_subdirs.iter().map(|m| format!(":(exclude,top){}", String::from_utf8_lossy(m))).collect()
 }
 
@@ -100,43 +100,43 @@ pub fn sanitize_branch(key: &str) -> String {
     s
 }
 
-fn timeout(store: &Store) -> Duration {
+pub(super) fn timeout(store: &Store) -> Duration {
     Duration::from_secs(store.config().ok().and_then(|c| c.git_timeout_secs).unwrap_or(120))
 }
 
 /// The repository's owner: git runs as this user, so no root-owned file lands in the repo.
-fn repo_owner(repo: &Path) -> Result<Owner> {
+pub(super) fn repo_owner(repo: &Path) -> Result<Owner> {
     let md = std::fs::metadata(repo).at(repo)?;
     Ok(Owner { uid: md.uid(), gid: md.gid() })
 }
 
 /// Serialises execroot's git commands on one repository.
-fn repo_lock(store: &Store, repo: &Path) -> Result<crate::sys::lock::FileLock> {
+pub(super) fn repo_lock(store: &Store, repo: &Path) -> Result<crate::sys::lock::FileLock> {
     let name = crate::Hash::of(repo.as_os_str().as_encoded_bytes()).to_hex();
     store.named_lock(&format!("repo-{}", &name[..32]))
 }
 
-struct Ctx {
-    repo: PathBuf,
-    git_owner: Owner,
+pub(super) struct Ctx {
+    pub(super) repo: PathBuf,
+    pub(super) git_owner: Owner,
     timeout: Duration,
     /// The root's directory, when git runs for a root: see [`Ctx::git`].
     root_dir: Option<PathBuf>,
 }
 
 impl Ctx {
-    fn of(store: &Store, repo: &Path) -> Result<Ctx> {
+    pub(super) fn of(store: &Store, repo: &Path) -> Result<Ctx> {
         Ok(Ctx { git_owner: repo_owner(repo)?, repo: repo.to_path_buf(), timeout: timeout(store), root_dir: None })
     }
 
     /// For git run on behalf of `root`.
-    fn for_root(store: &Store, repo: &Path, root: &RootSpec) -> Result<Ctx> {
+    pub(super) fn for_root(store: &Store, repo: &Path, root: &RootSpec) -> Result<Ctx> {
         Ok(Ctx { root_dir: Some(root.dir.clone()), ..Ctx::of(store, repo)? })
     }
 
     /// Wait (at most the git timeout) until no git started for the root runs any more, and
     /// lock the root's directory; see [`Ctx::git`].
-    fn hold(&self) -> Result<Option<FileLock>> {
+    pub(super) fn hold(&self) -> Result<Option<FileLock>> {
         match &self.root_dir {
             Some(dir) => FileLock::on_dir_within(dir, self.timeout),
             None => Ok(None),
@@ -147,7 +147,7 @@ impl Ctx {
     /// root, git inherits a lock on the root's directory: a `git worktree add` or `remove`
     /// whose execroot was killed goes on writing until it ends, and whoever comes next (doctor,
     /// a destroy) waits for it instead of judging a tree that is still changing.
-    fn git(&self, dir: &Path, args: &[&str]) -> Result<git::GitOutput> {
+    pub(super) fn git(&self, dir: &Path, args: &[&str]) -> Result<git::GitOutput> {
         let safe = format!("safe.directory={}", dir.display());
         let mut all = vec!["-c", safe.as_str()];
         all.extend_from_slice(args);
@@ -155,26 +155,39 @@ impl Ctx {
         git::run_holding(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()))
     }
 
-    fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    pub(super) fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         self.git(dir, args)?.stdout_if_ok(dir, args)
     }
 }
 
 /// One entry of `git status --porcelain=v1`: its two-letter code and its path.
-struct StatusEntry {
-    code: [u8; 2],
-    path: String,
+pub(super) struct StatusEntry {
+    pub(super) code: [u8; 2],
+    pub(super) path: String,
 }
 
 /// `git status` of the worktree, every entry (ignored ones too), `--mount` trees left out.
 fn status_entries(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<Vec<StatusEntry>> {
+    status_of(store, ctx, root, wt, &["."])
+}
+
+/// `git status` of the worktree restricted to `pathspecs` (every entry, ignored ones too),
+/// `--mount` trees left out.
+pub(super) fn status_of(
+    store: &Store,
+    ctx: &Ctx,
+    root: &RootSpec,
+    wt: &Path,
+    pathspecs: &[&str],
+) -> Result<Vec<StatusEntry>> {
     // git status refreshes the index: it is one of execroot's git commands on this repository.
     let _lock = repo_lock(store, &ctx.repo)?;
     // --mount trees are not part of the worktree. They are excluded by pathspec rather than
     // unmounted, so that inspecting a live root never pulls a mount from under its run
     // (destroy unmounts them before its own check).
     let excludes = exclude_pathspecs(root);
-    let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--", "."];
+    let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--"];
+    args.extend_from_slice(pathspecs);
     args.extend(excludes.iter().map(String::as_str));
     let out = ctx.check(wt, &args)?;
     let mut entries = Vec::new();
@@ -193,10 +206,10 @@ fn status_entries(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Resul
     Ok(entries)
 }
 
-fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Result<GitStatus> {
-    let wt = &wst.worktree_path;
+/// The counts and listed paths of `entries`.
+pub(super) fn tally(entries: Vec<StatusEntry>) -> GitStatus {
     let mut st = GitStatus::default();
-    for e in status_entries(store, ctx, root, wt)? {
+    for e in entries {
         match &e.code {
             b"??" => st.untracked_entry_count += 1,
             b"!!" => {
@@ -209,6 +222,12 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
             st.paths.push(e.path);
         }
     }
+    st
+}
+
+fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Result<GitStatus> {
+    let wt = &wst.worktree_path;
+    let mut st = tally(status_entries(store, ctx, root, wt)?);
     {
         let base = &wst.base_ref;
         let range = format!("{base}...HEAD");
@@ -224,7 +243,7 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
 }
 
 /// True when branch `name` exists in `repo`.
-fn branch_exists(ctx: &Ctx, repo: &Path, name: &str) -> Result<bool> {
+pub(super) fn branch_exists(ctx: &Ctx, repo: &Path, name: &str) -> Result<bool> {
     Ok(ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("refs/heads/{name}")])?.ok())
 }
 
@@ -255,7 +274,7 @@ fn validate_refs(ctx: &Ctx, repo: &Path, base: &str, branch: &str) -> Result<()>
 }
 
 /// True when `wt/.git` exists; an error (other than absence) is an error, never "absent".
-fn has_git_link(wt: &Path) -> Result<bool> {
+pub(super) fn has_git_link(wt: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(wt.join(".git")) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -276,7 +295,7 @@ fn has_entries(dir: &Path) -> Result<bool> {
 const MAX_LISTED: usize = 50;
 
 /// `paths`, at most [`MAX_LISTED`] of them, for a message.
-fn listing(paths: &[String]) -> String {
+pub(super) fn listing(paths: &[String]) -> String {
     let mut s = paths.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join(", ");
     if paths.len() > MAX_LISTED {
         s.push_str(&format!(" and {} more", paths.len() - MAX_LISTED));
@@ -384,7 +403,7 @@ fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<
 
 /// Whether git lists worktree `wt` (`Some`), and its lock reason if it is locked (`Some("")`
 /// for a lock without one). A repository git cannot list counts as not listing it.
-fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
+pub(super) fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
     let out = ctx.git(&ctx.repo, &["worktree", "list", "--porcelain", "-z"])?;
     if !out.ok() {
         return Ok(None);
@@ -412,9 +431,32 @@ fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
     Ok(None)
 }
 
+/// Refuse to lose `gs`'s uncommitted and untracked entries unless `force`; the warnings of
+/// what a destroy discards.
+pub(super) fn judge(root: &RootSpec, gs: &GitStatus, force: bool) -> Result<Vec<String>> {
+    let lose = gs.dirty_entry_count + gs.untracked_entry_count;
+    let mut warnings = Vec::new();
+    if lose > 0 && !force {
+        return Err(Error::Conflict(format!(
+            "worktree {} has {} uncommitted change(s) and {} untracked file(s); commit them or use --force: {}",
+            root.cwd.display(),
+            gs.dirty_entry_count,
+            gs.untracked_entry_count,
+            gs.paths.join(", ")
+        )));
+    }
+    if lose > 0 {
+        warnings.push(format!("--force: discarded {lose} uncommitted or untracked entries: {}", gs.paths.join(", ")));
+    }
+    if gs.ignored_entry_count > 0 {
+        warnings.push(format!("discarded {} ignored entries", gs.ignored_entry_count));
+    }
+    Ok(warnings)
+}
+
 /// The lock `git worktree add` writes first and removes last: one still there was left by an
 /// add that was killed.
-const ADD_LOCK: &str = "initializing";
+pub(super) const ADD_LOCK: &str = "initializing";
 
 impl Backend for Worktree {
     type State = WorktreeState;
@@ -450,6 +492,7 @@ impl Backend for Worktree {
             cwd: worktree_path.clone(),
             owner,
             state: WorktreeState { repo, branch_name, worktree_path, base_ref, created_branch },
+            warnings: vec![],
         })
     }
 
@@ -529,25 +572,7 @@ impl Backend for Worktree {
                 listing(&foreign)
             )]);
         };
-        let lose = gs.dirty_entry_count + gs.untracked_entry_count;
-        let mut warnings = Vec::new();
-        if lose > 0 && !force {
-            return Err(Error::Conflict(format!(
-                "worktree {} has {} uncommitted change(s) and {} untracked file(s); commit them or use --force: {}",
-                root.cwd.display(),
-                gs.dirty_entry_count,
-                gs.untracked_entry_count,
-                gs.paths.join(", ")
-            )));
-        }
-        if lose > 0 {
-            warnings
-                .push(format!("--force: discarded {lose} uncommitted or untracked entries: {}", gs.paths.join(", ")));
-        }
-        if gs.ignored_entry_count > 0 {
-            warnings.push(format!("discarded {} ignored entries", gs.ignored_entry_count));
-        }
-        Ok(warnings)
+        judge(root, &gs, force)
     }
 
     fn check_interrupted(

@@ -385,7 +385,7 @@ fn parse_backend(s: &str) -> Result<Option<BackendKind>> {
         .into_iter()
         .find(|b| b.as_str() == s)
         .map(Some)
-        .ok_or_else(|| Error::BadInput(format!("--backend {s:?}: use auto, overlay, copy or worktree")))
+        .ok_or_else(|| Error::BadInput(format!("--backend {s:?}: use auto, overlay, copy, worktree or git-overlay")))
 }
 
 /// A command's result: the JSON document and the human rendering.

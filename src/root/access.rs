@@ -26,7 +26,12 @@ use super::RootRecord;
 /// repository that cannot be read any more adds no one.
 pub fn reachers(rec: &RootRecord, dir: &Path) -> Vec<Owner> {
     let mut who = vec![rec.owner];
-    if let BackendState::Worktree(w) = &rec.backend {
+    let wt = match &rec.backend {
+        BackendState::Worktree(w) => Some(w),
+        BackendState::GitOverlay(g) => Some(&g.worktree),
+        _ => None,
+    };
+    if let Some(w) = wt {
         if w.worktree_path.starts_with(dir) {
             if let Ok(md) = std::fs::metadata(&w.repo) {
                 who.push(Owner { uid: md.uid(), gid: md.gid() });

@@ -40,7 +40,7 @@ impl Store {
             return Err(Error::BadInput(format!(
                 "root {} is a {}: commit with git; `root commit` records overlay and copy roots",
                 rec.id,
-                if rec.kind() == crate::backend::BackendKind::Worktree { "git worktree" } else { rec.kind().as_str() }
+                if rec.kind().is_git() { "git worktree" } else { rec.kind().as_str() }
             )));
         }
         let spec = rec.capture_spec(self)?;

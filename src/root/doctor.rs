@@ -168,6 +168,11 @@ impl Store {
                         FindingKind::StuckDestroying
                     };
                     let res = repair.then(|| self.finish_teardown(rec.clone()));
+                    if matches!(res, Some(Err(_))) {
+                        // A refused teardown keeps the root as it is, its mounts too (a
+                        // git-overlay worktree's files are seen only through its mount).
+                        protected.push(rec.dir(self));
+                    }
                     // Say what was done when it was done, what would be done otherwise.
                     let verb = match (rec.state == State::Creating, matches!(res, Some(Ok(())))) {
                         (true, true) => "undid the interrupted create",

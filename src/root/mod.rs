@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::backend::{self, submount, BackendKind, RootSpec, WorktreeRequest};
+use crate::backend::{self, submount, RootSpec, WorktreeRequest};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::policy;
@@ -197,10 +197,10 @@ impl Store {
             })
             .collect::<Result<_>>()?;
         let (kind, warnings) = policy::choose(class, req.backend, self.path())?;
-        if kind == BackendKind::Worktree && (req.repo.is_none() || req.base_ref.is_none()) {
-            return Err(Error::BadInput("the worktree backend needs --repo PATH and --base-ref REF".into()));
+        if kind.is_git() && (req.repo.is_none() || req.base_ref.is_none()) {
+            return Err(Error::BadInput(format!("the {kind} backend needs --repo PATH and --base-ref REF")));
         }
-        if kind != BackendKind::Worktree && req.repo.is_some() {
+        if !kind.is_git() && req.repo.is_some() {
             return Err(Error::BadInput(format!("--repo is for the worktree backend, not {kind}")));
         }
         let mut timings = BTreeMap::new();
@@ -224,6 +224,10 @@ impl Store {
             owner_given,
         };
         let plan = backend::plan(kind, self, &spec, &wreq)?;
+        // A git-overlay root lives for days (a branch under review): durable, --mount trees too.
+        if matches!(plan.state, backend::BackendState::GitOverlay(_)) {
+            spec.durable = true;
+        }
         spec.cwd = plan.cwd.clone();
         spec.owner = plan.owner.unwrap_or(owner);
         let mut rec = RootRecord {
@@ -236,11 +240,11 @@ impl Store {
             snapshots,
             mounts: vec![],
             owner: spec.owner,
-            durable: req.durable,
+            durable: spec.durable,
             backend: plan.state,
             created_at: crate::store::snapshot::now_rfc3339(),
             labels: req.labels.clone(),
-            warnings,
+            warnings: warnings.into_iter().chain(plan.warnings).collect(),
             request: req.clone(),
             provision,
             destroy_began_in: None,
@@ -269,6 +273,9 @@ impl Store {
             let made = rec.backend.create(self, &spec)?;
             let mut guards = made.mounts;
             rec.warnings.extend(made.warnings);
+            if let Some(s) = made.snapshots {
+                rec.snapshots = s;
+            }
             timings.insert("backend".into(), elapsed_ms(t1));
             crate::sys::failpoint::hit("root.create.backend-made");
             let t2 = Instant::now();

@@ -147,6 +147,7 @@ impl RootRecord {
     pub fn lowers(&self) -> impl Iterator<Item = &Path> {
         let own = match &self.backend {
             BackendState::Overlay(o) => &o.dirs.lowers[..],
+            BackendState::GitOverlay(g) => &g.overlay.lowers[..],
             _ => &[],
         };
         own.iter().chain(self.mounts.iter().flat_map(|m| m.dirs.lowers.iter())).map(PathBuf::as_path)
@@ -240,7 +241,14 @@ impl RootRecord {
         }
         let version = serde_json::from_slice::<Probe>(bytes).map_err(bad)?.version.unwrap_or(1);
         match version {
-            1 => Ok(serde_json::from_slice::<RecordV1>(bytes).map_err(bad)?.upgrade()),
+            1 => {
+                let v1 = serde_json::from_slice::<RecordV1>(bytes).map_err(bad)?;
+                // Version 1 predates the git-overlay backend.
+                if v1.backend == BackendKind::GitOverlay {
+                    return Err(bad(serde::de::Error::custom("backend git-overlay in a version-1 record")));
+                }
+                Ok(v1.upgrade())
+            }
             STATE_VERSION => serde_json::from_slice(bytes).map_err(bad),
             v => Err(Error::Corrupt(format!(
                 "{}: state format version {v} is not one this execroot reads (1 to {STATE_VERSION}); left untouched",
@@ -294,7 +302,7 @@ impl RecordV1 {
                 },
             }),
             BackendKind::Copy => BackendState::Copy(CopyState {}),
-            BackendKind::Worktree => BackendState::Worktree(WorktreeState {
+            BackendKind::Worktree | BackendKind::GitOverlay => BackendState::Worktree(WorktreeState {
                 repo: self.repo.unwrap_or_default(),
                 worktree_path: self.worktree_path.unwrap_or_else(|| dir.join("wt/worktree")),
                 branch_name: self.branch_name.unwrap_or_default(),

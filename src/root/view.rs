@@ -58,6 +58,8 @@ pub struct RootView {
     pub class: Class,
     /// Backend serving it.
     pub backend: BackendKind,
+    /// The kind of workspace, in the caller's vocabulary ([`BackendKind::provider_type`]).
+    pub provider_type: &'static str,
     /// Lifecycle state.
     pub state: State,
     /// The directory the run uses.
@@ -115,6 +117,7 @@ impl RootView {
             key: rec.key.clone(),
             class: rec.class,
             backend: rec.kind(),
+            provider_type: rec.kind().provider_type(),
             state: rec.state,
             cwd: rec.cwd.clone(),
             snapshots: rec.snapshots.clone(),
@@ -163,6 +166,17 @@ impl RootView {
                 v.base_ref = Some(w.base_ref.clone());
                 v.created_branch = w.created_branch;
             }
+            BackendState::GitOverlay(g) => {
+                let w = &g.worktree;
+                v.upper = Some(g.overlay.upper.clone());
+                v.work = Some(g.overlay.work.clone());
+                v.lowers = g.overlay.lowers.clone();
+                v.repo = Some(w.repo.clone());
+                v.branch_name = Some(w.branch_name.clone());
+                v.worktree_path = Some(w.worktree_path.clone());
+                v.base_ref = Some(w.base_ref.clone());
+                v.created_branch = w.created_branch;
+            }
         }
         v
     }
@@ -197,6 +211,8 @@ pub struct Created {
     pub class: Class,
     /// Backend.
     pub backend: BackendKind,
+    /// The kind of workspace, in the caller's vocabulary ([`BackendKind::provider_type`]).
+    pub provider_type: &'static str,
     /// The directory the run uses.
     pub cwd: PathBuf,
     /// The snapshots the root presents, bottom first.
@@ -229,6 +245,7 @@ impl Created {
             key: v.key,
             class: v.class,
             backend: v.backend,
+            provider_type: v.provider_type,
             cwd: v.cwd,
             snapshots: v.snapshots,
             layers: v.layers,

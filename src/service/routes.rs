@@ -170,7 +170,7 @@ impl CreateBody {
         let backend = match self.backend.as_deref() {
             None | Some("auto") => None,
             Some(b) => Some(BackendKind::ALL.into_iter().find(|k| k.as_str() == b).ok_or_else(|| {
-                ApiError::bad_input(format!("backend: {b:?} is not one of auto, overlay, copy, worktree"))
+                ApiError::bad_input(format!("backend: {b:?} is not one of auto, overlay, copy, worktree, git-overlay"))
             })?),
         };
         let mut mounts = Vec::new();

@@ -1,0 +1,405 @@
+//! The git-overlay backend: real git, real mounts. Its working tree must be what
+//! `git worktree add` checks out, byte for byte and mode for mode.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A repository whose checkout depends on .gitattributes: eol conversion, export-ignore and
+/// export-subst (which a checkout must not apply), a symlink and an executable.
+fn attr_repo(env: &Env, name: &str, attrs: &str) -> PathBuf {
+    let r = env.path(name);
+    std::fs::create_dir_all(r.join("src/deep")).unwrap();
+    std::fs::write(r.join(".gitattributes"), attrs).unwrap();
+    std::fs::write(r.join("a.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(r.join("src/lib.rs"), "fn main() {}\n// $Format:%H$\n").unwrap();
+    std::fs::write(r.join("src/deep/notes.md"), "x\ny\n").unwrap();
+    std::fs::write(r.join("secret.cfg"), "not exported\n").unwrap();
+    std::fs::write(r.join("bin.dat"), [0u8, 1, 2, b'\n', 0xff]).unwrap();
+    std::fs::write(r.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(r.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("src/lib.rs", r.join("link")).unwrap();
+    std::fs::write(r.join(".gitignore"), "*.log\n").unwrap();
+    git(&r, &["init", "-q", "-b", "main"]);
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-qm", "base"]);
+    r
+}
+
+/// Every entry below `dir` but `.git`: (path, mode bits, kind, content or link target).
+fn listing(dir: &Path) -> Vec<(String, u32, String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        if rel == ".git" {
+            continue;
+        }
+        let md = std::fs::symlink_metadata(e.path()).unwrap();
+        let (kind, data) = if md.file_type().is_symlink() {
+            ("link", std::fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes())
+        } else if md.is_dir() {
+            ("dir", vec![])
+        } else {
+            ("file", std::fs::read(e.path()).unwrap())
+        };
+        let mode = if md.file_type().is_symlink() { 0 } else { md.permissions().mode() & 0o7777 };
+        v.push((rel, mode, kind.to_string(), data));
+    }
+    v
+}
+
+fn create(env: &Env, repo: &Path, branch: &str) -> serde_json::Value {
+    env.root(&[
+        "--class",
+        "repo-edit",
+        "--backend",
+        "git-overlay",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--branch",
+        branch,
+    ])
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    std::fs::read_dir(env.store().join("snapshots")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn checkout_equals_git_worktree_add() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    for (name, attrs, autocrlf) in [
+        ("crlf-all", "* text=auto eol=crlf\nsecret.cfg export-ignore\nsrc/lib.rs export-subst\n", None),
+        ("crlf-txt", "*.txt eol=crlf\n*.md text eol=crlf\nsecret.cfg export-ignore\nsrc/*.rs export-subst\n", None),
+        ("autocrlf", "secret.cfg export-ignore\n", Some("true")),
+    ] {
+        let repo = attr_repo(&env, name, attrs);
+        if let Some(v) = autocrlf {
+            git(&repo, &["config", "core.autocrlf", v]);
+        }
+        let real = env.path(&format!("{name}-real"));
+        git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
+        let r = create(&env, &repo, &format!("b-{name}"));
+        assert_eq!(r["backend"], "git-overlay", "{r}");
+        assert_eq!(r["providerType"], "git_worktree", "{r}");
+        assert_eq!(env.ok(&["root", "show", r["id"].as_str().unwrap()])["providerType"], "git_worktree");
+        let wt = cwd(&r);
+        let got = listing(&wt);
+        assert_eq!(got, listing(&real), "{name}: the overlay differs from git worktree add");
+        // export-ignore and export-subst did not apply, eol conversion did.
+        assert!(wt.join("secret.cfg").exists());
+        assert!(std::fs::read_to_string(wt.join("src/lib.rs")).unwrap().contains("$Format:%H$"));
+        if name == "crlf-all" || name == "crlf-txt" {
+            assert_eq!(std::fs::read(wt.join("a.txt")).unwrap(), b"one\r\ntwo\r\n", "{name}");
+        }
+        assert!(std::fs::metadata(wt.join("run.sh")).unwrap().permissions().mode() & 0o111 != 0);
+        // The index's stat data is exact: diff-files compares it without refreshing.
+        assert_eq!(git(&wt, &["diff-files", "--name-only"]), "", "{name}: the index needs a refresh");
+        // git status is clean from the start, and git knows the worktree, locked.
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "", "{name}");
+        let list = git(&repo, &["worktree", "list", "--porcelain"]);
+        let wt_s = wt.to_str().unwrap();
+        let rec = list.split("\n\n").find(|r| r.contains(wt_s)).unwrap_or_else(|| panic!("{list}"));
+        assert!(rec.contains("locked execroot root"), "{rec}");
+        assert_eq!(git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(), format!("b-{name}"));
+        git(&repo, &["worktree", "remove", "--force", real.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn commits_land_and_destroy_keeps_work() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    let before = snapshot_count(&env);
+    let r = create(&env, &repo, "feature");
+    let id = r["id"].as_str().unwrap().to_string();
+    let wt = cwd(&r);
+    let after_first = snapshot_count(&env);
+    assert_eq!(after_first, before + 1, "the first root of a commit ingests its checkout");
+
+    // A second root of the same commit ingests nothing.
+    let r2 = create(&env, &repo, "second");
+    assert_eq!(snapshot_count(&env), after_first, "the second root ingested a snapshot");
+    assert_eq!(r2["snapshots"], r["snapshots"]);
+    assert_eq!(git(&cwd(&r2), &["status", "--porcelain"]), "");
+
+    // Uncommitted work blocks destroy, and is listed.
+    std::fs::write(wt.join("new.txt"), "new\n").unwrap();
+    std::fs::write(wt.join("src/lib.rs"), "changed\n").unwrap();
+    std::fs::write(wt.join("build.log"), "ignored\n").unwrap();
+    let show = env.ok(&["root", "show", &id]);
+    assert_eq!(show["git"]["untrackedEntryCount"], 1, "{show}");
+    assert_eq!(show["git"]["dirtyEntryCount"], 1, "{show}");
+    let v = env.fails(&["root", "destroy", &id], 5);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("new.txt") && msg.contains("src/lib.rs"), "{v}");
+    // A staged deletion of an untouched file blocks it too (nothing in the upper shows it).
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-qm", "work"]);
+    git(&wt, &["rm", "-q", "--cached", "a.txt"]);
+    let v = env.fails(&["root", "destroy", &id], 5);
+    assert!(v["error"]["message"].as_str().unwrap().contains("a.txt"), "{v}");
+    git(&wt, &["reset", "-q"]);
+
+    // The commit is on the branch in the main repository.
+    assert_eq!(git(&repo, &["log", "-1", "--format=%s", "feature"]).trim(), "work");
+    assert_eq!(git(&repo, &["show", "feature:new.txt"]), "new\n");
+    let d = env.ok(&["root", "destroy", &id]);
+    assert_eq!(d["cleaned"], true, "{d}");
+    assert!(d["warnings"].to_string().contains("kept"), "{d}");
+    assert!(branch_exists(&repo, "feature"), "a branch with unique commits was deleted");
+    assert!(!wt.exists());
+    assert!(!git(&repo, &["worktree", "list"]).contains(wt.to_str().unwrap()));
+
+    // --force discards; a branch without unique commits goes with its root.
+    let wt2 = cwd(&r2);
+    std::fs::remove_file(wt2.join("a.txt")).unwrap();
+    let id2 = r2["id"].as_str().unwrap();
+    let v = env.fails(&["root", "destroy", id2], 5);
+    assert!(v["error"]["message"].as_str().unwrap().contains("a.txt"), "{v}");
+    let d = env.ok(&["root", "destroy", id2, "--force"]);
+    assert!(d["warnings"].to_string().contains("a.txt"), "{d}");
+    assert!(!branch_exists(&repo, "second"));
+    assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1);
+}
+
+#[test]
+fn unreproducible_trees_fall_back_to_worktree() {
+    let env = Env::new();
+    // A smudge filter configured for a path of the tree (as git LFS does).
+    let repo = attr_repo(&env, "lfs", "*.dat filter=fake\n");
+    git(&repo, &["config", "filter.fake.smudge", "cat"]);
+    git(&repo, &["config", "filter.fake.clean", "cat"]);
+    let r = create(&env, &repo, "f1");
+    assert_eq!(r["backend"], "worktree", "{r}");
+    assert_eq!(r["providerType"], "git_worktree", "{r}");
+    assert!(r["warnings"].to_string().contains("smudge filter fake"), "{r}");
+    env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+
+    // A submodule (gitlink).
+    let sub = attr_repo(&env, "sub", "");
+    let repo = attr_repo(&env, "super", "");
+    git(&repo, &["-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.to_str().unwrap(), "vendor"]);
+    git(&repo, &["commit", "-qm", "sub"]);
+    let r = create(&env, &repo, "f2");
+    assert_eq!(r["backend"], "worktree", "{r}");
+    assert!(r["warnings"].to_string().contains("submodule at vendor"), "{r}");
+    env.ok(&["root", "destroy", r["id"].as_str().unwrap(), "--force"]);
+}
+
+#[test]
+fn doctor_remounts_after_a_reboot() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let r = create(&env, &repo, "durable");
+    let wt = cwd(&r);
+    std::fs::write(wt.join("draft.txt"), "unsaved\n").unwrap();
+    // A reboot: the mount is lost, the upper stays.
+    nix::mount::umount2(&wt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let id = r["id"].as_str().unwrap();
+    assert_eq!(env.ok(&["root", "show", id])["durable"], true, "a git-overlay root is durable");
+    // Unmounted, destroy still refuses: the upper says what changed.
+    let v = env.fails(&["root", "destroy", id], 5);
+    assert!(v["error"]["message"].as_str().unwrap().contains("draft.txt"), "{v}");
+    env.ok(&["doctor", "--repair"]);
+    assert_eq!(std::fs::read_to_string(wt.join("draft.txt")).unwrap(), "unsaved\n");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "?? draft.txt\n");
+    env.ok(&["root", "destroy", id, "--force"]);
+    assert!(!wt.exists());
+}
+
+#[test]
+fn a_create_killed_midway_is_undone() {
+    if !can_mount() {
+        return;
+    }
+    for point in ["git-overlay.create.checked-out", "git-overlay.create.added", "git-overlay.create.mounted"] {
+        let env = Env::new();
+        let repo = attr_repo(&env, "repo", "");
+        let out = env
+            .cmd(&[
+                "root",
+                "create",
+                "--class",
+                "repo-edit",
+                "--backend",
+                "git-overlay",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--base-ref",
+                "main",
+                "--branch",
+                "killed",
+            ])
+            .env("EXECROOT_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: {}", describe(&out));
+        // A reboot loses whatever was mounted.
+        for m in execroot::sys::mount::mounts_under(env.dir.path()).unwrap() {
+            let _ = nix::mount::umount2(&m.target, nix::mount::MntFlags::MNT_DETACH);
+        }
+        env.ok(&["doctor", "--repair"]);
+        assert_eq!(env.ok(&["root", "list"])["roots"].as_array().map(Vec::len), Some(0), "{point}");
+        assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1, "{point}");
+        assert!(!branch_exists(&repo, "killed"), "{point}");
+    }
+}
+
+#[test]
+fn provider_type_names_the_kind_of_workspace() {
+    let env = Env::new();
+    let tree = env.fixture("small", 1, "tree");
+    let id = env.ingest(&tree);
+    let r = env.root(&["--class", "routine", "--backend", "copy", "--from", &id]);
+    assert_eq!(r["providerType"], "local_fs", "{r}");
+    let list = env.ok(&["root", "list"]);
+    assert_eq!(list["roots"][0]["providerType"], "local_fs", "{list}");
+}
+
+#[test]
+fn a_mounted_dependency_tree_is_not_work() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let deps = env.fixture("small", 99, "deps");
+    env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
+    let r = env.root(&[
+        "--class",
+        "repo-edit",
+        "--backend",
+        "git-overlay",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--base-ref",
+        "main",
+        "--mount",
+        "node_modules=deps",
+    ]);
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    let wt = cwd(&r);
+    assert!(wt.join("node_modules").read_dir().unwrap().count() > 0);
+    std::fs::write(wt.join("node_modules/installed-by-run"), b"x").unwrap();
+    let show = env.ok(&["root", "show", r["id"].as_str().unwrap()]);
+    assert_eq!(show["git"]["untrackedEntryCount"], 0, "{show}");
+    let d = env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+    assert_eq!(d["cleaned"], true, "{d}");
+    assert!(!wt.exists());
+    assert!(execroot::sys::mount::mounts_under(env.dir.path()).unwrap().is_empty());
+}
+
+#[test]
+fn repo_edit_uses_git_overlay_where_overlay_can_mount() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let rs = repo.to_str().unwrap();
+    let r = env.root(&["--class", "repo-edit", "--repo", rs, "--base-ref", "main"]);
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    // The plain worktree backend stays selectable.
+    let w = env.root(&["--class", "repo-edit", "--backend", "worktree", "--repo", rs, "--base-ref", "main"]);
+    assert_eq!(w["backend"], "worktree", "{w}");
+    for v in [r, w] {
+        env.ok(&["root", "destroy", v["id"].as_str().unwrap()]);
+    }
+}
+
+#[test]
+fn git_and_files_belong_to_the_repository_owner() {
+    if !can_mount() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    for e in walkdir::WalkDir::new(&repo) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+    }
+    let theirs = env.path("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+    let real = theirs.join("real");
+    let (ok, out) = as_nobody(&format!(
+        "git -c safe.directory='*' -C {} worktree add -q --detach {} main",
+        repo.display(),
+        real.display()
+    ));
+    assert!(ok, "{out}");
+    let r = create(&env, &repo, "b1");
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    let wt = cwd(&r);
+    assert_eq!(listing(&wt), listing(&real));
+    // Nothing root-owned lands in the repository or shows in the worktree.
+    for e in walkdir::WalkDir::new(repo.join(".git")).into_iter().chain(walkdir::WalkDir::new(&wt)) {
+        let e = e.unwrap();
+        assert_eq!(e.path().symlink_metadata().unwrap().uid(), 65534, "{} is not the owner's", e.path().display());
+    }
+    let (ok, out) = as_nobody(&format!(
+        "cd {} && test -z \"$(git status --porcelain)\" && echo x > new && git add new && git -c user.name=n -c user.email=n@e commit -qm n",
+        wt.display()
+    ));
+    assert!(ok, "{out}");
+    assert_eq!(env.ok(&["root", "destroy", r["id"].as_str().unwrap()])["cleaned"], true);
+    assert!(branch_exists(&repo, "b1"));
+}
+
+#[test]
+fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    std::fs::create_dir_all(repo.join("gone/deeper")).unwrap();
+    std::fs::write(repo.join("gone/deeper/x"), "x\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "more"]);
+    let first = create(&env, &repo, "at-parent");
+    let parent_snap = first["snapshots"][0].as_str().unwrap().to_string();
+    // A commit that modifies, adds (in a new directory), deletes a file and a whole
+    // directory, makes a file executable and re-points a symlink.
+    std::fs::write(repo.join("a.txt"), "changed\n").unwrap();
+    std::fs::create_dir_all(repo.join("new/dir")).unwrap();
+    std::fs::write(repo.join("new/dir/b.txt"), "b\n").unwrap();
+    std::fs::remove_file(repo.join("secret.cfg")).unwrap();
+    std::fs::remove_dir_all(repo.join("gone")).unwrap();
+    std::fs::set_permissions(repo.join("bin.dat"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(repo.join("link")).unwrap();
+    std::os::unix::fs::symlink("a.txt", repo.join("link")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "change"]);
+    let before = snapshot_count(&env);
+    let r = create(&env, &repo, "at-child");
+    assert_eq!(snapshot_count(&env), before + 1);
+    let snap = r["snapshots"][0].as_str().unwrap();
+    let info = env.ok(&["snapshot", "show", snap]);
+    assert_eq!(info["parents"][0].as_str(), Some(parent_snap.as_str()), "not stacked on the parent's checkout: {info}");
+    let real = env.path("real");
+    git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
+    let wt = cwd(&r);
+    assert_eq!(listing(&wt), listing(&real));
+    assert!(!wt.join("gone").exists());
+    assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+}
