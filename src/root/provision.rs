@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendKind;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::root::exec::ExecRequest;
@@ -342,10 +343,12 @@ impl Store {
         if p.inputs.is_empty() {
             return Err(Error::BadInput("--provision needs --provision-inputs PATHS (the files it depends on)".into()));
         }
-        if req.repo.is_some() || req.backend == Some(crate::backend::BackendKind::Worktree) {
+        // A repository's roots (worktree, git-overlay) are not provisioned yet: the worktree
+        // backend cannot present a layer, and git-overlay's would have to sit under its checkout.
+        if req.repo.is_some() || matches!(req.backend, Some(BackendKind::Worktree | BackendKind::GitOverlay)) {
             return Err(Error::BadInput(
-                "--provision stacks a layer on the root's --from snapshots: the worktree backend cannot present one; \
-                 use the overlay or copy backend"
+                "--provision stacks a layer on the root's --from snapshots: roots of a repository (--repo, the \
+                 worktree and git-overlay backends) cannot be provisioned yet; use the overlay or copy backend"
                     .into(),
             ));
         }
