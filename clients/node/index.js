@@ -212,7 +212,7 @@ export function toRealized(root) {
     created: root.created === true,
     warnings: root.warnings || [],
     id: root.id,
-    providerType: worktree ? "git_worktree" : "local_fs",
+    providerType: root.providerType ?? (worktree ? "git_worktree" : "local_fs"),
     root,
   };
 }
