@@ -126,9 +126,19 @@ def machine():
     """Who else was running: the load average and the busiest processes."""
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    ps = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True)
-    top = [" ".join(line.split()) for line in ps.stdout.splitlines()[:6]]
-    return {"loadavg": [float(x) for x in load], "busiest": top}
+    # top's second sample is the CPU use of the last half second (ps gives lifetime averages).
+    p = subprocess.run(["top", "-bn2", "-d0.5", "-w", "200", "-o", "%CPU"], capture_output=True, text=True)
+    busiest, samples, header = [], 0, False
+    for line in p.stdout.splitlines():
+        if line.startswith("top -"):
+            samples, header = samples + 1, False
+        elif samples == 2 and line.lstrip().startswith("PID"):
+            header = True
+        elif samples == 2 and header and line.strip():
+            f = line.split(None, 11)
+            if len(f) == 12 and float(f[8]) > 0 and len(busiest) < 6:
+                busiest.append(f"{f[11]} {f[8]}%")
+    return {"loadavg": [float(x) for x in load], "busiest": busiest}
 
 
 def mounts_under(path):
@@ -221,7 +231,9 @@ class Bench:
             return {"state": "warm", "offlineInstallMs": ms_since(t)}
         except RuntimeError:
             shutil.rmtree(os.path.join(d, "node_modules"), ignore_errors=True)
-        online = self.install.replace(" --offline ", " --prefer-offline ")
+        # Few, short retries: offline, the skip should come in seconds, not minutes.
+        online = self.install.replace(" --offline ", " --prefer-offline --fetch-retries=1 "
+                                      "--fetch-retry-mintimeout=1000 --fetch-retry-maxtimeout=3000 ")
         t = time.perf_counter()
         try:
             run(["/bin/sh", "-c", online], cwd=d, env=self.env)
@@ -443,9 +455,11 @@ def write(out, doc):
 def main():
     a = parse_args()
     doc = {"quick": a.quick, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                    text=True).stdout.strip(),
            "project": "fixtures/npm-project", "cache": a.cache}
+    git = shutil.which("git")
+    if git:
+        doc["commit"] = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                       text=True).stdout.strip()
     npm = shutil.which("npm")
     if not npm:
         why = "npm is not installed" + (" (pnpm is, but the fixture has an npm lockfile only)"
@@ -454,6 +468,8 @@ def main():
         write(a.out, doc)
         print(f"skipped: {why}")
         return 0
+    if not git:
+        sys.exit("benches/provision.py needs git (the worktree side)")
     if os.geteuid() != 0:
         sys.exit("benches/provision.py needs root (overlay mounts)")
     exe = find_bin(a.bin)
