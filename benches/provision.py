@@ -269,13 +269,15 @@ class Bench:
         return args
 
     def miss(self, store):
+        before = du(store)
         wall, r = self.ex_json(store, *self.create_args(True))
         assert r["provision"] and r["provision"]["hit"] is False, r["provision"]
         assert os.path.isfile(os.path.join(r["cwd"], "node_modules", "express", "package.json"))
         dwall, _ = self.ex_json(store, "root", "destroy", r["id"])
         info = json.loads(self.ex(store, "--json", "provision", "list"))["provisions"]
+        # What the layer costs the store once: its objects, manifest and materialized layer.
         return {"wallMs": wall, "timingsMs": r["timingsMs"], "destroyMs": dwall,
-                "layerBytes": info[0]["bytes"], "key": r["provision"]["key"]}
+                "layerBytes": info[0]["bytes"], "storeGrowthBytes": du(store) - before, "key": r["provision"]["key"]}
 
     def hit(self, store, check):
         wall, r = self.ex_json(store, *self.create_args(True))
@@ -365,6 +367,7 @@ def summarize(rounds):
             "totalMs": s(m["timingsMs"]["total"] for m in misses),
             "parts": {k: s(m["timingsMs"].get(k, 0.0) for m in misses) for k in parts},
             "layerBytes": misses[0]["layerBytes"],
+            "storeGrowthBytes": s(m["storeGrowthBytes"] for m in misses),
         },
         "worktree": {k: s(w[k] for w in wts) for k in ("addMs", "installMs", "removeMs", "readyMs")},
         "nodeModules": {k: wts[0][k] for k in ("nodeModulesBytes", "nodeModulesApparentBytes", "nodeModulesEntries")},
@@ -431,6 +434,8 @@ def table(res):
         lines.append(f"| the root's directory after `node index.js` ran in it (max) | {kib(h['rootDirBytesAfterRun']['max'])} |")
     lines += [
         f"| the provision layer, once per store (`provision list` bytes) | {kib(m['layerBytes'])} |",
+        f"| the store's growth from the miss, once per store (du; objects, manifest, materialized layer) | "
+        f"{kib(m['storeGrowthBytes']['max'])} |",
         f"| node_modules of the plain install (du; apparent size) | {kib(nm['nodeModulesBytes'])} "
         f"({kib(nm['nodeModulesApparentBytes'])}) |",
         "",

@@ -63,6 +63,7 @@ fn the_provision_benchmark_runs_every_phase_and_cleans_up() {
     let t = &miss["timingsMs"];
     assert!(t["provisionCommand"].as_f64() < t["provision"].as_f64() && t["provision"].as_f64() < t["total"].as_f64());
     assert!(miss["layerBytes"].as_u64().unwrap() > 1_000_000, "{miss}");
+    assert!(miss["storeGrowthBytes"].as_i64().unwrap() > 1_000_000, "{miss}");
     let hits = rounds[0]["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 2);
     for h in hits {
