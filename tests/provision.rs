@@ -110,10 +110,18 @@ fn miss_then_hit_then_a_changed_input_builds_a_new_key() {
     let log = PathBuf::from(first["provision"]["log"].as_str().unwrap());
     assert!(std::fs::read_to_string(&log).unwrap().contains("installed from lock-1"));
 
+    // The build's parts are in the create's timings (docs/cli.md), a hit's only the lookup.
+    let parts = ["provisionRoot", "provisionCommand", "provisionCommit", "provisionDestroy"];
+    for k in ["provision"].iter().chain(&parts) {
+        assert!(first["timingsMs"][k].as_f64().is_some(), "{k}: {first}");
+    }
+
     let second = p.create("v1", &[]);
     assert_eq!(second["provision"]["hit"], true, "{second}");
     assert_eq!(key(&second), key(&first));
     assert_eq!(p.runs(), 1, "a hit runs nothing");
+    assert!(second["timingsMs"]["provision"].as_f64().is_some(), "{second}");
+    assert!(parts.iter().all(|k| second["timingsMs"].get(k).is_none()), "{second}");
     assert_provisioned(&second, "lock-1\n");
     // The root's JSON (list, show) carries it too; a root without --provision has null.
     let shown = p.env.ok(&["root", "show", second["id"].as_str().unwrap()]);

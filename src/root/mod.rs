@@ -60,7 +60,7 @@ fn key_file_name(key: &str) -> String {
     Hash::of(key.as_bytes()).to_hex()[..32].to_string()
 }
 
-fn elapsed_ms(t: Instant) -> f64 {
+pub(crate) fn elapsed_ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -171,7 +171,8 @@ impl Store {
             }
         }
         // Before the store lock: a build makes a root, runs a command and commits.
-        let provision = self.provision_for_create(req)?;
+        let mut timings = BTreeMap::new();
+        let provision = self.provision_for_create(req, &mut timings)?;
         let _store_lock = StoreLock::acquire(self, false)?;
         let config = self.config()?;
         let owner_given = req.owner.is_some() || config.owner.is_some();
@@ -203,7 +204,6 @@ impl Store {
         if !kind.is_git() && req.repo.is_some() {
             return Err(Error::BadInput(format!("--repo is for the worktree backend, not {kind}")));
         }
-        let mut timings = BTreeMap::new();
         timings.insert("resolve".into(), elapsed_ms(t0));
 
         let id = format!("{:016x}", rand::random::<u64>());

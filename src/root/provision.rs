@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ use crate::backend::BackendKind;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::root::exec::ExecRequest;
-use crate::root::{CreateRequest, RootRecord};
+use crate::root::{elapsed_ms, CreateRequest, RootRecord};
 use crate::store::ingest::IngestOptions;
 use crate::store::manifest::{cmp_paths, path_problem};
 use crate::store::Node;
@@ -334,9 +334,26 @@ impl Store {
 
     /// The provision layer for a create (`None` without `req.provision`): found, or built once
     /// under the key's lock. Called before the create takes the store lock: the build makes a
-    /// root, runs a command and commits, each of which takes that lock itself.
-    pub(crate) fn provision_for_create(&self, req: &CreateRequest) -> Result<Option<ProvisionUse>> {
+    /// root, runs a command and commits, each of which takes that lock itself. Adds the step's
+    /// times to the create's `timingsMs` (`provision`, and on a build its parts: docs/cli.md).
+    pub(crate) fn provision_for_create(
+        &self,
+        req: &CreateRequest,
+        timings: &mut BTreeMap<String, f64>,
+    ) -> Result<Option<ProvisionUse>> {
         let Some(p) = &req.provision else { return Ok(None) };
+        let t0 = Instant::now();
+        let found = self.find_or_build_provision(req, p, timings);
+        timings.insert("provision".into(), elapsed_ms(t0));
+        found.map(Some)
+    }
+
+    fn find_or_build_provision(
+        &self,
+        req: &CreateRequest,
+        p: &ProvisionRequest,
+        timings: &mut BTreeMap<String, f64>,
+    ) -> Result<ProvisionUse> {
         if p.command.trim().is_empty() {
             return Err(Error::BadInput("--provision: the command must not be empty".into()));
         }
@@ -385,12 +402,12 @@ impl Store {
         let key = provision_key(&p.command, p.scope, owner, &inputs, &layers, &env).to_hex();
         self.top_dir("provisions")?;
         if let Some(u) = self.provision_hit(&key)? {
-            return Ok(Some(u));
+            return Ok(u);
         }
         // One build per key: the others wait here, then find the layer.
         let _lock = self.named_lock(&format!("prov-{key}"))?;
         if let Some(u) = self.provision_hit(&key)? {
-            return Ok(Some(u));
+            return Ok(u);
         }
         let rec = ProvisionRecord {
             version: RECORD_VERSION,
@@ -403,8 +420,8 @@ impl Store {
             owner,
             created_at: String::new(),
         };
-        let snapshot = self.build_provision(req, p, rec, &env)?;
-        Ok(Some(ProvisionUse { key: key.clone(), snapshot, hit: false, age_secs: 0, log: self.provision_log(&key) }))
+        let snapshot = self.build_provision(req, p, rec, &env, timings)?;
+        Ok(ProvisionUse { key: key.clone(), snapshot, hit: false, age_secs: 0, log: self.provision_log(&key) })
     }
 
     /// The log of `key`'s build.
@@ -458,8 +475,10 @@ impl Store {
         p: &ProvisionRequest,
         mut rec: ProvisionRecord,
         env: &BTreeMap<String, Option<String>>,
+        timings: &mut BTreeMap<String, f64>,
     ) -> Result<Hash> {
         let key = rec.key.clone();
+        let t0 = Instant::now();
         self.sweep_build_roots(&key)?;
         let dir = self.provision_dir(&key);
         crate::store::perms::make_dir(&dir, 0o700)?;
@@ -474,10 +493,13 @@ impl Store {
             ..Default::default()
         };
         let tmp = self.create_root(&tmp_req)?;
-        let result = self.run_and_commit(&tmp.id, p, &key, env);
+        timings.insert("provisionRoot".into(), elapsed_ms(t0));
+        let result = self.run_and_commit(&tmp.id, p, &key, env, timings);
         // The temporary root goes whatever happened; a failure to remove it is the next
         // build's (or doctor's) to finish, and does not hide the build's own outcome.
+        let t1 = Instant::now();
         let destroyed = self.destroy_root(&tmp.id, true);
+        timings.insert("provisionDestroy".into(), elapsed_ms(t1));
         let snapshot = result?;
         if let Err(e) = destroyed {
             tracing::warn!(root = %tmp.id, "temporary provision root kept: {e}");
@@ -501,7 +523,9 @@ impl Store {
         p: &ProvisionRequest,
         key: &str,
         env: &BTreeMap<String, Option<String>>,
+        timings: &mut BTreeMap<String, f64>,
     ) -> Result<Hash> {
+        let t0 = Instant::now();
         let timeout = p.timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
         let exec = ExecRequest {
             command: "/bin/sh".into(),
@@ -512,6 +536,8 @@ impl Store {
         };
         crate::sys::failpoint::hit("provision.running");
         let r = self.exec_root(id, &exec)?;
+        timings.insert("provisionCommand".into(), elapsed_ms(t0));
+        let t1 = Instant::now();
         let log = self.provision_log(key);
         let mut text = String::new();
         text.push_str(&r.stdout);
@@ -561,6 +587,7 @@ impl Store {
         // What the command removed from the base is not recorded: a whiteout needs parents,
         // and the layer has none so that it stacks on any base of the same inputs.
         let report = self.ingest_change(&root.cwd, &diff.written(), &[], vec![], &opts)?;
+        timings.insert("provisionCommit".into(), elapsed_ms(t1));
         crate::sys::failpoint::hit("provision.committed");
         Ok(report.id)
     }
