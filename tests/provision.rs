@@ -397,3 +397,60 @@ fn gc_keeps_provisions_by_policy_and_rm_refuses_a_used_one() {
     let rebuilt = p.create("g0", &[]);
     assert_eq!(rebuilt["provision"]["hit"], false);
 }
+
+/// A build whose execroot is killed while the command runs: the command dies with it, but a
+/// process the command started keeps running in the temporary root; doctor kills what is left
+/// in that scaffolding and destroys it, and the next create builds again.
+#[test]
+fn a_killed_build_whose_command_left_a_process_running_is_cleared_by_doctor() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    p.base("bg", "lock-bg\n", "a");
+    let marker = p.env.path("started");
+    let script = p.env.path("background.sh");
+    std::fs::write(&script, format!("sleep 300 &\necho $! > {}\nwait\n", marker.display())).unwrap();
+    let args = [
+        "root",
+        "create",
+        "--class",
+        "preview",
+        "--backend",
+        "overlay",
+        "--from",
+        "bg",
+        "--provision",
+        &format!("sh {}", script.display()),
+        "--provision-inputs",
+        "package.json",
+    ];
+    let mut child =
+        p.env.spawnable(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&marker).map_or(true, |s| s.trim().is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "the provision command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let alive = |pid: i32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    };
+    assert!(alive(sleeper), "the command's own child should have outlived execroot");
+
+    let r = p.env.ok(&["doctor", "--repair"]);
+    let kinds: Vec<&str> = r["findings"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert!(kinds.contains(&"dead-provision-build"), "{r}");
+    assert_eq!(p.env.ok(&["doctor"])["findings"].as_array().unwrap().len(), 0, "{r}");
+    assert!(p.env.ok(&["root", "list"])["roots"].as_array().unwrap().is_empty(), "{r}");
+    assert!(mounts_below(&p.env.store().join("roots")).is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(sleeper) {
+        assert!(std::time::Instant::now() < deadline, "the leftover process still runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(p.provisions().is_empty(), "nothing was cached");
+}

@@ -122,7 +122,7 @@ impl Store {
         // A provision build killed while its temporary root was ready: the root is only
         // scaffolding (nothing was cached), so it goes rather than being remounted.
         for (rec, _lock) in self.dead_build_roots()? {
-            let res = repair.then(|| match self.destroy_root(&rec.id, true) {
+            let res = repair.then(|| match self.destroy_build_root(&rec) {
                 Ok(d) if d.cleaned => Ok(()),
                 Ok(d) => Err(Error::Conflict(d.warnings.join("; "))),
                 Err(e) => Err(e),

@@ -450,6 +450,18 @@ impl Store {
         }))
     }
 
+    /// Destroy the temporary root of a build that is not running (its key's lock is free or
+    /// held by the caller), killing first whatever its command left running in it: a command
+    /// dies with a killed execroot, but its own children (a package manager's workers) do not.
+    /// The root is execroot's scaffolding, never a run's, so nothing of a user's is killed.
+    pub(crate) fn destroy_build_root(&self, rec: &RootRecord) -> Result<crate::root::Destroyed> {
+        let killed = crate::sys::procs::kill_users_of(&rec.cwd, 20);
+        if !killed.is_empty() {
+            tracing::warn!(root = %rec.id, ?killed, "killed what a dead provision build left running");
+        }
+        self.destroy_root(&rec.id, true)
+    }
+
     /// Destroy the temporary roots earlier builds of `key` left (the caller holds the key's
     /// lock, so no live build owns them). Returns what could not be destroyed.
     fn sweep_build_roots(&self, key: &str) -> Result<Vec<String>> {
@@ -459,7 +471,7 @@ impl Store {
             if key != k {
                 continue;
             }
-            match self.destroy_root(&r.id, true) {
+            match self.destroy_build_root(&r) {
                 Ok(d) if d.cleaned => {}
                 Ok(d) => left.push(format!("temporary root {} of provision {k}: {}", r.id, d.warnings.join("; "))),
                 Err(e) => left.push(format!("temporary root {} of provision {k}: {e}", r.id)),

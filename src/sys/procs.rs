@@ -23,6 +23,38 @@ pub fn users_of(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Kill (SIGKILL) every process that uses `dir`, again until none is left or `rounds` are
+/// done (a dying process may have started others); returns the ones killed, as
+/// [`users_of`] names them. Each is signalled through a pidfd opened before its use of `dir`
+/// is checked again, so a pid reused in between is never hit. For trees that are execroot's
+/// own scaffolding only (a dead provision build's temporary root), never a user's root.
+pub fn kill_users_of(dir: &Path, rounds: usize) -> Vec<String> {
+    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+    let me = std::process::id() as i32;
+    let mut killed = Vec::new();
+    for _ in 0..rounds {
+        let Ok(procs) = procfs::process::all_processes() else { break };
+        let mut any = false;
+        for p in procs.flatten() {
+            if p.pid() == me {
+                continue;
+            }
+            let Some(pid) = Pid::from_raw(p.pid()) else { continue };
+            let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) else { continue };
+            if uses(&p, dir) && pidfd_send_signal(&fd, Signal::KILL).is_ok() {
+                let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+                killed.push(format!("{} ({comm})", p.pid()));
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    killed
+}
+
 fn uses(p: &Process, dir: &Path) -> bool {
     let under = |t: procfs::ProcResult<std::path::PathBuf>| t.is_ok_and(|t| t.starts_with(dir));
     under(p.cwd())
@@ -42,5 +74,19 @@ mod tests {
         let _ = child.wait();
         assert!(users.contains(&format!("{} (sleep)", child.id())), "{users:?}");
         assert!(super::users_of(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn kills_what_uses_a_directory_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut inside = std::process::Command::new("sleep").arg("30").current_dir(dir.path()).spawn().unwrap();
+        let mut outside = std::process::Command::new("sleep").arg("30").current_dir(other.path()).spawn().unwrap();
+        let killed = super::kill_users_of(dir.path(), 5);
+        assert!(killed.contains(&format!("{} (sleep)", inside.id())), "{killed:?}");
+        assert!(inside.wait().unwrap().code().is_none(), "killed by a signal");
+        assert!(outside.try_wait().unwrap().is_none(), "a process elsewhere was hit");
+        let _ = outside.kill();
+        let _ = outside.wait();
     }
 }
