@@ -599,3 +599,34 @@ fn concurrent_clients_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(env.store().join("roots")).unwrap().count(), 0);
     assert_eq!(s.req("GET", "/v1/doctor", None).expect(200)["findings"], json!([]));
 }
+
+/// `provision` in POST /v1/roots: built on the first create, a hit on the next, `provision`
+/// in the answer; a failing command is a 400 carrying the log's last lines.
+#[test]
+fn roots_are_provisioned_through_the_service() {
+    let env = Env::new();
+    env.with_base();
+    let s = Server::start(&env, &[]);
+    let runs = env.path("runs");
+    let command = format!("echo built >> {}; mkdir -p deps && cp bin/run.sh deps/copy", runs.display());
+    let body = json!({ "class": "preview", "backend": "copy", "from": "base",
+                       "provision": { "command": command, "inputs": ["bin/run.sh"] } });
+    let first = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    assert_eq!(first["provision"]["hit"], false, "{first}");
+    assert!(PathBuf::from(first["cwd"].as_str().unwrap()).join("deps/copy").is_file());
+    let second = s.req("POST", "/v1/roots", Some(body)).expect(201);
+    assert_eq!(second["provision"]["hit"], true, "{second}");
+    assert_eq!(second["provision"]["key"], first["provision"]["key"]);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "built\n", "built once");
+
+    let failing = json!({ "class": "preview", "backend": "copy", "from": "base",
+                          "provision": { "command": "echo broken-install >&2; exit 3", "inputs": ["bin/run.sh"] } });
+    let r = s.req("POST", "/v1/roots", Some(failing));
+    assert_eq!(r.status, 400, "{}", r.message());
+    assert!(r.message().contains("broken-install"), "{}", r.message());
+    let unknown = json!({ "class": "preview", "from": "base", "provision": { "command": "true", "inputs": ["nope"] } });
+    assert_eq!(s.req("POST", "/v1/roots", Some(unknown)).status, 400);
+    for r in [first, second] {
+        s.req("DELETE", &format!("/v1/roots/{}", r["id"].as_str().unwrap()), None).expect(200);
+    }
+}
