@@ -105,6 +105,7 @@ fn miss_then_hit_then_a_changed_input_builds_a_new_key() {
     p.base("v1", "lock-1\n", "a");
     let first = p.create("v1", &[]);
     assert_eq!(first["provision"]["hit"], false, "{first}");
+    assert_eq!(first["provision"]["copiedIn"], false, "an overlay root stacks the layer");
     assert_eq!(p.runs(), 1);
     assert_provisioned(&first, "lock-1\n");
     let log = PathBuf::from(first["provision"]["log"].as_str().unwrap());
@@ -179,6 +180,7 @@ fn the_copy_backend_gets_the_layer_too() {
     let a = p.env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let b = p.env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!((a["provision"]["hit"].clone(), b["provision"]["hit"].clone()), (false.into(), true.into()));
+    assert_eq!((a["provision"]["copiedIn"].clone(), b["provision"]["copiedIn"].clone()), (true.into(), true.into()));
     assert_eq!(p.runs(), 1);
     assert_provisioned(&a, "lock-c\n");
     assert_provisioned(&b, "lock-c\n");

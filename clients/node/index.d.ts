@@ -45,7 +45,7 @@ export interface Root {
   usage?: { bytes: number; inodes: number };
   git?: GitReadiness;
   /** Null without `provision`. */
-  provision?: { key: string; snapshot: string; hit: boolean; ageSecs: number; log: string } | null;
+  provision?: { key: string; snapshot: string; hit: boolean; ageSecs: number; log: string; copiedIn: boolean } | null;
   [field: string]: unknown;
 }
 

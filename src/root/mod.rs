@@ -246,7 +246,10 @@ impl Store {
             labels: req.labels.clone(),
             warnings: warnings.into_iter().chain(plan.warnings).collect(),
             request: req.clone(),
-            provision,
+            // The copy backend writes the layer into the root's own tree (a copy of it per
+            // root, still built once); the overlay stacks it.
+            provision: provision
+                .map(|p| provision::ProvisionUse { copied_in: kind == crate::backend::BackendKind::Copy, ..p }),
             destroy_began_in: None,
         };
         // Every user who must reach the working directory can, or the root is refused before

@@ -108,6 +108,10 @@ pub struct ProvisionUse {
     pub age_secs: u64,
     /// The build's log.
     pub log: PathBuf,
+    /// True when the layer was copied into the root's tree (the copy backend) rather than
+    /// stacked under it as an overlay layer.
+    #[serde(default)]
+    pub copied_in: bool,
 }
 
 /// `STORE/provisions/<key>/record.json`: a finished layer.
@@ -421,7 +425,14 @@ impl Store {
             created_at: String::new(),
         };
         let snapshot = self.build_provision(req, p, rec, &env, timings)?;
-        Ok(ProvisionUse { key: key.clone(), snapshot, hit: false, age_secs: 0, log: self.provision_log(&key) })
+        Ok(ProvisionUse {
+            key: key.clone(),
+            snapshot,
+            hit: false,
+            age_secs: 0,
+            log: self.provision_log(&key),
+            copied_in: false,
+        })
     }
 
     /// The log of `key`'s build.
@@ -447,6 +458,7 @@ impl Store {
             hit: true,
             age_secs: now.duration_since(built).unwrap_or_default().as_secs(),
             log: self.provision_log(key),
+            copied_in: false,
         }))
     }
 
