@@ -860,3 +860,28 @@ fn overlay_and_copy_roots_report_the_same_diff_for_the_same_run() {
         })
     );
 }
+
+/// Threads of one process (the service's) materializing the same new layer at once all get
+/// it: the short link's temporary name is unique per call, not per process.
+#[test]
+fn threads_of_one_process_materialize_one_layer_at_once() {
+    for round in 0..20 {
+        let env = Env::new();
+        let store = std::sync::Arc::new(Store::open(env.store()).unwrap());
+        let id = ingest(&store, &single(&env, &format!("src{round}"), "x"), None);
+        let go = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, go) = (store.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    store.materialize(&id)
+                })
+            })
+            .collect();
+        for t in threads {
+            let link = t.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(link.join("only").exists(), "{}", link.display());
+        }
+    }
+}

@@ -112,8 +112,15 @@ impl Store {
             }
             Err(_) => {
                 let parent = self.top_dir("l")?;
-                let tmp = parent.join(format!(".{}-{}", &id.to_hex()[..12], std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
+                // Unique per call, not per process: the service's threads share one pid, and
+                // one thread's cleanup of a shared name removed another's link before its
+                // rename (a create failed with ENOENT on l/<id> under load).
+                let tmp = parent.join(format!(
+                    ".{}-{}-{:016x}",
+                    &id.to_hex()[..12],
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
                 std::os::unix::fs::symlink(&dir, &tmp).at(&tmp)?;
                 if !rename_noreplace(&tmp, &link)? {
                     let _ = std::fs::remove_file(&tmp);
