@@ -522,18 +522,7 @@ fn git_never_takes_a_ref_for_an_option() {
     assert!(!git(&repo, &["branch", "--list"]).contains("-evil"));
 
     // A root recorded before this check: git still never reads its base as an option.
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        rs,
-        "--base-ref",
-        "main",
-        "--branch",
-        "existing",
-    ]);
+    let r = env.repo_root("worktree", rs, &["--branch", "existing"]);
     let id = r["id"].as_str().unwrap();
     let state = env.store().join("roots").join(id).join("state.json");
     let text = std::fs::read_to_string(&state).unwrap();

@@ -175,16 +175,7 @@ fn root_destroy_killed_at_each_phase() {
             env.fails(&["root", "show", r["id"].as_str().unwrap()], 4);
         }
         // A worktree's commits survive a destroy killed anywhere: its branch is kept.
-        let r = env.root(&[
-            "--class",
-            "repo-edit",
-            "--backend",
-            "worktree",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--base-ref",
-            "main",
-        ]);
+        let r = env.repo_root("worktree", repo.to_str().unwrap(), &[]);
         let wt = cwd(&r);
         std::fs::write(wt.join("committed.txt"), "work").unwrap();
         git(&wt, &["add", "committed.txt"]);

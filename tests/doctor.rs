@@ -120,16 +120,7 @@ fn lost_mounts_are_remounted_or_discarded_and_strays_unmounted() {
 fn a_worktree_left_destroying_is_rechecked_before_deletion() {
     let env = Env::new();
     let repo = env.repo();
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &[]);
     let wt = PathBuf::from(r["cwd"].as_str().unwrap());
     std::fs::write(wt.join("unsaved.txt"), b"work").unwrap();
     // As if destroy was killed right after recording its intent.

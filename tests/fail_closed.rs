@@ -187,18 +187,7 @@ fn unreadable_manifest_of_a_kept_snapshot_stops_gc() {
 fn a_worktree_without_git_but_with_files_is_not_destroyed() {
     let env = Env::new();
     let repo = env.repo();
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--key",
-        "wt",
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &["--key", "wt"]);
     let wt = cwd(&r);
     std::fs::write(wt.join("precious.txt"), "unsaved\n").unwrap();
     // Something removed the worktree's .git file: git can no longer say what is unsaved.

@@ -189,18 +189,7 @@ impl Suite {
                 s.standing.push(key.to_string());
             }
             let repo = s.repo.clone().unwrap();
-            let r = s.env.root(&[
-                "--class",
-                "repo-edit",
-                "--backend",
-                "worktree",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--base-ref",
-                "main",
-                "--key",
-                "keep-wt",
-            ]);
+            let r = s.env.repo_root("worktree", repo.to_str().unwrap(), &["--key", "keep-wt"]);
             std::fs::write(cwd(&r).join(CANARY), "keep-wt\n").unwrap();
             s.standing.push("keep-wt".into());
         }
@@ -227,18 +216,7 @@ impl Suite {
         match backend {
             "worktree" => {
                 let repo = self.repo.clone().unwrap();
-                self.env.root(&[
-                    "--class",
-                    "repo-edit",
-                    "--backend",
-                    "worktree",
-                    "--repo",
-                    repo.to_str().unwrap(),
-                    "--base-ref",
-                    "main",
-                    "--key",
-                    &key,
-                ])
+                self.env.repo_root("worktree", repo.to_str().unwrap(), &["--key", &key])
             }
             b => self.env.root(&[
                 "--class",

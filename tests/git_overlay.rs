@@ -53,18 +53,7 @@ fn listing(dir: &Path) -> Vec<(String, u32, String, Vec<u8>)> {
 }
 
 fn create(env: &Env, repo: &Path, branch: &str) -> serde_json::Value {
-    env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "git-overlay",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--branch",
-        branch,
-    ])
+    env.repo_root("git-overlay", repo.to_str().unwrap(), &["--branch", branch])
 }
 
 fn snapshot_count(env: &Env) -> usize {
@@ -281,18 +270,7 @@ fn a_mounted_dependency_tree_is_not_work() {
     let repo = attr_repo(&env, "repo", "");
     let deps = env.fixture("small", 99, "deps");
     env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "git-overlay",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--mount",
-        "node_modules=deps",
-    ]);
+    let r = env.repo_root("git-overlay", repo.to_str().unwrap(), &["--mount", "node_modules=deps"]);
     assert_eq!(r["backend"], "git-overlay", "{r}");
     let wt = cwd(&r);
     assert!(wt.join("node_modules").read_dir().unwrap().count() > 0);
@@ -317,7 +295,7 @@ fn repo_edit_uses_git_overlay_where_overlay_can_mount() {
     assert_eq!(r["backend"], "git-overlay", "{r}");
     assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
     // The plain worktree backend stays selectable.
-    let w = env.root(&["--class", "repo-edit", "--backend", "worktree", "--repo", rs, "--base-ref", "main"]);
+    let w = env.repo_root("worktree", rs, &[]);
     assert_eq!(w["backend"], "worktree", "{w}");
     for v in [r, w] {
         env.ok(&["root", "destroy", v["id"].as_str().unwrap()]);

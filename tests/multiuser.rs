@@ -354,18 +354,7 @@ fn a_worktree_root_is_its_owners_alone() {
     }
     let env = open_env();
     let repo = env.repo();
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--owner",
-        &U1.to_string(),
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &["--owner", &U1.to_string()]);
     let wt = cwd(&r);
     let (ok, out) = as_user(U1, &format!("set -e; cd {}; echo x >> .gitignore; touch mine; rm mine", q(&wt)));
     assert!(ok, "{out}");

@@ -52,18 +52,7 @@ fn version_1_records_are_read_and_destroyed() {
     let repo = env.repo();
     let overlay = env.root(&["--class", "routine", "--from", "base", "--backend", "overlay", "--key", "o"]);
     let copy = env.root(&["--class", "routine", "--from", "base", "--backend", "copy"]);
-    let wt = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--key",
-        "w",
-    ]);
+    let wt = env.repo_root("worktree", repo.to_str().unwrap(), &["--key", "w"]);
     std::fs::write(cwd(&overlay).join("note"), "x").unwrap();
     let before: Vec<serde_json::Value> =
         [&overlay, &copy, &wt].iter().map(|r| env.ok(&["root", "show", r["id"].as_str().unwrap()])).collect();

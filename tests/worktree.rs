@@ -12,18 +12,7 @@ fn destroy_refuses_to_lose_work_and_keeps_unique_commits() {
     let env = Env::new();
     let repo = env.repo();
     let rs = repo.to_str().unwrap();
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        rs,
-        "--base-ref",
-        "main",
-        "--key",
-        "PAP-7 fix: the bug",
-    ]);
+    let r = env.repo_root("worktree", rs, &["--key", "PAP-7 fix: the bug"]);
     assert_eq!(r["backend"], "worktree");
     assert_eq!(r["branchName"], "PAP-7-fix-the-bug");
     assert_eq!(r["baseRef"], "main");
@@ -61,35 +50,13 @@ fn destroy_refuses_to_lose_work_and_keeps_unique_commits() {
     assert!(branch_exists(&repo, "PAP-7-fix-the-bug"), "a branch with unique commits was deleted");
 
     // A root with nothing of its own: the branch it created goes away with it.
-    let r2 = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        rs,
-        "--base-ref",
-        "main",
-        "--branch",
-        "scratch",
-    ]);
+    let r2 = env.repo_root("worktree", rs, &["--branch", "scratch"]);
     env.ok(&["root", "destroy", r2["id"].as_str().unwrap()]);
     assert!(!branch_exists(&repo, "scratch"));
     assert!(git(&repo, &["worktree", "list"]).lines().count() == 1);
 
     // --force discards uncommitted work, and says so.
-    let r3 = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        rs,
-        "--base-ref",
-        "main",
-        "--branch",
-        "forced",
-    ]);
+    let r3 = env.repo_root("worktree", rs, &["--branch", "forced"]);
     let wt3 = PathBuf::from(r3["cwd"].as_str().unwrap());
     std::fs::write(wt3.join("scratch.txt"), b"x").unwrap();
     let d = env.ok(&["root", "destroy", r3["id"].as_str().unwrap(), "--force"]);
@@ -108,18 +75,7 @@ fn git_runs_as_the_repository_owner() {
     for e in walkdir::WalkDir::new(&repo) {
         std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
     }
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--branch",
-        "b1",
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &["--branch", "b1"]);
     let wt = PathBuf::from(r["cwd"].as_str().unwrap());
     // Nothing root-owned lands in the user's repository or worktree.
     for e in walkdir::WalkDir::new(repo.join(".git")).into_iter().chain(walkdir::WalkDir::new(&wt)) {
@@ -168,18 +124,7 @@ fn a_worktree_with_a_mounted_dependency_tree() {
     let repo = env.repo();
     let deps = env.fixture("small", 99, "deps");
     env.ok(&["snapshot", "create", deps.to_str().unwrap(), "--name", "deps"]);
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-        "--mount",
-        "node_modules=deps",
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &["--mount", "node_modules=deps"]);
     let wt = PathBuf::from(r["cwd"].as_str().unwrap());
     assert!(wt.join("node_modules").read_dir().unwrap().count() > 0);
     std::fs::write(wt.join("node_modules/installed-by-run"), b"x").unwrap();

@@ -171,16 +171,7 @@ fn doctor_waits_for_the_git_a_killed_create_left_running() {
 /// recorded `destroying` (its check passed). Returns (repo, root id, worktree, branch).
 fn destroy_killed(env: &Env) -> (PathBuf, String, PathBuf, String) {
     let repo = env.repo();
-    let r = env.root(&[
-        "--class",
-        "repo-edit",
-        "--backend",
-        "worktree",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--base-ref",
-        "main",
-    ]);
+    let r = env.repo_root("worktree", repo.to_str().unwrap(), &[]);
     let wt = cwd(&r);
     std::fs::write(wt.join("committed.txt"), "work").unwrap();
     git(&wt, &["add", "committed.txt"]);

@@ -204,6 +204,12 @@ impl Env {
         args.extend_from_slice(extra);
         self.ok(&args)
     }
+    /// `root create --class repo-edit --backend BACKEND --repo REPO --base-ref main EXTRA...`
+    pub fn repo_root(&self, backend: &str, repo: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--class", "repo-edit", "--backend", backend, "--repo", repo, "--base-ref", "main"];
+        args.extend_from_slice(extra);
+        self.root(&args)
+    }
 }
 
 impl Drop for Env {
