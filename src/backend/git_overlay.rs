@@ -388,11 +388,59 @@ fn mounted_status(store: &Store, ctx: &Ctx, root: &RootSpec, st: &GitOverlayStat
     Ok(worktree::tally(entries))
 }
 
+/// The paths that layers stacked above the checkout (`snapshots`, a provision layer) replace
+/// or delete: every entry of their manifests but plain directories (which merge). A tracked
+/// file at or below one of them is not the commit's checkout any more.
+fn above_checkout(store: &Store, snapshots: &[Hash]) -> Result<BTreeSet<Vec<u8>>> {
+    let mut out = BTreeSet::new();
+    for id in store.layer_stack(snapshots)? {
+        for e in store.load_manifest(&id)?.entries {
+            if !e.path.is_empty() && e.node != crate::store::Node::Dir {
+                out.insert(e.path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when `path` or one of its ancestors is in `stale`.
+fn is_stale(stale: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
+    if stale.is_empty() {
+        return false;
+    }
+    let mut p = path;
+    loop {
+        if stale.contains(p) {
+            return true;
+        }
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => p = &p[..i],
+            None => return false,
+        }
+    }
+}
+
+/// The cached snapshot of what `git worktree add` checks out for `rev` in `repo`, if the
+/// checkout cache has it (docs/format.md, "Checkout cache"); `None` when a root of that commit
+/// would make it. Used by provisioning, which builds on that checkout.
+pub fn cached_checkout(store: &Store, repo: &Path, rev: &str) -> Result<Option<Hash>> {
+    let ctx = Ctx::of(store, repo)?;
+    let spec = format!("{}^{{tree}}", commit_of(&ctx, rev)?);
+    let tree = String::from_utf8_lossy(&ctx.check(repo, &["rev-parse", "--verify", "--end-of-options", &spec])?)
+        .trim()
+        .to_string();
+    match store.get_ref(&cache_ref(&ctx, &tree)?)? {
+        Some(id) if store.load_manifest(&id).is_ok() => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
 /// Write the index of worktree `wt` (whose files are `commit`'s checkout, as the overlay shows
 /// them) from the commit's tree and lstat of each file, as the repository's owner; false (and
-/// nothing written) when the repository's objects are not SHA-1. Never cached across roots:
+/// nothing written) when the repository's objects are not SHA-1. Entries at or below a path of
+/// `stale` get no stat data, so that git compares their content. Never cached across roots:
 /// the ctime of a shared layer inode changes whenever another layer links it.
-fn write_index(ctx: &Ctx, wt: &Path, commit: &str) -> Result<bool> {
+fn write_index(ctx: &Ctx, wt: &Path, commit: &str, stale: &BTreeSet<Vec<u8>>) -> Result<bool> {
     use crate::sys::gitindex::{encode, parse_oid, IndexEntry};
     let format = ctx.git(&ctx.repo, &["rev-parse", "--show-object-format"])?;
     if !format.ok() || format.stdout.trim_ascii() != b"sha1" {
@@ -410,6 +458,12 @@ fn write_index(ctx: &Ctx, wt: &Path, commit: &str) -> Result<bool> {
         let mode = std::str::from_utf8(mode).ok().and_then(|m| u32::from_str_radix(m, 8).ok()).ok_or_else(bad)?;
         let oid = parse_oid(oid).ok_or_else(bad)?;
         let path = rec[tab + 1..].to_vec();
+        if is_stale(stale, &path) {
+            // No stat data (size 0), as `git read-tree` writes: git compares the content.
+            let zero = (0, 0);
+            entries.push(IndexEntry { path, mode, oid, ctime: zero, mtime: zero, dev: 0, ino: 0, uid: 0, gid: 0, size: 0 });
+            continue;
+        }
         let file = wt.join(std::ffi::OsStr::from_bytes(&path));
         let md = std::fs::symlink_metadata(&file).at(&file)?;
         entries.push(IndexEntry::new(path, mode, oid, &md));
@@ -489,10 +543,12 @@ impl Backend for GitOverlay {
         // The link to the worktree's admin directory, which the overlay is about to cover.
         let link_path = wst.worktree_path.join(".git");
         let link = std::fs::read(&link_path).at(&link_path)?;
+        // The root's own snapshots (a provision layer) are stacked above the checkout.
+        let stack: Vec<Hash> = std::iter::once(snap).chain(root.snapshots.iter().copied()).collect();
         // Durable always: a repo-edit root lives for days, across reboots.
         let guard = overlay::mount_snapshots(
             store,
-            &[snap],
+            &stack,
             &mut st.overlay,
             Place::at(&st.worktree.worktree_path)?,
             root.owner,
@@ -507,13 +563,14 @@ impl Backend for GitOverlay {
         // the merged view's stat data (no file is hashed); for a SHA-256 repository, git's
         // read-tree and one refresh (which hashes every file once).
         let wt = &st.worktree.worktree_path;
-        if !write_index(&ctx, wt, &commit)? {
+        let stale = above_checkout(store, &root.snapshots)?;
+        if !write_index(&ctx, wt, &commit, &stale)? {
             ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
             ctx.check(wt, &["update-index", "-q", "--refresh"])?;
         }
         hit("git-overlay.create.indexed");
         made.mounts.push(guard);
-        made.snapshots = Some(vec![snap]);
+        made.snapshots = Some(stack);
         Ok(made)
     }
 

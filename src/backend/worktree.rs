@@ -242,6 +242,57 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
     Ok(st)
 }
 
+/// A file of a commit's tree as provisioning reads it ([`base_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseFile {
+    /// A regular file (or symlink): the blob's bytes as git stores them.
+    Blob(Vec<u8>),
+    /// Something else at that path (a directory, a submodule): git's object type.
+    Other(String),
+    /// Nothing at that path.
+    Missing,
+}
+
+/// What provisioning reads of a repository root's base: the tree of `rev` in `repo`, its
+/// files at `paths`, and the repository's owner (a worktree's owner unless one is given).
+pub fn base_files(store: &Store, repo: &Path, rev: &str, paths: &[String]) -> Result<(String, Vec<BaseFile>, Owner)> {
+    let repo = repo.canonicalize().map_err(|e| Error::BadInput(format!("--repo {}: {e}", repo.display())))?;
+    let ctx = Ctx::of(store, &repo)?;
+    if rev.starts_with('-') {
+        return Err(Error::BadInput(format!("--base-ref {rev:?}: a ref cannot start with '-'")));
+    }
+    let commit = ctx.git(&repo, &["cat-file", "commit", &format!("{rev}^{{commit}}")])?;
+    let tree = commit
+        .ok()
+        .then(|| commit.stdout.strip_prefix(b"tree ").and_then(|t| t.split(|&b| b == b'\n').next()).map(<[u8]>::to_vec))
+        .flatten()
+        .and_then(|t| String::from_utf8(t).ok())
+        .ok_or_else(|| Error::BadInput(format!("--base-ref {rev:?} is not a commit in {}", repo.display())))?;
+    let mut args = vec!["ls-tree", "-z", "--full-tree", "--end-of-options", tree.as_str(), "--"];
+    args.extend(paths.iter().map(String::as_str));
+    let listed = ctx.check(&repo, &args)?;
+    // "<mode> SP <type> SP <oid> TAB <path>"
+    let mut found: HashMap<&[u8], (&[u8], &[u8])> = HashMap::new();
+    for rec in listed.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let Some(tab) = rec.iter().position(|&b| b == b'\t') else { continue };
+        let meta: Vec<&[u8]> = rec[..tab].split(|&b| b == b' ').collect();
+        if let [_, kind, oid] = meta[..] {
+            found.insert(&rec[tab + 1..], (kind, oid));
+        }
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        files.push(match found.get(p.as_bytes()) {
+            Some((b"blob", oid)) => {
+                BaseFile::Blob(ctx.check(&repo, &["cat-file", "blob", &String::from_utf8_lossy(oid)])?)
+            }
+            Some((kind, _)) => BaseFile::Other(String::from_utf8_lossy(kind).into_owned()),
+            None => BaseFile::Missing,
+        });
+    }
+    Ok((tree, files, ctx.git_owner))
+}
+
 /// True when branch `name` exists in `repo`.
 pub(super) fn branch_exists(ctx: &Ctx, repo: &Path, name: &str) -> Result<bool> {
     Ok(ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("refs/heads/{name}")])?.ok())
@@ -517,6 +568,12 @@ impl Backend for Worktree {
             ctx.check(repo, &["worktree", "add", "-b", &branch, "--end-of-options", &path_s, &st.base_ref])?;
         }
         hit("worktree.create.added");
+        // The root's snapshots (a provision layer) cannot be stacked under a worktree: they are
+        // copied onto its checkout.
+        if !root.snapshots.is_empty() {
+            store.apply_onto(&root.snapshots, &st.worktree_path, root.owner)?;
+            hit("worktree.create.copied-in");
+        }
         if root.owner != ctx.git_owner {
             chown_tree(&st.worktree_path, root.owner)?;
         }

@@ -204,6 +204,11 @@ impl Store {
         if !kind.is_git() && req.repo.is_some() {
             return Err(Error::BadInput(format!("--repo is for the worktree backend, not {kind}")));
         }
+        // A repository root's base is its commit; its backend presents the snapshots it is
+        // given (a provision layer) above that.
+        if kind.is_git() && !req.from.is_empty() {
+            return Err(Error::BadInput(format!("--from is for overlay and copy roots, not {kind} (its base is --base-ref)")));
+        }
         timings.insert("resolve".into(), elapsed_ms(t0));
 
         let id = format!("{:016x}", rand::random::<u64>());
@@ -229,6 +234,9 @@ impl Store {
             spec.durable = true;
         }
         spec.cwd = plan.cwd.clone();
+        // The copy and worktree backends write the provision layer into the root's own tree (a
+        // copy of it per root, still built once); overlay and git-overlay stack it.
+        let copied_in = matches!(plan.state.kind(), backend::BackendKind::Copy | backend::BackendKind::Worktree);
         spec.owner = plan.owner.unwrap_or(owner);
         let mut rec = RootRecord {
             version: STATE_VERSION,
@@ -246,10 +254,7 @@ impl Store {
             labels: req.labels.clone(),
             warnings: warnings.into_iter().chain(plan.warnings).collect(),
             request: req.clone(),
-            // The copy backend writes the layer into the root's own tree (a copy of it per
-            // root, still built once); the overlay stacks it.
-            provision: provision
-                .map(|p| provision::ProvisionUse { copied_in: kind == crate::backend::BackendKind::Copy, ..p }),
+            provision: provision.map(|p| provision::ProvisionUse { copied_in, ..p }),
             destroy_began_in: None,
         };
         // Every user who must reach the working directory can, or the root is refused before

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::worktree::BaseFile;
 use crate::backend::BackendKind;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
@@ -281,6 +282,11 @@ pub fn provision_key(
     Hash::of(&out)
 }
 
+/// What a key with scope `base` takes for a repository root's base: its commit's tree id.
+fn git_tree_layer(tree: &str) -> Hash {
+    Hash::of(format!("execroot provision git tree {tree}").as_bytes())
+}
+
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -364,45 +370,60 @@ impl Store {
         if p.inputs.is_empty() {
             return Err(Error::BadInput("--provision needs --provision-inputs PATHS (the files it depends on)".into()));
         }
-        // A repository's roots (worktree, git-overlay) are not provisioned yet: the worktree
-        // backend cannot present a layer, and git-overlay's would have to sit under its checkout.
-        if req.repo.is_some() || matches!(req.backend, Some(BackendKind::Worktree | BackendKind::GitOverlay)) {
-            return Err(Error::BadInput(
-                "--provision stacks a layer on the root's --from snapshots: roots of a repository (--repo, the \
-                 worktree and git-overlay backends) cannot be provisioned yet; use the overlay or copy backend"
-                    .into(),
-            ));
-        }
         let config = self.config()?;
         let owner = match &req.owner {
             Some(o) => Owner::parse(o)?,
             None => config.owner.as_deref().map(Owner::parse).transpose()?.unwrap_or_else(Owner::current),
         };
-        let from: Vec<Hash> = req.from.iter().map(|s| self.resolve(s)).collect::<Result<_>>()?;
-        let base = self.flatten_stack(&from)?;
+        let paths: Vec<String> = p.inputs.iter().map(|raw| normalize_input(raw)).collect::<Result<_>>()?;
         let mut inputs = BTreeMap::new();
-        for raw in &p.inputs {
-            let path = normalize_input(raw)?;
-            let found = base.binary_search_by(|e| cmp_paths(&e.path, path.as_bytes()));
-            let hash = match found.map(|i| &base[i].node) {
-                Ok(Node::File { hash, .. }) => *hash,
-                Ok(other) => {
-                    return Err(Error::BadInput(format!(
-                        "provision input {path:?} is a {} in the base, not a file",
-                        other.kind_name()
-                    )))
-                }
-                Err(_) => {
-                    return Err(Error::BadInput(format!(
-                        "provision input {path:?} is not in the base ({})",
-                        if req.from.is_empty() { "no --from".to_string() } else { req.from.join(", ") }
-                    )))
-                }
-            };
-            inputs.insert(path, hash);
-        }
+        let (owner, layers) = if let Some(repo) = &req.repo {
+            // A repository's root: the inputs as the base commit holds them, and (scope base)
+            // its tree. A worktree belongs to the repository's owner unless one is given.
+            let rev = req.base_ref.as_deref().ok_or_else(|| Error::BadInput("--repo needs --base-ref REF".into()))?;
+            let (tree, files, repo_owner) = crate::backend::worktree::base_files(self, repo, rev, &paths)?;
+            for (path, f) in paths.iter().zip(files) {
+                let hash = match f {
+                    BaseFile::Blob(bytes) => Hash::of(&bytes),
+                    BaseFile::Other(kind) => {
+                        return Err(Error::BadInput(format!(
+                            "provision input {path:?} is a {kind} in {rev}, not a file"
+                        )))
+                    }
+                    BaseFile::Missing => {
+                        return Err(Error::BadInput(format!("provision input {path:?} is not in {rev}")))
+                    }
+                };
+                inputs.insert(path.clone(), hash);
+            }
+            let owner = if req.owner.is_some() || config.owner.is_some() { owner } else { repo_owner };
+            (owner, vec![git_tree_layer(&tree)])
+        } else {
+            let from: Vec<Hash> = req.from.iter().map(|s| self.resolve(s)).collect::<Result<_>>()?;
+            let base = self.flatten_stack(&from)?;
+            for path in &paths {
+                let found = base.binary_search_by(|e| cmp_paths(&e.path, path.as_bytes()));
+                let hash = match found.map(|i| &base[i].node) {
+                    Ok(Node::File { hash, .. }) => *hash,
+                    Ok(other) => {
+                        return Err(Error::BadInput(format!(
+                            "provision input {path:?} is a {} in the base, not a file",
+                            other.kind_name()
+                        )))
+                    }
+                    Err(_) => {
+                        return Err(Error::BadInput(format!(
+                            "provision input {path:?} is not in the base ({})",
+                            if req.from.is_empty() { "no --from".to_string() } else { req.from.join(", ") }
+                        )))
+                    }
+                };
+                inputs.insert(path.clone(), hash);
+            }
+            (owner, self.layer_stack(&from)?)
+        };
         let env = env_values(&p.env)?;
-        let layers = if p.scope == Scope::Base { self.layer_stack(&from)? } else { vec![] };
+        let layers = if p.scope == Scope::Base { layers } else { vec![] };
         let key = provision_key(&p.command, p.scope, owner, &inputs, &layers, &env).to_hex();
         self.top_dir("provisions")?;
         if let Some(u) = self.provision_hit(&key)? {
@@ -424,7 +445,7 @@ impl Store {
             owner,
             created_at: String::new(),
         };
-        let snapshot = self.build_provision(req, p, rec, &env, timings)?;
+        let snapshot = self.build_provision(req, p, rec, owner, &env, timings)?;
         Ok(ProvisionUse {
             key: key.clone(),
             snapshot,
@@ -498,6 +519,7 @@ impl Store {
         req: &CreateRequest,
         p: &ProvisionRequest,
         mut rec: ProvisionRecord,
+        owner: Owner,
         env: &BTreeMap<String, Option<String>>,
         timings: &mut BTreeMap<String, f64>,
     ) -> Result<Hash> {
@@ -508,13 +530,25 @@ impl Store {
         crate::store::perms::make_dir(&dir, 0o700)?;
         // A record whose snapshot went is replaced below; until then it is no layer.
         let _ = std::fs::remove_file(dir.join("record.json"));
-        let tmp_req = CreateRequest {
-            class: req.class,
-            from: req.from.clone(),
-            backend: req.backend,
-            owner: req.owner.clone(),
-            labels: BTreeMap::from([(BUILD_LABEL.to_string(), key.clone())]),
-            ..Default::default()
+        let labels = BTreeMap::from([(BUILD_LABEL.to_string(), key.clone())]);
+        let tmp_req = match &req.repo {
+            // A plain root of the base commit's checkout (no worktree: the command gets no
+            // `.git` to change the repository through), as the root's owner.
+            Some(repo) => CreateRequest {
+                class: Some(crate::policy::Class::Preview),
+                from: vec![self.checkout_for_build(req, repo, &labels)?.to_hex()],
+                owner: Some(owner.uid.to_string()),
+                labels,
+                ..Default::default()
+            },
+            None => CreateRequest {
+                class: req.class,
+                from: req.from.clone(),
+                backend: req.backend,
+                owner: req.owner.clone(),
+                labels,
+                ..Default::default()
+            },
         };
         let tmp = self.create_root(&tmp_req)?;
         timings.insert("provisionRoot".into(), elapsed_ms(t0));
@@ -608,12 +642,44 @@ impl Store {
             skip_special: false,
             exclude: spec.mount_subdirs.clone(),
         };
-        // What the command removed from the base is not recorded: a whiteout needs parents,
-        // and the layer has none so that it stacks on any base of the same inputs.
-        let report = self.ingest_change(&root.cwd, &diff.written(), &[], vec![], &opts)?;
+        // A change layer on the empty snapshot: it holds the command's deletions as whiteouts
+        // (which need parents) and still stacks on any base of the same inputs.
+        let empty = self.empty_snapshot()?;
+        let report = self.ingest_change(&root.cwd, &diff.written(), &diff.removed(), vec![empty], &opts)?;
         timings.insert("provisionCommit".into(), elapsed_ms(t1));
         crate::sys::failpoint::hit("provision.committed");
         Ok(report.id)
+    }
+
+    /// The snapshot of the checkout of a repository root's base commit that its build runs on:
+    /// the git-overlay backend's cached one (docs/format.md, "Checkout cache"), else made by a
+    /// git-overlay root of that commit, destroyed at once (it carries the build's label, so a
+    /// kill leaves it to the next build or doctor like the build's own root).
+    fn checkout_for_build(&self, req: &CreateRequest, repo: &Path, labels: &BTreeMap<String, String>) -> Result<Hash> {
+        let rev = req.base_ref.as_deref().unwrap_or_default();
+        if let Some(id) = crate::backend::git_overlay::cached_checkout(self, repo, rev)? {
+            return Ok(id);
+        }
+        let made = self.create_root(&CreateRequest {
+            class: Some(crate::policy::Class::RepoEdit),
+            backend: Some(BackendKind::GitOverlay),
+            repo: Some(repo.to_path_buf()),
+            base_ref: req.base_ref.clone(),
+            owner: req.owner.clone(),
+            labels: labels.clone(),
+            ..Default::default()
+        })?;
+        let checkout = (made.backend == BackendKind::GitOverlay).then(|| made.snapshots.first().copied()).flatten();
+        if let Err(e) = self.destroy_root(&made.id, true) {
+            tracing::warn!(root = %made.id, "temporary root of a provision build kept: {e}");
+        }
+        checkout.ok_or_else(|| {
+            Error::BadInput(format!(
+                "--provision on a root of {}: its checkout of {rev} cannot be made a snapshot to build on ({})",
+                repo.display(),
+                made.warnings.join("; ")
+            ))
+        })
     }
 
     /// Every finished provision layer (`provision list`), most recently used first. A record

@@ -86,14 +86,17 @@ impl Store {
         Ok(Manifest::new(vec![], view.into_values().collect())?.entries)
     }
 
-    /// The tree a stack of snapshots presents (bottom first), as a root of them shows it.
+    /// The tree a stack of snapshots presents (bottom first), as an overlay root of them shows
+    /// it: their layers ([`Store::layer_stack`]) applied bottom first, so that a change layer's
+    /// whiteouts delete from every layer below it, earlier snapshots of the stack included (a
+    /// provision layer on its base, docs/format.md "Provision layers").
     pub fn flatten_stack(&self, ids: &[Hash]) -> Result<Vec<Entry>> {
         if let [one] = ids {
             return self.flatten(one);
         }
         let mut view = BTreeMap::new();
-        for id in ids {
-            apply_layer(&mut view, self.flatten(id)?);
+        for id in self.layer_stack(ids)? {
+            apply_layer(&mut view, self.load_manifest(&id)?.entries);
         }
         if view.is_empty() {
             view.insert(Vec::new(), Entry { path: vec![], mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir });
@@ -152,6 +155,79 @@ impl Store {
         })
     }
 
+    /// Apply the layers of `ids` ([`Store::layer_stack`], bottom first) onto the existing tree
+    /// `dest` as overlayfs would stack them on it: a whiteout removes the path with everything
+    /// below it, a file or symlink replaces whatever is there, a directory merges with a
+    /// directory and replaces anything else, an opaque directory replaces it whole. The top's
+    /// own entry is left as it is. What is written is given to `owner` (files, dirs, symlinks)
+    /// when that is not the caller. Every name is resolved beneath `dest`'s handle, never
+    /// through a symlink: the tree may belong to another user (a worktree's, provision layers
+    /// copied in). Returns (reflinked, copied) file counts.
+    pub fn apply_onto(&self, ids: &[Hash], dest: &Path, owner: crate::sys::Owner) -> Result<(u64, u64)> {
+        let tree = Tree::open(dest).at(dest)?;
+        let chown = owner != crate::sys::Owner::current();
+        let (mut reflinked, mut copied) = (0, 0);
+        let mut dirs: Vec<Entry> = Vec::new();
+        for id in self.layer_stack(ids)? {
+            for e in self.load_manifest(&id)?.entries.into_iter().skip(1) {
+                let at = tree.display(&e.path);
+                let now = tree.lstat(&e.path).at(&at)?;
+                let keep_dir = matches!(e.node, Node::Dir) && now.as_ref().is_some_and(|m| m.is_dir());
+                if now.is_some() && !keep_dir {
+                    tree.remove_all(&e.path).at(&at)?;
+                }
+                match &e.node {
+                    Node::Whiteout => continue,
+                    Node::Dir | Node::OpaqueDir => {
+                        if !keep_dir {
+                            tree.mkdir(&e.path, 0o700).at(&at)?;
+                        }
+                        dirs.push(e.clone());
+                    }
+                    Node::File { hash, size } => {
+                        if self.write_file_entry(&tree, &e, hash, *size)? {
+                            reflinked += 1;
+                        } else {
+                            copied += 1;
+                        }
+                    }
+                    Node::Symlink { target } => {
+                        tree.symlink(&e.path, target).at(&at)?;
+                        tree.set_mtime(&e.path, e.mtime_sec, e.mtime_nsec).at(&at)?;
+                    }
+                }
+                if chown {
+                    tree.chown(&e.path, owner.uid, owner.gid).at(&at)?;
+                }
+            }
+        }
+        for e in dirs.iter().rev() {
+            let at = tree.display(&e.path);
+            tree.chmod_dir(&e.path, e.mode).at(&at)?;
+            tree.set_mtime(&e.path, e.mtime_sec, e.mtime_nsec).at(&at)?;
+        }
+        Ok((reflinked, copied))
+    }
+
+    /// Write the file entry `e` (content `hash`, `size` bytes), which must not exist, into
+    /// `tree` with its mode and mtime: reflinked from its object where the filesystem can, else
+    /// copied (true when reflinked).
+    fn write_file_entry(&self, tree: &Tree, e: &Entry, hash: &Hash, size: u64) -> Result<bool> {
+        let at = tree.display(&e.path);
+        let src_path = self.object_path(hash);
+        let src = std::fs::File::open(&src_path).at(&src_path)?;
+        let dst = tree.create_file(&e.path, 0o600).at(&at)?;
+        // Any failure (other filesystem, no reflink support) falls back to a copy, of the data
+        // extents only: a sparse object stays sparse.
+        let reflinked = rustix::fs::ioctl_ficlone(&dst, &src).is_ok();
+        if !reflinked {
+            crate::sys::sparse::copy(&src, &dst, size).at(&at)?;
+        }
+        dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&at)?;
+        crate::sys::beneath::set_times(&dst, e.mtime_sec, e.mtime_nsec).at(&at)?;
+        Ok(reflinked)
+    }
+
     /// Write `entries` into the empty directory `tree`. Every name is created beneath the
     /// tree's handle, never through a symlink, so a user who can write the destination cannot
     /// redirect the checkout by swapping a directory for a symlink while it runs.
@@ -167,19 +243,9 @@ impl Store {
         entries.par_iter().filter(|e| !e.node.is_dir()).try_for_each(|e| -> Result<()> {
             match &e.node {
                 Node::File { hash, size } => {
-                    let src_path = self.object_path(hash);
-                    let src = std::fs::File::open(&src_path).at(&src_path)?;
-                    let dst = tree.create_file(&e.path, 0o600).at(at(e))?;
-                    // Any failure (other filesystem, no reflink support) falls back to a copy,
-                    // of the data extents only: a sparse object stays sparse.
-                    if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
-                        reflinked.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        crate::sys::sparse::copy(&src, &dst, *size).at(at(e))?;
-                        copied.fetch_add(1, Ordering::Relaxed);
-                    }
-                    dst.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(at(e))?;
-                    crate::sys::beneath::set_times(&dst, e.mtime_sec, e.mtime_nsec).at(at(e))
+                    let n = if self.write_file_entry(tree, e, hash, *size)? { &reflinked } else { &copied };
+                    n.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
                 }
                 Node::Symlink { target } => {
                     tree.symlink(&e.path, target).at(at(e))?;

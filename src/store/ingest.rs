@@ -421,6 +421,17 @@ impl Store {
         }
         session.finish_with_parents(entries.into_values().collect(), parents, format!("root:{}", cwd.display()), opts)
     }
+
+    /// The empty snapshot: a root directory (mode 0755, mtime 0) and nothing else, without
+    /// parents; the same id in every store. A change layer whose only parent it is records a
+    /// change (whiteouts included: they need parents) that stacks on any base, as a provision
+    /// layer does (docs/format.md, "Provision layers").
+    pub fn empty_snapshot(&self) -> Result<Hash> {
+        let opts = IngestOptions::default();
+        let session = Session::begin(self, &opts)?;
+        let top = Entry { path: Vec::new(), mode: 0o755, mtime_sec: 0, mtime_nsec: 0, node: Node::Dir };
+        Ok(session.finish_with_parents(vec![top], vec![], "empty".into(), &opts)?.id)
+    }
 }
 
 /// Turn a tar member name into a manifest path: strip `./` prefixes and a trailing `/`, then

@@ -338,6 +338,20 @@ impl Tree {
         Ok(rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, OsStr::from_bytes(name))?)
     }
 
+    /// Remove `rel` (not the top), and everything below it when it is a directory, each name
+    /// beneath the top and never through a symlink; absent, nothing happens.
+    pub fn remove_all(&self, rel: &[u8]) -> io::Result<()> {
+        let Some(m) = self.lstat(rel)? else { return Ok(()) };
+        if m.is_dir() {
+            for n in self.names(rel)? {
+                self.remove_all(&[rel, b"/", &n].concat())?;
+            }
+        }
+        let (dir, name) = self.parent(rel)?;
+        let flags = if m.is_dir() { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+        Ok(rustix::fs::unlinkat(&dir, OsStr::from_bytes(name), flags)?)
+    }
+
     /// Give `rel` itself (a symlink included) to `uid:gid`.
     pub fn chown(&self, rel: &[u8], uid: u32, gid: u32) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
