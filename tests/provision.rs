@@ -456,3 +456,207 @@ fn a_killed_build_whose_command_left_a_process_running_is_cleared_by_doctor() {
     }
     assert!(p.provisions().is_empty(), "nothing was cached");
 }
+
+impl Project {
+    /// A repository whose one commit on main is the project (its `node_modules/` ignored).
+    fn repo(&self, lock: &str) -> PathBuf {
+        let r = self.env.path("repo");
+        std::fs::create_dir_all(r.join("src")).unwrap();
+        std::fs::write(r.join("package.json"), "{\"dependencies\":{\"dep\":\"1\"}}\n").unwrap();
+        std::fs::write(r.join("pnpm-lock.yaml"), lock).unwrap();
+        std::fs::write(r.join("src/index.js"), "a").unwrap();
+        std::fs::write(r.join(".gitignore"), "node_modules/\n").unwrap();
+        git(&r, &["init", "-q", "-b", "main"]);
+        git(&r, &["add", "-A"]);
+        git(&r, &["commit", "-qm", "base"]);
+        r
+    }
+
+    /// `root create --class repo-edit --backend BACKEND --repo REPO --base-ref main` provisioned
+    /// with `command`.
+    fn repo_create(&self, backend: &str, repo: &std::path::Path, command: &str) -> Value {
+        let r = repo.to_str().unwrap();
+        let args = ["--provision", command, "--provision-inputs", "package.json,pnpm-lock.yaml"];
+        self.env.repo_root(backend, r, &args)
+    }
+}
+
+/// `git status --porcelain` in the root's worktree, ignored files left out.
+fn porcelain(root: &Value) -> String {
+    git(&cwd(root), &["status", "--porcelain"])
+}
+
+#[test]
+fn a_git_overlay_root_gets_the_layer_over_its_checkout_and_git_ignores_it() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let repo = p.repo("lock-g\n");
+    let first = p.repo_create("git-overlay", &repo, &p.command());
+    assert_eq!(first["backend"], "git-overlay", "{first}");
+    assert_eq!(first["provision"]["hit"], false, "{first}");
+    assert_eq!(first["provision"]["copiedIn"], false, "git-overlay stacks the layer: {first}");
+    assert_eq!(p.runs(), 1);
+    assert_provisioned_repo(&first, "lock-g\n");
+    // The layer sits above the checkout: the checkout snapshot first, the layer last.
+    assert_eq!(first["snapshots"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(porcelain(&first), "", "node_modules is ignored and nothing tracked changed");
+    let shown = p.env.ok(&["root", "show", first["id"].as_str().unwrap()]);
+    assert_eq!((shown["git"]["dirtyEntryCount"].as_u64(), shown["git"]["untrackedEntryCount"].as_u64()), (Some(0), Some(0)));
+    assert!(shown["git"]["ignoredEntryCount"].as_u64().unwrap() > 0, "{shown}");
+    // Tiny on disk: the layer is shared, the upper holds the `.git` link.
+    assert!(shown["usage"]["bytes"].as_u64().unwrap() < 1024 * 1024, "{shown}");
+
+    // A hit: no command runs, and the layer is the same.
+    let second = p.repo_create("git-overlay", &repo, &p.command());
+    assert_eq!(second["provision"]["hit"], true, "{second}");
+    assert_eq!(key(&second), key(&first));
+    assert_eq!(p.runs(), 1);
+    assert_provisioned_repo(&second, "lock-g\n");
+    assert_eq!(porcelain(&second), "");
+
+    // Destroy still refuses to lose work: an untracked file, then an edit of a tracked one.
+    let id = second["id"].as_str().unwrap();
+    std::fs::write(cwd(&second).join("notes.txt"), "mine").unwrap();
+    p.env.fails(&["root", "destroy", id], 5);
+    std::fs::remove_file(cwd(&second).join("notes.txt")).unwrap();
+    std::fs::write(cwd(&second).join("src/index.js"), "edited").unwrap();
+    p.env.fails(&["root", "destroy", id], 5);
+    git(&cwd(&second), &["checkout", "--", "src/index.js"]);
+    assert_eq!(p.env.ok(&["root", "destroy", id])["cleaned"], true);
+    assert_eq!(p.env.ok(&["root", "destroy", first["id"].as_str().unwrap()])["cleaned"], true);
+
+    // No temporary root or branch of the build is left in the repository.
+    let roots = p.env.ok(&["root", "list"])["roots"].as_array().unwrap().clone();
+    assert!(roots.is_empty(), "{roots:?}");
+    assert_eq!(git(&repo, &["branch", "--format=%(refname:short)"]).trim(), "main");
+    assert_eq!(git(&repo, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
+}
+
+/// A repository root shows its commit with the layer on top.
+fn assert_provisioned_repo(root: &Value, lock: &str) {
+    let cwd = cwd(root);
+    assert_eq!(std::fs::read_to_string(cwd.join("node_modules/dep/lock-copy")).unwrap(), lock);
+    assert_eq!(std::fs::read_to_string(cwd.join("src/index.js")).unwrap(), "a");
+    let snaps = root["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.last().unwrap(), &root["provision"]["snapshot"], "the layer is the top snapshot");
+}
+
+#[test]
+fn a_plain_worktree_root_gets_the_layer_copied_in() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let repo = p.repo("lock-w\n");
+    // The first build of this commit makes its checkout snapshot (no git-overlay root yet).
+    let a = p.repo_create("worktree", &repo, &p.command());
+    assert_eq!(a["backend"], "worktree", "{a}");
+    assert_eq!((a["provision"]["hit"].clone(), a["provision"]["copiedIn"].clone()), (false.into(), true.into()));
+    let b = p.repo_create("worktree", &repo, &p.command());
+    assert_eq!((b["provision"]["hit"].clone(), b["provision"]["copiedIn"].clone()), (true.into(), true.into()));
+    assert_eq!(p.runs(), 1, "built once, copied into each");
+    for r in [&a, &b] {
+        let lock_copy = cwd(r).join("node_modules/dep/lock-copy");
+        assert_eq!(std::fs::read_to_string(&lock_copy).unwrap(), "lock-w\n");
+        assert!(std::fs::symlink_metadata(&lock_copy).unwrap().is_file(), "a private copy");
+        assert_eq!(porcelain(r), "");
+    }
+    // The same key as a git-overlay root of the commit: it stacks what the worktrees copied.
+    let g = p.repo_create("git-overlay", &repo, &p.command());
+    assert_eq!((g["provision"]["hit"].clone(), g["provision"]["copiedIn"].clone()), (true.into(), false.into()));
+    assert_eq!(key(&g), key(&a));
+    // Ignored files are disposable: destroy takes them; an untracked file still stops it.
+    std::fs::write(cwd(&a).join("notes.txt"), "mine").unwrap();
+    p.env.fails(&["root", "destroy", a["id"].as_str().unwrap()], 5);
+    for r in [&a, &b, &g] {
+        assert_eq!(p.env.ok(&["root", "destroy", r["id"].as_str().unwrap(), "--force"])["cleaned"], true);
+    }
+    assert_eq!(git(&repo, &["branch", "--format=%(refname:short)"]).trim(), "main");
+}
+
+/// The command deletes a base file, replaces a directory with a file and edits a tracked file.
+const RESHAPE: &str = "rm old.txt && rm -r cache && echo now-a-file > cache && echo edited > keep.txt && \
+                       mkdir -p node_modules/dep && cp pnpm-lock.yaml node_modules/dep/lock-copy";
+
+fn assert_reshaped(dir: &std::path::Path) {
+    assert!(!dir.join("old.txt").exists(), "the deleted file is gone in {}", dir.display());
+    assert_eq!(std::fs::read_to_string(dir.join("cache")).unwrap(), "now-a-file\n");
+    assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "edited\n");
+    assert!(dir.join("node_modules/dep/lock-copy").is_file());
+}
+
+#[test]
+fn what_the_command_deletes_or_replaces_is_recorded_as_whiteouts() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let src = p.env.path("src-r");
+    std::fs::create_dir_all(src.join("cache/deep")).unwrap();
+    std::fs::write(src.join("cache/a"), "1").unwrap();
+    std::fs::write(src.join("cache/deep/b"), "2").unwrap();
+    std::fs::write(src.join("old.txt"), "old").unwrap();
+    std::fs::write(src.join("keep.txt"), "keep").unwrap();
+    std::fs::write(src.join("pnpm-lock.yaml"), "lock-r\n").unwrap();
+    let id = p.env.ingest(&src);
+    let create = |backend: &str| {
+        let args = [
+            "root", "create", "--class", "preview", "--backend", backend, "--from", &id, "--provision", RESHAPE,
+            "--provision-inputs", "pnpm-lock.yaml",
+        ];
+        p.env.ok(&args)
+    };
+    let o = create("overlay");
+    assert_eq!(o["provision"]["hit"], false);
+    assert_reshaped(&cwd(&o));
+    // The layer is a change on the empty snapshot: its whiteouts delete from any base below.
+    let layer = o["provision"]["snapshot"].as_str().unwrap();
+    let shown = p.env.ok(&["snapshot", "show", layer]);
+    assert_eq!(shown["parents"].as_array().map(Vec::len), Some(1), "{shown}");
+    // The root's diff against its snapshots is empty: the layer is the command's result.
+    let d = p.env.ok(&["root", "diff", o["id"].as_str().unwrap()]);
+    assert!(["added", "modified", "deleted"].iter().all(|k| d[k].as_array().unwrap().is_empty()), "{d}");
+    // Copied in: the same tree.
+    let c = create("copy");
+    assert_eq!((c["provision"]["hit"].clone(), c["provision"]["copiedIn"].clone()), (true.into(), true.into()));
+    assert_reshaped(&cwd(&c));
+    let d = p.env.ok(&["root", "diff", c["id"].as_str().unwrap()]);
+    assert!(["added", "modified", "deleted"].iter().all(|k| d[k].as_array().unwrap().is_empty()), "{d}");
+}
+
+#[test]
+fn a_repository_root_shows_what_the_command_did_to_tracked_files() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let r = p.env.path("repo");
+    std::fs::create_dir_all(r.join("cache")).unwrap();
+    std::fs::write(r.join("cache/a"), "1").unwrap();
+    std::fs::write(r.join("old.txt"), "old").unwrap();
+    std::fs::write(r.join("keep.txt"), "keep").unwrap();
+    std::fs::write(r.join("package.json"), "{}\n").unwrap();
+    std::fs::write(r.join("pnpm-lock.yaml"), "lock-t\n").unwrap();
+    std::fs::write(r.join(".gitignore"), "node_modules/\n").unwrap();
+    git(&r, &["init", "-q", "-b", "main"]);
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-qm", "base"]);
+    let want = " D cache/a\n M keep.txt\n D old.txt\n?? cache\n";
+    let g = p.repo_create("git-overlay", &r, RESHAPE);
+    assert_reshaped(&cwd(&g));
+    assert_eq!(porcelain(&g), want, "git sees the command's changes to tracked files");
+    let w = p.repo_create("worktree", &r, RESHAPE);
+    assert_eq!(w["provision"]["hit"], true);
+    assert_reshaped(&cwd(&w));
+    assert_eq!(porcelain(&w), want, "the copy-in applies the deletions too");
+    // Those changes are the layer's, not the run's: git-overlay judges only what the run wrote
+    // (its upper), so destroy takes them; the worktree holds a copy git cannot tell from work.
+    p.env.fails(&["root", "destroy", w["id"].as_str().unwrap()], 5);
+    assert_eq!(p.env.ok(&["root", "destroy", w["id"].as_str().unwrap(), "--force"])["cleaned"], true);
+    std::fs::write(cwd(&g).join("old.txt"), "back").unwrap();
+    p.env.fails(&["root", "destroy", g["id"].as_str().unwrap()], 5);
+    std::fs::remove_file(cwd(&g).join("old.txt")).unwrap();
+    assert_eq!(p.env.ok(&["root", "destroy", g["id"].as_str().unwrap()])["cleaned"], true);
+}
