@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Provisioning with a real package manager on a real project (issue 12).
 
-    python3 benches/provision.py [--quick] [--creates N] [--rounds N] [--cache DIR] [--out FILE]
+    python3 benches/provision.py [--quick] [--pm npm|pnpm] [--pnpm PATH] [--creates N] [--rounds N]
+                                 [--cache DIR] [--out FILE]
 
-The project is fixtures/npm-project (package.json and package-lock.json: six pinned, well-known
-packages, 82 in the lockfile), committed in a git repository and ingested as a snapshot (`git
-archive HEAD | execroot snapshot create --tar -`). Every install is `npm ci --offline` from a
-warm npm cache (`--cache DIR`, default ~/.cache/execroot-bench/npm-cache, kept between runs): if
-that cache cannot serve the lockfile offline it is warmed once with an online `npm ci` before
-anything is measured; when that fails too (no network) the run is skipped with a note. When npm
-is not installed the run is skipped with a note (pnpm alone is not used: the fixture has an npm
-lockfile only). Needs root (overlay mounts) and a built execroot ($EXECROOT_BIN, else
+The project is fixtures/npm-project (package.json with package-lock.json and pnpm-lock.yaml,
+the same resolution: six pinned, well-known packages, 82 in the lockfile), committed in a git
+repository and ingested as a snapshot (`git archive HEAD | execroot snapshot create --tar -`).
+With --pm npm (the default) every install is `npm ci --offline` from a warm npm cache (`--cache
+DIR`, default ~/.cache/execroot-bench/npm-cache); with --pm pnpm it is `pnpm install --offline
+--frozen-lockfile` from a warm pnpm store (`--cache DIR`, default
+~/.cache/execroot-bench/pnpm-store; pnpm from --pnpm, else PATH). Either is kept between runs:
+if it cannot serve the lockfile offline it is warmed once online before anything is measured;
+when that fails too (no network) the run is skipped with a note, as it is when the package
+manager is not installed. pnpm links packages from its store with hardlinks where it can: in
+the worktree (same filesystem as its store) it does, in a provision build (an overlay mount, a
+filesystem of its own) it cannot and copies; the JSON says which it did (`linkedFromStore`).
+Needs root (overlay mounts) and a built execroot ($EXECROOT_BIN, else
 $CARGO_TARGET_DIR/release/execroot, else target/release/execroot).
 
 Each round (rounds interleaved; which side goes first alternates) measures on a fresh store:
@@ -21,8 +27,11 @@ Each round (rounds interleaved; which side goes first alternates) measures on a 
   hit       creates of the same (each followed by a plain create without --provision, the
             floor), each destroyed after, with the root's disk use (`root show` usage and du of
             the root's directory, its overlay mount excluded);
-  worktree  `git worktree add -b BRANCH PATH HEAD` + the same `npm ci --offline` in it, the size
-            of node_modules, and `git worktree remove --force`.
+  worktree  `git worktree add -b BRANCH PATH HEAD` + the same install in it, the size of
+            node_modules, and `git worktree remove --force`;
+  repo hit  `root create --class repo-edit --repo REPO --base-ref main --provision ...` (a
+            git-overlay root of the same commit, the layer stacked over its checkout: a hit on
+            the same key), `git status` clean checked, and its destroy.
 Wall times are around the CLI call (process spawn included). Everything lives in a temporary
 directory under /var/tmp that is removed at the end, on failure and on SIGINT/SIGTERM: roots are
 destroyed with execroot first, and nothing is removed while a mount below it remains.
@@ -48,7 +57,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "fixtures", "npm-project")
 # The PATH execroot gives a provision command (docs/roots.md "Provisioning").
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-INPUTS = "package.json,package-lock.json"
+INPUTS = {"npm": "package.json,package-lock.json", "pnpm": "package.json,pnpm-lock.yaml"}
 MIB = 1024 * 1024
 
 
@@ -57,13 +66,17 @@ def parse_args():
     ap.add_argument("--quick", action="store_true", help="1 round, 2 hits (the test's mode)")
     ap.add_argument("--creates", type=int, help="hit creates in all (default 21; quick 2)")
     ap.add_argument("--rounds", type=int, help="rounds, each a miss and a worktree install (default 3; quick 1)")
-    ap.add_argument("--cache", help="the npm cache (default ~/.cache/execroot-bench/npm-cache)")
+    ap.add_argument("--pm", choices=["npm", "pnpm"], default="npm", help="the package manager (default npm)")
+    ap.add_argument("--pnpm", help="the pnpm binary (default: pnpm on PATH)")
+    ap.add_argument("--cache", help="the npm cache or pnpm store (default ~/.cache/execroot-bench/npm-cache "
+                    "or pnpm-store)")
     ap.add_argument("--out", help="JSON output (default bench-results/provision.json)")
     ap.add_argument("--bin", help="the execroot binary")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.creates = a.creates or (2 if a.quick else 21)
-    a.cache = os.path.abspath(a.cache or os.path.expanduser("~/.cache/execroot-bench/npm-cache"))
+    default_cache = "npm-cache" if a.pm == "npm" else "pnpm-store"
+    a.cache = os.path.abspath(a.cache or os.path.expanduser(f"~/.cache/execroot-bench/{default_cache}"))
     a.out = os.path.abspath(a.out or os.path.join(REPO, "bench-results", "provision.json"))
     return a
 
@@ -165,12 +178,20 @@ class Bench:
             path = node_dir + ":" + path
         # The worktree install gets the environment the provision command gets.
         self.env = {"PATH": path, "HOME": home}
-        npm_cmd = "npm" if os.path.dirname(self.npm) in path.split(":") else self.npm
+        pm_cmd = os.path.basename(self.npm) if os.path.dirname(self.npm) in path.split(":") else self.npm
         prefix = "" if path == CLEAN_PATH else f"PATH={path} "
-        self.install = (
-            f"{prefix}{npm_cmd} ci --offline --cache {self.a.cache} --no-audit --no-fund "
-            "--no-update-notifier --logs-max=0 --loglevel=error"
-        )
+        if args.pm == "npm":
+            self.install = (
+                f"{prefix}{pm_cmd} ci --offline --cache {self.a.cache} --no-audit --no-fund "
+                "--no-update-notifier --logs-max=0 --loglevel=error"
+            )
+            self.online = self.install.replace(" --offline ", " --prefer-offline --fetch-retries=1 "
+                                               "--fetch-retry-mintimeout=1000 --fetch-retry-maxtimeout=3000 ")
+        else:
+            self.install = (f"{prefix}{pm_cmd} install --offline --frozen-lockfile --store-dir {self.a.cache} "
+                            "--reporter=silent --config.update-notifier=false")
+            self.online = self.install.replace(" --offline ", " --prefer-offline --config.fetch-retries=1 ")
+        self.inputs = INPUTS[args.pm]
 
     # execroot on one store
     def ex(self, store, *args):
@@ -232,11 +253,9 @@ class Bench:
         except RuntimeError:
             shutil.rmtree(os.path.join(d, "node_modules"), ignore_errors=True)
         # Few, short retries: offline, the skip should come in seconds, not minutes.
-        online = self.install.replace(" --offline ", " --prefer-offline --fetch-retries=1 "
-                                      "--fetch-retry-mintimeout=1000 --fetch-retry-maxtimeout=3000 ")
         t = time.perf_counter()
         try:
-            run(["/bin/sh", "-c", online], cwd=d, env=self.env)
+            run(["/bin/sh", "-c", self.online], cwd=d, env=self.env)
         except RuntimeError as e:
             return {"state": "cold", "error": str(e)[-2000:]}
         finally:
@@ -265,7 +284,7 @@ class Bench:
     def create_args(self, provision):
         args = ["root", "create", "--class", "preview", "--from", "proj"]
         if provision:
-            args += ["--provision", self.install, "--provision-inputs", INPUTS]
+            args += ["--provision", self.install, "--provision-inputs", self.inputs]
         return args
 
     def miss(self, store):
@@ -275,9 +294,25 @@ class Bench:
         assert os.path.isfile(os.path.join(r["cwd"], "node_modules", "express", "package.json"))
         dwall, _ = self.ex_json(store, "root", "destroy", r["id"])
         info = json.loads(self.ex(store, "--json", "provision", "list"))["provisions"]
+        layer = json.loads(self.ex(store, "--json", "snapshot", "show", r["provision"]["snapshot"]))
         # What the layer costs the store once: its objects, manifest and materialized layer.
         return {"wallMs": wall, "timingsMs": r["timingsMs"], "destroyMs": dwall,
-                "layerBytes": info[0]["bytes"], "storeGrowthBytes": du(store) - before, "key": r["provision"]["key"]}
+                "layerBytes": info[0]["bytes"], "storeGrowthBytes": du(store) - before, "key": r["provision"]["key"],
+                "layerEntries": layer.get("entries")}
+
+    def repo_hit(self, store, repo):
+        """A git-overlay root of the project's commit, provisioned: the same key, so a hit."""
+        args = ["root", "create", "--class", "repo-edit", "--backend", "git-overlay", "--repo", repo,
+                "--base-ref", "main", "--provision", self.install, "--provision-inputs", self.inputs]
+        wall, r = self.ex_json(store, *args)
+        assert r["provision"]["hit"] is True and r["backend"] == "git-overlay", r
+        assert os.path.isfile(os.path.join(r["cwd"], "node_modules", "express", "package.json"))
+        status = run(["git", "-c", f"safe.directory={r['cwd']}", "status", "--porcelain"], cwd=r["cwd"])
+        assert status == "", status
+        shown = json.loads(self.ex(store, "--json", "root", "show", r["id"]))
+        dwall, _ = self.ex_json(store, "root", "destroy", r["id"])
+        return {"wallMs": wall, "timingsMs": r["timingsMs"], "usageBytes": shown["usage"]["bytes"],
+                "gitClean": True, "destroyMs": dwall}
 
     def hit(self, store, check):
         wall, r = self.ex_json(store, *self.create_args(True))
@@ -309,7 +344,8 @@ class Bench:
         assert os.path.isfile(os.path.join(wt, "node_modules", "express", "package.json"))
         nm = os.path.join(wt, "node_modules")
         sizes = {"nodeModulesBytes": du(nm), "nodeModulesApparentBytes": du(nm, apparent=True),
-                 "nodeModulesEntries": sum(len(d) + len(f) for _, d, f in os.walk(nm))}
+                 "nodeModulesEntries": sum(len(d) + len(f) for _, d, f in os.walk(nm)),
+                 "linkedFromStore": linked(nm)}
         remove, _ = timed(["git", "worktree", "remove", "--force", wt], cwd=repo)
         run(["git", "branch", "-q", "-D", branch], cwd=repo)
         return {"addMs": add, "installMs": install, "removeMs": remove, "readyMs": add + install, **sizes}
@@ -333,6 +369,7 @@ class Bench:
             store = self.new_store(i, tar)
             rnd["miss"] = self.miss(store)
             rnd["hits"] = [self.hit(store, check=(j == 0)) for j in range(per_round[i])]
+            rnd["repoHit"] = self.repo_hit(store, repo)
             if i % 2 == 0:
                 rnd["worktree"] = self.worktree(repo, i)
             self.drop_store(store)
@@ -341,6 +378,12 @@ class Bench:
                   f"hit p50 {statistics.median(h['wallMs'] for h in rnd['hits']):.1f} ms, "
                   f"worktree+install {rnd['worktree']['readyMs']:.0f} ms", file=sys.stderr)
         return rounds
+
+
+def linked(nm):
+    """Whether the install hardlinked express's package.json from the package manager's store."""
+    p = os.path.realpath(os.path.join(nm, "express", "package.json"))
+    return os.stat(p).st_nlink > 1
 
 
 def summarize(rounds):
@@ -369,8 +412,15 @@ def summarize(rounds):
             "layerBytes": misses[0]["layerBytes"],
             "storeGrowthBytes": s(m["storeGrowthBytes"] for m in misses),
         },
+        "repoHit": {
+            "wallMs": s(r["repoHit"]["wallMs"] for r in rounds),
+            "totalMs": s(r["repoHit"]["timingsMs"]["total"] for r in rounds),
+            "usageBytes": s(r["repoHit"]["usageBytes"] for r in rounds),
+            "destroyMs": s(r["repoHit"]["destroyMs"] for r in rounds),
+        },
         "worktree": {k: s(w[k] for w in wts) for k in ("addMs", "installMs", "removeMs", "readyMs")},
-        "nodeModules": {k: wts[0][k] for k in ("nodeModulesBytes", "nodeModulesApparentBytes", "nodeModulesEntries")},
+        "nodeModules": {k: wts[0][k] for k in ("nodeModulesBytes", "nodeModulesApparentBytes", "nodeModulesEntries",
+                                               "linkedFromStore")},
     }
     hit_p50 = summary["hit"]["wallMs"]["p50"]
     ready = summary["worktree"]["readyMs"]["p50"]
@@ -380,9 +430,9 @@ def summarize(rounds):
     summary["ratios"] = {"worktreeReadyOverHit": ready / hit_p50, "missOverInstall": miss / install}
     summary["goals"] = [
         {"goal": "hit p50 <= 20 ms (wall, CLI)", "value": hit_p50, "met": hit_p50 <= 20.0},
-        {"goal": "hit >= 100x faster than git worktree add + npm ci", "value": ready / hit_p50,
+        {"goal": "hit >= 100x faster than git worktree add + install", "value": ready / hit_p50,
          "met": ready / hit_p50 >= 100.0},
-        {"goal": "miss <= 3x the plain npm ci in a worktree", "value": miss / install, "met": miss / install <= 3.0},
+        {"goal": "miss <= 3x the plain install in a worktree", "value": miss / install, "met": miss / install <= 3.0},
         {"goal": "disk per root on a hit <= 1 MiB", "value": disk, "met": disk <= MIB},
     ]
     return summary
@@ -390,6 +440,8 @@ def summarize(rounds):
 
 def table(res):
     s = res["summary"]
+    pm = res.get("pm", "npm")
+    install_name = "`npm ci --offline`" if pm == "npm" else "`pnpm install --offline --frozen-lockfile`"
     h, m, w, nm = s["hit"], s["miss"], s["worktree"], s["nodeModules"]
     f = lambda x: f"{x:,.1f} ms" if x < 100 else f"{x:,.0f} ms"  # noqa: E731
     kib = lambda b: f"{b / 1024:,.0f} KiB" if b < MIB else f"{b / MIB:,.1f} MiB"  # noqa: E731
@@ -408,16 +460,19 @@ def table(res):
         f"{f(h['destroyMs']['min'])} / {f(h['destroyMs']['max'])} |",
         f"| `git worktree add -b` (n={w['addMs']['n']}) | {f(w['addMs']['p50'])} | "
         f"{f(w['addMs']['min'])} / {f(w['addMs']['max'])} |",
-        f"| `npm ci --offline` in the worktree | {f(w['installMs']['p50'])} | "
+        f"| {install_name} in the worktree | {f(w['installMs']['p50'])} | "
         f"{f(w['installMs']['min'])} / {f(w['installMs']['max'])} |",
         f"| worktree ready (add + install) | {f(w['readyMs']['p50'])} | "
         f"{f(w['readyMs']['min'])} / {f(w['readyMs']['max'])} |",
         f"| `git worktree remove --force` | {f(w['removeMs']['p50'])} | "
         f"{f(w['removeMs']['min'])} / {f(w['removeMs']['max'])} |",
+        f"| repo hit: `root create --class repo-edit --backend git-overlay --provision` (wall; "
+        f"n={s['repoHit']['wallMs']['n']}) | {f(s['repoHit']['wallMs']['p50'])} | "
+        f"{f(s['repoHit']['wallMs']['min'])} / {f(s['repoHit']['wallMs']['max'])} |",
         f"| miss: the first `root create --provision` on a fresh store (wall; n={m['wallMs']['n']}) | "
         f"{f(m['wallMs']['p50'])} | {f(m['wallMs']['min'])} / {f(m['wallMs']['max'])} |",
     ]
-    names = {"provisionRoot": "temporary root of the base", "provisionCommand": "the command (`npm ci` in the root)",
+    names = {"provisionRoot": "temporary root of the base", "provisionCommand": f"the command ({install_name} in the root)",
              "provisionCommit": "commit of what it wrote (the layer)", "provisionDestroy": "destroy of the temporary root",
              "backend": "the root itself (materializes the new layer)"}
     for k, label in names.items():
@@ -438,6 +493,7 @@ def table(res):
         f"{kib(m['storeGrowthBytes']['max'])} |",
         f"| node_modules of the plain install (du; apparent size) | {kib(nm['nodeModulesBytes'])} "
         f"({kib(nm['nodeModulesApparentBytes'])}) |",
+        f"| the worktree install hardlinked from the {pm} store | {'yes' if nm['linkedFromStore'] else 'no'} |",
         "",
         "| goal | value | met |",
         "|---|---|---|",
@@ -460,15 +516,16 @@ def write(out, doc):
 def main():
     a = parse_args()
     doc = {"quick": a.quick, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "project": "fixtures/npm-project", "cache": a.cache}
+           "project": "fixtures/npm-project", "cache": a.cache, "pm": a.pm}
     git = shutil.which("git")
     if git:
         doc["commit"] = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                        text=True).stdout.strip()
-    npm = shutil.which("npm")
+    npm = shutil.which("npm") if a.pm == "npm" else (a.pnpm or shutil.which("pnpm"))
+    if npm and a.pm == "pnpm":
+        npm = os.path.abspath(npm)
     if not npm:
-        why = "npm is not installed" + (" (pnpm is, but the fixture has an npm lockfile only)"
-                                        if shutil.which("pnpm") else " (nor pnpm)")
+        why = f"{a.pm} is not installed"
         doc["skipped"] = why
         write(a.out, doc)
         print(f"skipped: {why}")
@@ -479,7 +536,7 @@ def main():
         sys.exit("benches/provision.py needs root (overlay mounts)")
     exe = find_bin(a.bin)
     doc["execroot"] = exe
-    doc["npm"] = run([npm, "--version"]).strip()
+    doc[a.pm] = run([npm, "--version"]).strip()
     doc["node"] = run([shutil.which("node") or "node", "--version"]).strip()
     b = Bench(a, exe, npm)
     doc["command"] = b.install
@@ -493,7 +550,7 @@ def main():
     try:
         doc["cacheWarm"] = b.warm_cache()
         if doc["cacheWarm"]["state"] == "cold":
-            doc["skipped"] = (f"the npm cache {a.cache} cannot serve the lockfile offline and warming it online "
+            doc["skipped"] = (f"the {a.pm} cache {a.cache} cannot serve the lockfile offline and warming it online "
                               "failed (no network?)")
             print(f"skipped: {doc['skipped']}\n{doc['cacheWarm']['error']}")
         else:
