@@ -660,3 +660,27 @@ fn a_repository_root_shows_what_the_command_did_to_tracked_files() {
     std::fs::remove_file(cwd(&g).join("old.txt")).unwrap();
     assert_eq!(p.env.ok(&["root", "destroy", g["id"].as_str().unwrap()])["cleaned"], true);
 }
+
+#[test]
+fn a_worktree_create_killed_while_copying_the_layer_in_is_undone_by_doctor() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let repo = p.repo("lock-k\n");
+    let r = repo.to_str().unwrap();
+    let args = [
+        "root", "create", "--class", "repo-edit", "--backend", "worktree", "--repo", r, "--base-ref", "main",
+        "--provision", &p.command(), "--provision-inputs", "package.json,pnpm-lock.yaml",
+    ];
+    let out = p.env.spawnable(&args).env("EXECROOT_FAILPOINT", "worktree.create.copied-in").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "not reached: {}", describe(&out));
+    // The copied files are execroot's, not a run's: doctor undoes the create without keeping them.
+    let fixed = p.env.ok(&["doctor", "--repair"]);
+    assert_eq!(p.env.ok(&["doctor"])["findings"].as_array().unwrap().len(), 0, "{fixed}");
+    assert!(p.env.ok(&["root", "list"])["roots"].as_array().unwrap().is_empty(), "{fixed}");
+    assert_eq!(git(&repo, &["branch", "--format=%(refname:short)"]).trim(), "main");
+    let again = p.repo_create("worktree", &repo, &p.command());
+    assert_eq!(again["provision"]["hit"], true, "the layer was recorded before the copy-in");
+    assert_eq!(p.env.ok(&["root", "destroy", again["id"].as_str().unwrap()])["cleaned"], true);
+}

@@ -423,6 +423,15 @@ fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
     Ok(foreign.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect())
 }
 
+/// Every path the layers of `snapshots` hold (what a create copies onto the checkout).
+fn layer_paths(store: &Store, snapshots: &[crate::Hash]) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let mut out = std::collections::HashSet::new();
+    for id in store.layer_stack(snapshots)? {
+        out.extend(store.load_manifest(&id)?.entries.into_iter().map(|e| e.path));
+    }
+    Ok(out)
+}
+
 /// `git status` of a worktree whose removal was interrupted, as it was before the removal
 /// began as far as git can tell: a `.git` link removed first is put back from git's record
 /// (`git worktree repair`), and `.gitignore` files already removed are checked out again from
@@ -649,8 +658,12 @@ impl Backend for Worktree {
         }
         let keep = match what {
             // Never handed out: what git checked out may go (however far it got, whatever
-            // its index says), anything else stays.
-            Interrupted::Create => foreign_files(&ctx, st)?,
+            // its index says), and what execroot copied onto it (the root's snapshots: a
+            // provision layer); anything else stays.
+            Interrupted::Create => {
+                let copied = layer_paths(store, &root.snapshots)?;
+                foreign_files(&ctx, st)?.into_iter().filter(|p| !copied.contains(p.as_bytes())).collect()
+            }
             // The destroy's check passed before it recorded `destroying`: files it had removed
             // since (unstaged deletions) and ignored files may go; a change or an untracked
             // file is work done after the check, and stays.
