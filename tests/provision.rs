@@ -503,7 +503,10 @@ fn a_git_overlay_root_gets_the_layer_over_its_checkout_and_git_ignores_it() {
     assert_eq!(first["snapshots"].as_array().unwrap().len(), 2, "{first}");
     assert_eq!(porcelain(&first), "", "node_modules is ignored and nothing tracked changed");
     let shown = p.env.ok(&["root", "show", first["id"].as_str().unwrap()]);
-    assert_eq!((shown["git"]["dirtyEntryCount"].as_u64(), shown["git"]["untrackedEntryCount"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (shown["git"]["dirtyEntryCount"].as_u64(), shown["git"]["untrackedEntryCount"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(shown["git"]["ignoredEntryCount"].as_u64().unwrap() > 0, "{shown}");
     // Tiny on disk: the layer is shared, the upper holds the `.git` link.
     assert!(shown["usage"]["bytes"].as_u64().unwrap() < 1024 * 1024, "{shown}");
@@ -603,8 +606,18 @@ fn what_the_command_deletes_or_replaces_is_recorded_as_whiteouts() {
     let id = p.env.ingest(&src);
     let create = |backend: &str| {
         let args = [
-            "root", "create", "--class", "preview", "--backend", backend, "--from", &id, "--provision", RESHAPE,
-            "--provision-inputs", "pnpm-lock.yaml",
+            "root",
+            "create",
+            "--class",
+            "preview",
+            "--backend",
+            backend,
+            "--from",
+            &id,
+            "--provision",
+            RESHAPE,
+            "--provision-inputs",
+            "pnpm-lock.yaml",
         ];
         p.env.ok(&args)
     };
@@ -670,8 +683,20 @@ fn a_worktree_create_killed_while_copying_the_layer_in_is_undone_by_doctor() {
     let repo = p.repo("lock-k\n");
     let r = repo.to_str().unwrap();
     let args = [
-        "root", "create", "--class", "repo-edit", "--backend", "worktree", "--repo", r, "--base-ref", "main",
-        "--provision", &p.command(), "--provision-inputs", "package.json,pnpm-lock.yaml",
+        "root",
+        "create",
+        "--class",
+        "repo-edit",
+        "--backend",
+        "worktree",
+        "--repo",
+        r,
+        "--base-ref",
+        "main",
+        "--provision",
+        &p.command(),
+        "--provision-inputs",
+        "package.json,pnpm-lock.yaml",
     ];
     let out = p.env.spawnable(&args).env("EXECROOT_FAILPOINT", "worktree.create.copied-in").output().unwrap();
     assert_eq!(out.status.signal(), Some(9), "not reached: {}", describe(&out));

@@ -461,7 +461,18 @@ fn write_index(ctx: &Ctx, wt: &Path, commit: &str, stale: &BTreeSet<Vec<u8>>) ->
         if is_stale(stale, &path) {
             // No stat data (size 0), as `git read-tree` writes: git compares the content.
             let zero = (0, 0);
-            entries.push(IndexEntry { path, mode, oid, ctime: zero, mtime: zero, dev: 0, ino: 0, uid: 0, gid: 0, size: 0 });
+            entries.push(IndexEntry {
+                path,
+                mode,
+                oid,
+                ctime: zero,
+                mtime: zero,
+                dev: 0,
+                ino: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+            });
             continue;
         }
         let file = wt.join(std::ffi::OsStr::from_bytes(&path));

@@ -207,7 +207,9 @@ impl Store {
         // A repository root's base is its commit; its backend presents the snapshots it is
         // given (a provision layer) above that.
         if kind.is_git() && !req.from.is_empty() {
-            return Err(Error::BadInput(format!("--from is for overlay and copy roots, not {kind} (its base is --base-ref)")));
+            return Err(Error::BadInput(format!(
+                "--from is for overlay and copy roots, not {kind} (its base is --base-ref)"
+            )));
         }
         timings.insert("resolve".into(), elapsed_ms(t0));
 
