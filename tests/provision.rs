@@ -709,3 +709,57 @@ fn a_worktree_create_killed_while_copying_the_layer_in_is_undone_by_doctor() {
     assert_eq!(again["provision"]["hit"], true, "the layer was recorded before the copy-in");
     assert_eq!(p.env.ok(&["root", "destroy", again["id"].as_str().unwrap()])["cleaned"], true);
 }
+
+#[test]
+fn a_later_commit_with_the_same_inputs_reuses_the_layer_unless_scope_is_base() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let repo = p.repo("lock-s\n");
+    let first = p.repo_create("git-overlay", &repo, &p.command());
+    std::fs::write(repo.join("src/index.js"), "b").unwrap();
+    git(&repo, &["commit", "-qam", "a source change"]);
+    let later = p.repo_create("git-overlay", &repo, &p.command());
+    assert_eq!((later["provision"]["hit"].clone(), key(&later)), (true.into(), key(&first)), "{later}");
+    assert_eq!(std::fs::read_to_string(cwd(&later).join("src/index.js")).unwrap(), "b");
+    assert_eq!(porcelain(&later), "");
+    // With scope base the commit's tree is in the key: each commit builds its own.
+    let scoped = |r: &str| {
+        let args = [
+            "--provision",
+            &p.command(),
+            "--provision-inputs",
+            "package.json,pnpm-lock.yaml",
+            "--provision-scope",
+            "base",
+        ];
+        p.env.repo_root("git-overlay", r, &args)
+    };
+    let a = scoped(repo.to_str().unwrap());
+    assert_eq!(a["provision"]["hit"], false);
+    assert_ne!(key(&a), key(&first));
+    assert_eq!(scoped(repo.to_str().unwrap())["provision"]["hit"], true);
+    std::fs::write(repo.join("src/index.js"), "c").unwrap();
+    git(&repo, &["commit", "-qam", "another"]);
+    assert_eq!(scoped(repo.to_str().unwrap())["provision"]["hit"], false);
+    assert_eq!(p.runs(), 3);
+    // A changed lockfile in a commit is a new key.
+    std::fs::write(repo.join("pnpm-lock.yaml"), "lock-s2\n").unwrap();
+    git(&repo, &["commit", "-qam", "new lock"]);
+    let relocked = p.repo_create("git-overlay", &repo, &p.command());
+    assert_eq!(relocked["provision"]["hit"], false);
+    assert_eq!(std::fs::read_to_string(cwd(&relocked).join("node_modules/dep/lock-copy")).unwrap(), "lock-s2\n");
+    // An input missing from the commit is bad input naming it, before anything runs.
+    let args = ["--provision", "true", "--provision-inputs", "nope.lock"];
+    let mut all = vec!["root", "create", "--class", "repo-edit", "--backend", "git-overlay", "--repo"];
+    all.extend([repo.to_str().unwrap(), "--base-ref", "main"]);
+    all.extend(args);
+    let e = p.env.fails(&all, 2);
+    assert!(e["error"]["message"].as_str().unwrap().contains("nope.lock"), "{e}");
+    // --from is not for repository roots.
+    let mut from = vec!["root", "create", "--class", "repo-edit", "--backend", "git-overlay", "--repo"];
+    let checkout = first["snapshots"][0].as_str().unwrap().to_string();
+    from.extend([repo.to_str().unwrap(), "--base-ref", "main", "--from", &checkout]);
+    p.env.fails(&from, 2);
+}
