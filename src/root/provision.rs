@@ -3,9 +3,11 @@
 //!
 //! The key ([`provision_key`], docs/format.md "Provision keys") names what the command's output
 //! depends on. On a miss, under the key's lock (never the store lock while the command runs),
-//! a temporary root of the base is made, the command runs in it as the root's owner with a clean
-//! environment and a timeout, what it added or changed is committed as a snapshot without
-//! parents (so that it stacks on any base of the same inputs), and the record
+//! a temporary root of the base is made (for a repository root: a plain root of its base
+//! commit's checkout snapshot), the command runs in it as the root's owner with a clean
+//! environment and a timeout, what it added, changed or deleted is committed as a change layer
+//! on the empty snapshot (so that it stacks on any base of the same inputs, its deletions as
+//! whiteouts: docs/format.md "Provision layers"), and the record
 //! `STORE/provisions/<key>/record.json` is published by rename: it is the only mark of a
 //! finished layer, so a build killed at any point leaves nothing a later create takes for one
 //! (its temporary root is destroyed by the next build of the key, or by `doctor --repair`).
@@ -573,8 +575,8 @@ impl Store {
         Ok(snapshot)
     }
 
-    /// Run the command in temporary root `id`, write its log, and commit what it added or
-    /// changed as a snapshot without parents.
+    /// Run the command in temporary root `id`, write its log, and commit what it added,
+    /// changed or deleted as a change layer on the empty snapshot.
     fn run_and_commit(
         &self,
         id: &str,
