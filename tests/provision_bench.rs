@@ -75,6 +75,13 @@ fn the_provision_benchmark_runs_every_phase_and_cleans_up() {
     for k in ["wallMs", "totalMs", "plainWallMs", "destroyMs"] {
         assert!(p50(&s["hit"][k]) > 0.0, "hit {k}");
     }
+    // A git-overlay root of the project's commit hits the same layer, and git status is clean.
+    let repo_hit = &rounds[0]["repoHit"];
+    assert_eq!(repo_hit["gitClean"], true, "{repo_hit}");
+    assert!(repo_hit["timingsMs"].get("provisionCommand").is_none(), "a repo hit ran the command: {repo_hit}");
+    for k in ["wallMs", "plainWallMs", "firstPlainWallMs"] {
+        assert!(p50(&s["repoHit"][k]) > 0.0, "repoHit {k}");
+    }
     for k in ["addMs", "installMs", "removeMs", "readyMs"] {
         assert!(p50(&s["worktree"][k]) > 0.0, "worktree {k}");
     }
