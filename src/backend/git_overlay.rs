@@ -420,16 +420,12 @@ fn is_stale(stale: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
     }
 }
 
-/// The cached snapshot of what `git worktree add` checks out for `rev` in `repo`, if the
-/// checkout cache has it (docs/format.md, "Checkout cache"); `None` when a root of that commit
-/// would make it. Used by provisioning, which builds on that checkout.
-pub fn cached_checkout(store: &Store, repo: &Path, rev: &str) -> Result<Option<Hash>> {
+/// The cached snapshot of what `git worktree add` checks out for tree `tree` in `repo`, if
+/// the checkout cache has it (docs/format.md, "Checkout cache"); `None` when a root of a
+/// commit of that tree would make it. Used by provisioning, which builds on that checkout.
+pub fn cached_checkout(store: &Store, repo: &Path, tree: &str) -> Result<Option<Hash>> {
     let ctx = Ctx::of(store, repo)?;
-    let spec = format!("{}^{{tree}}", commit_of(&ctx, rev)?);
-    let tree = String::from_utf8_lossy(&ctx.check(repo, &["rev-parse", "--verify", "--end-of-options", &spec])?)
-        .trim()
-        .to_string();
-    match store.get_ref(&cache_ref(&ctx, &tree)?)? {
+    match store.get_ref(&cache_ref(&ctx, tree)?)? {
         Some(id) if store.load_manifest(&id).is_ok() => Ok(Some(id)),
         _ => Ok(None),
     }

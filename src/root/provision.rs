@@ -379,7 +379,7 @@ impl Store {
         };
         let paths: Vec<String> = p.inputs.iter().map(|raw| normalize_input(raw)).collect::<Result<_>>()?;
         let mut inputs = BTreeMap::new();
-        let (owner, layers) = if let Some(repo) = &req.repo {
+        let (owner, layers, tree) = if let Some(repo) = &req.repo {
             // A repository's root: the inputs as the base commit holds them, and (scope base)
             // its tree. A worktree belongs to the repository's owner unless one is given.
             let rev = req.base_ref.as_deref().ok_or_else(|| Error::BadInput("--repo needs --base-ref REF".into()))?;
@@ -399,7 +399,7 @@ impl Store {
                 inputs.insert(path.clone(), hash);
             }
             let owner = if req.owner.is_some() || config.owner.is_some() { owner } else { repo_owner };
-            (owner, vec![git_tree_layer(&tree)])
+            (owner, vec![git_tree_layer(&tree)], Some(tree))
         } else {
             let from: Vec<Hash> = req.from.iter().map(|s| self.resolve(s)).collect::<Result<_>>()?;
             let base = self.flatten_stack(&from)?;
@@ -422,7 +422,7 @@ impl Store {
                 };
                 inputs.insert(path.clone(), hash);
             }
-            (owner, self.layer_stack(&from)?)
+            (owner, self.layer_stack(&from)?, None)
         };
         let env = env_values(&p.env)?;
         let layers = if p.scope == Scope::Base { layers } else { vec![] };
@@ -447,7 +447,7 @@ impl Store {
             owner,
             created_at: String::new(),
         };
-        let snapshot = self.build_provision(req, p, rec, owner, &env, timings)?;
+        let snapshot = self.build_provision(req, p, rec, owner, tree.as_deref(), &env, timings)?;
         Ok(ProvisionUse {
             key: key.clone(),
             snapshot,
@@ -522,6 +522,7 @@ impl Store {
         p: &ProvisionRequest,
         mut rec: ProvisionRecord,
         owner: Owner,
+        tree: Option<&str>,
         env: &BTreeMap<String, Option<String>>,
         timings: &mut BTreeMap<String, f64>,
     ) -> Result<Hash> {
@@ -533,17 +534,17 @@ impl Store {
         // A record whose snapshot went is replaced below; until then it is no layer.
         let _ = std::fs::remove_file(dir.join("record.json"));
         let labels = BTreeMap::from([(BUILD_LABEL.to_string(), key.clone())]);
-        let tmp_req = match &req.repo {
+        let tmp_req = match (&req.repo, tree) {
             // A plain root of the base commit's checkout (no worktree: the command gets no
             // `.git` to change the repository through), as the root's owner.
-            Some(repo) => CreateRequest {
+            (Some(repo), Some(tree)) => CreateRequest {
                 class: Some(crate::policy::Class::Preview),
-                from: vec![self.checkout_for_build(req, repo, &labels)?.to_hex()],
+                from: vec![self.checkout_for_build(req, repo, tree, &labels)?.to_hex()],
                 owner: Some(owner.uid.to_string()),
                 labels,
                 ..Default::default()
             },
-            None => CreateRequest {
+            _ => CreateRequest {
                 class: req.class,
                 from: req.from.clone(),
                 backend: req.backend,
@@ -653,13 +654,21 @@ impl Store {
         Ok(report.id)
     }
 
-    /// The snapshot of the checkout of a repository root's base commit that its build runs on:
-    /// the git-overlay backend's cached one (docs/format.md, "Checkout cache"), else made by a
-    /// git-overlay root of that commit, destroyed at once (it carries the build's label, so a
-    /// kill leaves it to the next build or doctor like the build's own root).
-    fn checkout_for_build(&self, req: &CreateRequest, repo: &Path, labels: &BTreeMap<String, String>) -> Result<Hash> {
+    /// The snapshot of the checkout of `tree` (a repository root's base commit's, whose inputs
+    /// the key took) that its build runs on: the git-overlay backend's cached one
+    /// (docs/format.md, "Checkout cache"), else made by a git-overlay root of the base ref,
+    /// destroyed at once (it carries the build's label, so a kill leaves it to the next build
+    /// or doctor like the build's own root).
+    fn checkout_for_build(
+        &self,
+        req: &CreateRequest,
+        repo: &Path,
+        tree: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Hash> {
+        use crate::backend::git_overlay::cached_checkout;
         let rev = req.base_ref.as_deref().unwrap_or_default();
-        if let Some(id) = crate::backend::git_overlay::cached_checkout(self, repo, rev)? {
+        if let Some(id) = cached_checkout(self, repo, tree)? {
             return Ok(id);
         }
         let made = self.create_root(&CreateRequest {
@@ -671,16 +680,19 @@ impl Store {
             labels: labels.clone(),
             ..Default::default()
         })?;
-        let checkout = (made.backend == BackendKind::GitOverlay).then(|| made.snapshots.first().copied()).flatten();
         if let Err(e) = self.destroy_root(&made.id, true) {
             tracing::warn!(root = %made.id, "temporary root of a provision build kept: {e}");
         }
-        checkout.ok_or_else(|| {
-            Error::BadInput(format!(
+        if made.backend != BackendKind::GitOverlay {
+            return Err(Error::BadInput(format!(
                 "--provision on a root of {}: its checkout of {rev} cannot be made a snapshot to build on ({})",
                 repo.display(),
                 made.warnings.join("; ")
-            ))
+            )));
+        }
+        // The ref may have moved since the key read the inputs: never build on another tree.
+        cached_checkout(self, repo, tree)?.ok_or_else(|| {
+            Error::Conflict(format!("--base-ref {rev} of {} moved while the build began; retry", repo.display()))
         })
     }
 
