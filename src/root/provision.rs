@@ -447,7 +447,7 @@ impl Store {
             owner,
             created_at: String::new(),
         };
-        let snapshot = self.build_provision(req, p, rec, owner, tree.as_deref(), &env, timings)?;
+        let snapshot = self.build_provision(req, p, rec, tree.as_deref(), &env, timings)?;
         Ok(ProvisionUse {
             key: key.clone(),
             snapshot,
@@ -515,13 +515,13 @@ impl Store {
         Ok(left)
     }
 
-    /// Build `rec.key`'s layer (the caller holds the key's lock) and publish its record.
+    /// Build `rec.key`'s layer as `rec.owner` (the caller holds the key's lock) and publish its
+    /// record; `tree` is a repository root's base tree, whose checkout the build runs on.
     fn build_provision(
         &self,
         req: &CreateRequest,
         p: &ProvisionRequest,
         mut rec: ProvisionRecord,
-        owner: Owner,
         tree: Option<&str>,
         env: &BTreeMap<String, Option<String>>,
         timings: &mut BTreeMap<String, f64>,
@@ -540,7 +540,7 @@ impl Store {
             (Some(repo), Some(tree)) => CreateRequest {
                 class: Some(crate::policy::Class::Preview),
                 from: vec![self.checkout_for_build(req, repo, tree, &labels)?.to_hex()],
-                owner: Some(owner.uid.to_string()),
+                owner: Some(rec.owner.uid.to_string()),
                 labels,
                 ..Default::default()
             },
