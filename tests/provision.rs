@@ -757,6 +757,13 @@ fn a_later_commit_with_the_same_inputs_reuses_the_layer_unless_scope_is_base() {
     all.extend(args);
     let e = p.env.fails(&all, 2);
     assert!(e["error"]["message"].as_str().unwrap().contains("nope.lock"), "{e}");
+    *all.last_mut().unwrap() = "src";
+    let e = p.env.fails(&all, 2);
+    assert!(e["error"]["message"].as_str().unwrap().contains("\"src\" is a tree in main, not a file"), "{e}");
+    let mut bad_ref = all.clone();
+    bad_ref[9] = "no-such-ref";
+    let e = p.env.fails(&bad_ref, 2);
+    assert!(e["error"]["message"].as_str().unwrap().contains("not a commit"), "{e}");
     // --from is not for repository roots.
     let mut from = vec!["root", "create", "--class", "repo-edit", "--backend", "git-overlay", "--repo"];
     let checkout = first["snapshots"][0].as_str().unwrap().to_string();

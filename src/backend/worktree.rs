@@ -158,6 +158,16 @@ impl Ctx {
     pub(super) fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         self.git(dir, args)?.stdout_if_ok(dir, args)
     }
+
+    /// [`Ctx::check`] with `input` on git's standard input.
+    pub(super) fn check_input(&self, dir: &Path, args: &[&str], input: Vec<u8>) -> Result<Vec<u8>> {
+        let safe = format!("safe.directory={}", dir.display());
+        let mut all = vec!["-c", safe.as_str()];
+        all.extend_from_slice(args);
+        let held = self.hold()?;
+        git::run_with_input(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()), Some(input))?
+            .stdout_if_ok(dir, args)
+    }
 }
 
 /// One entry of `git status --porcelain=v1`: its two-letter code and its path.
@@ -254,39 +264,53 @@ pub enum BaseFile {
 }
 
 /// What provisioning reads of a repository root's base: the tree of `rev` in `repo`, its
-/// files at `paths`, and the repository's owner (a worktree's owner unless one is given).
+/// files at `paths`, and the repository's owner (a worktree's owner unless one is given). One
+/// `git cat-file --batch` reads them all.
 pub fn base_files(store: &Store, repo: &Path, rev: &str, paths: &[String]) -> Result<(String, Vec<BaseFile>, Owner)> {
     let repo = repo.canonicalize().map_err(|e| Error::BadInput(format!("--repo {}: {e}", repo.display())))?;
     let ctx = Ctx::of(store, &repo)?;
-    if rev.starts_with('-') {
-        return Err(Error::BadInput(format!("--base-ref {rev:?}: a ref cannot start with '-'")));
+    let not_commit = || Error::BadInput(format!("--base-ref {rev:?} is not a commit in {}", repo.display()));
+    if rev.is_empty() || rev.starts_with('-') || rev.contains(['\n', ':']) {
+        return Err(not_commit());
     }
-    let commit = ctx.git(&repo, &["cat-file", "commit", &format!("{rev}^{{commit}}")])?;
-    let tree = commit
-        .ok()
-        .then(|| commit.stdout.strip_prefix(b"tree ").and_then(|t| t.split(|&b| b == b'\n').next()).map(<[u8]>::to_vec))
-        .flatten()
-        .and_then(|t| String::from_utf8(t).ok())
-        .ok_or_else(|| Error::BadInput(format!("--base-ref {rev:?} is not a commit in {}", repo.display())))?;
-    let mut args = vec!["ls-tree", "-z", "--full-tree", "--end-of-options", tree.as_str(), "--"];
-    args.extend(paths.iter().map(String::as_str));
-    let listed = ctx.check(&repo, &args)?;
-    // "<mode> SP <type> SP <oid> TAB <path>"
-    let mut found: HashMap<&[u8], (&[u8], &[u8])> = HashMap::new();
-    for rec in listed.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let Some(tab) = rec.iter().position(|&b| b == b'\t') else { continue };
-        let meta: Vec<&[u8]> = rec[..tab].split(|&b| b == b' ').collect();
-        if let [_, kind, oid] = meta[..] {
-            found.insert(&rec[tab + 1..], (kind, oid));
-        }
+    if let Some(p) = paths.iter().find(|p| p.contains('\n')) {
+        return Err(Error::BadInput(format!("provision input {p:?}: a repository root's input has no newline")));
     }
-    let mut files = Vec::new();
+    // "<rev>^{commit}^{tree}" first (the commit's tree), then "<tree>:<path>" per input.
+    let mut input = format!("{rev}^{{commit}}^{{tree}}\n");
     for p in paths {
-        files.push(match found.get(p.as_bytes()) {
-            Some((b"blob", oid)) => {
-                BaseFile::Blob(ctx.check(&repo, &["cat-file", "blob", &String::from_utf8_lossy(oid)])?)
-            }
-            Some((kind, _)) => BaseFile::Other(String::from_utf8_lossy(kind).into_owned()),
+        input.push_str(&format!("{rev}^{{commit}}:{p}\n"));
+    }
+    let out = ctx.check_input(&repo, &["cat-file", "--batch"], input.into_bytes())?;
+    // Each answer: "<oid> <type> <size>\n<size bytes>\n", or "<name> missing\n" (or
+    // "ambiguous").
+    let mut rest: &[u8] = &out;
+    let mut next = || -> Result<Option<(String, String, Vec<u8>)>> {
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::Corrupt("git cat-file --batch: short answer".into()))?;
+        let head = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        rest = &rest[nl + 1..];
+        let f: Vec<&str> = head.split(' ').collect();
+        let [oid, kind, size] = f[..] else { return Ok(None) };
+        let size: usize = size.parse().map_err(|_| Error::Corrupt(format!("git cat-file --batch: {head:?}")))?;
+        if rest.len() < size + 1 {
+            return Err(Error::Corrupt("git cat-file --batch: short answer".into()));
+        }
+        let body = rest[..size].to_vec();
+        rest = &rest[size + 1..];
+        Ok(Some((oid.to_string(), kind.to_string(), body)))
+    };
+    let tree = match next()? {
+        Some((oid, kind, _)) if kind == "tree" => oid,
+        _ => return Err(not_commit()),
+    };
+    let mut files = Vec::new();
+    for _ in paths {
+        files.push(match next()? {
+            Some((_, kind, body)) if kind == "blob" => BaseFile::Blob(body),
+            Some((_, kind, _)) => BaseFile::Other(kind),
             None => BaseFile::Missing,
         });
     }

@@ -45,6 +45,19 @@ pub fn run_holding(
     timeout: Duration,
     hold: Option<BorrowedFd<'_>>,
 ) -> Result<GitOutput> {
+    run_with_input(dir, owner, args, timeout, hold, None)
+}
+
+/// [`run_holding`], with `input` written to git's standard input (then closed) instead of
+/// `/dev/null`: `git cat-file --batch` reads the objects it is asked for there.
+pub fn run_with_input(
+    dir: &Path,
+    owner: Owner,
+    args: &[&str],
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+    input: Option<Vec<u8>>,
+) -> Result<GitOutput> {
     require_version()?;
     let mut cmd = Command::new("git");
     if let Some(fd) = hold.map(|f| f.as_raw_fd()) {
@@ -78,9 +91,17 @@ pub fn run_holding(
         }
         // std drops root's supplementary groups itself when it switches uid.
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let what = format!("git {}", args.join(" "));
     let mut child = cmd.spawn().map_err(|e| Error::io(dir, std::io::Error::other(format!("{what}: {e}"))))?;
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written beside the readers: git may answer before it has read everything.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&bytes);
+        });
+    }
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let out_t = std::thread::spawn(move || {
