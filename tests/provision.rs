@@ -770,3 +770,43 @@ fn a_later_commit_with_the_same_inputs_reuses_the_layer_unless_scope_is_base() {
     from.extend([repo.to_str().unwrap(), "--base-ref", "main", "--from", &checkout]);
     p.env.fails(&from, 2);
 }
+
+#[test]
+fn a_checkout_no_snapshot_reproduces_cannot_be_provisioned() {
+    if !can_mount() {
+        return;
+    }
+    let p = Project::new();
+    let repo = p.repo("lock-f\n");
+    // A smudge filter runs per checkout: git-overlay falls back to a plain worktree for it.
+    std::fs::write(repo.join(".gitattributes"), "pnpm-lock.yaml filter=mine\n").unwrap();
+    git(&repo, &["config", "filter.mine.smudge", "cat"]);
+    git(&repo, &["config", "filter.mine.clean", "cat"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "a filter"]);
+    let r = repo.to_str().unwrap();
+    let args = [
+        "root",
+        "create",
+        "--class",
+        "repo-edit",
+        "--repo",
+        r,
+        "--base-ref",
+        "main",
+        "--provision",
+        &p.command(),
+        "--provision-inputs",
+        "package.json,pnpm-lock.yaml",
+    ];
+    let e = p.env.fails(&args, 2);
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot be made a snapshot") && msg.contains("smudge"), "{msg}");
+    assert_eq!(p.runs(), 0, "nothing ran");
+    assert!(p.env.ok(&["root", "list"])["roots"].as_array().unwrap().is_empty());
+    assert_eq!(git(&repo, &["branch", "--format=%(refname:short)"]).trim(), "main");
+    // Without --provision the same root is a plain worktree, as before.
+    let plain = p.env.repo_root("git-overlay", r, &[]);
+    assert_eq!(plain["backend"], "worktree", "{plain}");
+    p.env.ok(&["root", "destroy", plain["id"].as_str().unwrap()]);
+}
