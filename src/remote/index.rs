@@ -45,7 +45,7 @@ impl Index {
                 entries.push((o.hash, n as u32, o.offset, o.clen, o.rlen));
             }
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         // A push packs each object once; keep the first should a caller repeat one.
         entries.dedup_by(|a, b| a.0 == b.0);
         Index { packs: packs.iter().map(|p| p.0.clone()).collect(), entries }

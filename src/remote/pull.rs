@@ -36,6 +36,9 @@ const MAX_RANGES: usize = 8;
 /// Largest snapshot manifest accepted (decompressed).
 const MAX_SNAPSHOT_MANIFEST: u64 = 1 << 30;
 
+/// An object to fetch: its blake3, size and place.
+type Wanted = (Hash, u64, Location);
+
 /// What to do with a pulled snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct PullOptions {
@@ -183,7 +186,7 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
                 }
             }
         }
-        let mut by_pack: BTreeMap<String, Vec<(Hash, u64, Location)>> = BTreeMap::new();
+        let mut by_pack: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
         for (h, size) in &need {
             let loc = at.remove(h).ok_or_else(|| {
                 Error::Corrupt(format!("{what}: object {h} is in none of the manifest's indexes and packs"))
@@ -199,7 +202,7 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
             }
             by_pack.entry(loc.pack.clone()).or_default().push((*h, *size, loc));
         }
-        let work: Vec<(String, Vec<(Hash, u64, Location)>)> = by_pack.into_iter().collect();
+        let work: Vec<(String, Vec<Wanted>)> = by_pack.into_iter().collect();
         work.par_iter()
             .map(|(digest, objs)| {
                 fetch_pack(store, &lease, &reg, &what, digest, packs[digest.as_str()], objs, &whole, &ranges)
@@ -251,14 +254,14 @@ fn fetch_pack(
     what: &str,
     digest: &str,
     size: u64,
-    objs: &[(Hash, u64, Location)],
+    objs: &[Wanted],
     whole: &AtomicU64,
     ranges: &AtomicU64,
 ) -> Result<()> {
-    let mut objs: Vec<&(Hash, u64, Location)> = objs.iter().collect();
+    let mut objs: Vec<&Wanted> = objs.iter().collect();
     objs.sort_by_key(|o| o.2.offset);
     // Merged ranges: (start, end, objects in it).
-    let mut spans: Vec<(u64, u64, Vec<&(Hash, u64, Location)>)> = Vec::new();
+    let mut spans: Vec<(u64, u64, Vec<&Wanted>)> = Vec::new();
     for o in objs {
         let (s, e) = (o.2.offset, o.2.offset + o.2.clen);
         match spans.last_mut() {
@@ -292,7 +295,7 @@ fn fetch_pack(
 }
 
 /// Decompress one frame into the staging lease; its content must be the object it is listed as.
-fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: &[u8], o: &(Hash, u64, Location)) -> Result<()> {
+fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: &[u8], o: &Wanted) -> Result<()> {
     let damaged = |why: String| Error::Corrupt(format!("{what}: object {} in pack {pack} {why}", o.0));
     let dec = zstd::stream::read::Decoder::new(frame).map_err(|e| damaged(format!("does not decompress: {e}")))?;
     let mut failed = None;

@@ -450,7 +450,7 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
             let end = r.find('"').unwrap_or(r.len());
             (&r[..end], r.get(end + 1..).unwrap_or(""))
         } else {
-            r.split_once(',').map(|(v, r)| (v, r)).unwrap_or((r, ""))
+            r.split_once(',').unwrap_or((r, ""))
         };
         out.push((k.trim().to_ascii_lowercase(), v.to_string()));
         rest = r.trim_start_matches([',', ' ']);
