@@ -4,6 +4,8 @@
 //! tests; elsewhere they skip with a message.
 
 mod common;
+#[path = "common/service.rs"]
+mod service;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -498,4 +500,31 @@ fn concurrent_pushes_of_overlapping_snapshots_both_succeed() {
     }
     verify_clean(&b);
     checkout_equals(&b, &two, &src);
+}
+
+#[test]
+fn push_pull_and_remote_ls_through_the_service() {
+    let Some(reg) = Reg::start() else { return };
+    if !needs_root("the service's registry routes are privileged; the test serves its own store") {
+        return;
+    }
+    let a = env();
+    let src = a.with_base();
+    let s = service::Server::start(&a, &[]);
+    let target = reg.repo("svc:v1");
+    let p = s.req("POST", "/v1/push", Some(serde_json::json!({ "snapshot": "base", "target": target }))).expect(200);
+    assert!(n(&p, "uploadedBlobs") > 0, "{p}");
+    let ls = s.req("GET", &format!("/v1/remote?repo={}", reg.repo("svc")), None).expect(200);
+    assert_eq!(ls["tags"][0]["snapshot"], p["snapshot"]);
+    let bad = s.req("POST", "/v1/pull", Some(serde_json::json!({ "source": "no-registry" })));
+    assert_eq!(bad.status, 400);
+    drop(s);
+
+    let b = env();
+    let s = service::Server::start(&b, &[]);
+    let got = s.req("POST", "/v1/pull", Some(serde_json::json!({ "source": target, "name": "base" }))).expect(200);
+    assert_eq!(got["snapshot"], p["snapshot"]);
+    drop(s);
+    verify_clean(&b);
+    checkout_equals(&b, "base", &src);
 }
