@@ -119,12 +119,6 @@ impl Reg {
     fn repo(&self, repo: &str) -> String {
         format!("{}/{repo}", self.addr())
     }
-
-    /// The file holding blob `digest` in the registry's data directory.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
-    }
 }
 
 impl Drop for Reg {
@@ -381,9 +375,6 @@ fn a_corrupt_pack_fails_the_pull_and_leaves_the_store_clean() {
     assert_eq!(b.ok(&["snapshot", "list"])["snapshots"], serde_json::json!([]));
     assert_eq!(b.object_count(), 0, "no object of a failed pull entered the store");
     assert_eq!(b.ok(&["ref", "list"])["refs"], serde_json::json!([]));
-
-    // The corrupt blob data file helper names the same layout.
-    let _ = reg.blob_file(&format!("sha256:{}", "0".repeat(64)));
 }
 
 #[test]
@@ -527,4 +518,53 @@ fn push_pull_and_remote_ls_through_the_service() {
     drop(s);
     verify_clean(&b);
     checkout_equals(&b, "base", &src);
+}
+
+#[test]
+fn a_few_objects_of_a_large_pack_come_by_range_and_are_checked() {
+    let Some(reg) = Reg::start() else { return };
+    let a = env();
+    // X: small text files first (canonical order), then a 20 MiB incompressible file, in one
+    // pack; Y: the small files alone, all already in X's pack.
+    let x = random_tree(&a, "x/zzz", 1, 20, 3);
+    let x = x.parent().unwrap().to_path_buf();
+    let y = a.path("y");
+    for dir in [x.join("aaa"), y.join("aaa")] {
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..50 {
+            std::fs::write(dir.join(format!("f{i:02}")), format!("small file {i}\n").repeat(40)).unwrap();
+        }
+    }
+    let (xid, yid) = (a.ingest(&x), a.ingest(&y));
+    ok(&a, &["push", &xid, &reg.repo("ranges:x")]);
+    let py = ok(&a, &["push", &yid, &reg.repo("ranges:y")]);
+    assert_eq!((n(&py, "newObjects"), n(&py, "packs")), (0, 0), "{py}");
+
+    let b = env();
+    let got = ok(&b, &["pull", &reg.repo("ranges:y")]);
+    assert_eq!((n(&got, "wholePacks"), n(&got, "rangeRequests")), (0, 1), "{got}");
+    assert!(n(&got, "bytesReceived") < 1 << 20, "{got}");
+    verify_clean(&b);
+    checkout_equals(&b, &yid, &y);
+
+    // Damage the pack's first frame: a ranged pull notices it by decompressing or hashing.
+    let ls = ok(&a, &["remote", "ls", &reg.repo("ranges")]);
+    assert_eq!(ls["tags"][1]["packs"], 1);
+    let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let pack = walkdir::WalkDir::new(&blobs)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() == "data")
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path();
+    let mut data = std::fs::read(&pack).unwrap();
+    data[20] ^= 0xff;
+    std::fs::write(&pack, data).unwrap();
+    let c = env();
+    let err = fails(&c, &["pull", &reg.repo("ranges:y")], 6);
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("does not decompress") || msg.contains("blake3"), "{msg}");
+    verify_clean(&c);
+    assert_eq!(c.object_count(), 0);
 }

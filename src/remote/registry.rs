@@ -71,6 +71,9 @@ impl Registry {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(300)))
             .max_redirects(5)
+            // The system's CA store (and its settings), as other tools on the host trust: an
+            // organisation's registry is often signed by its own CA.
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build())
             .build()
             .into();
         Ok(Registry {
