@@ -33,6 +33,8 @@ const RANGE_GAP: u64 = 256 << 10;
 const WHOLE_PACK_PERCENT: u64 = 50;
 /// Most ranged requests made into one pack.
 const MAX_RANGES: usize = 8;
+/// Packs fetched at once.
+const FETCHERS: usize = 4;
 /// Largest snapshot manifest accepted (decompressed).
 const MAX_SNAPSHOT_MANIFEST: u64 = 1 << 30;
 
@@ -202,12 +204,22 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
             }
             by_pack.entry(loc.pack.clone()).or_default().push((*h, *size, loc));
         }
+        tracing::info!(ms = started.elapsed().as_secs_f64() * 1000.0, packs = by_pack.len(), "indexes read");
         let work: Vec<(String, Vec<Wanted>)> = by_pack.into_iter().collect();
-        work.par_iter()
-            .map(|(digest, objs)| {
-                fetch_pack(store, &lease, &reg, &what, digest, packs[digest.as_str()], objs, &whole, &ranges)
-            })
-            .collect::<Result<Vec<()>>>()?;
+        // Fetching waits on the network as much as it decompresses and hashes: more requests in
+        // flight than cores keeps both busy.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(FETCHERS.min(work.len()).max(1))
+            .build()
+            .map_err(|e| Error::io(store.tmp_dir(), std::io::Error::other(e.to_string())))?;
+        pool.install(|| {
+            work.par_iter()
+                .map(|(digest, objs)| {
+                    fetch_pack(store, &lease, &reg, &what, digest, packs[digest.as_str()], objs, &whole, &ranges)
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+        tracing::info!(ms = started.elapsed().as_secs_f64() * 1000.0, "objects staged");
     }
     crate::sys::failpoint::hit("remote.pull.objects-staged");
 
