@@ -201,6 +201,9 @@ fn round_trip_is_byte_exact_and_a_second_push_sends_nothing() {
     let again = ok(&b, &["pull", &target]);
     assert_eq!(n(&again, "fetchedObjects"), 0);
     assert_eq!(again["snapshots"][0]["newSnapshot"], false);
+    // By digest too.
+    let by_digest = ok(&b, &["pull", &format!("{repo}@{}", p["digest"].as_str().unwrap())]);
+    assert_eq!(by_digest["snapshot"], id.as_str());
 
     // Bad references and missing things have their exit statuses.
     fails(&a, &["push", "base", "no-registry"], 2);
