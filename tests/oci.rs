@@ -378,6 +378,30 @@ fn a_corrupt_pack_fails_the_pull_and_leaves_the_store_clean() {
     assert_eq!(b.ok(&["snapshot", "list"])["snapshots"], serde_json::json!([]));
     assert_eq!(b.object_count(), 0, "no object of a failed pull entered the store");
     assert_eq!(b.ok(&["ref", "list"])["refs"], serde_json::json!([]));
+
+    // A damaged index: a push skips its tag with a warning and sends those objects again.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent
+        .get(format!("http://{}/v2/corrupt/manifests/v1", reg.addr()))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap();
+    let m: Value = serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap();
+    let index =
+        m["layers"].as_array().unwrap().iter().find(|l| l["mediaType"] == "application/vnd.execroot.index.v1").unwrap()
+            ["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_string();
+    let file = blobs.join(&index[..2]).join(&index).join("data");
+    let mut data = std::fs::read(&file).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(&file, data).unwrap();
+    let p = ok(&a, &["push", &id, &reg.repo("corrupt:v2")]);
+    assert_eq!(n(&p, "reusedObjects"), 0, "{p}");
+    assert!(p["warnings"][0].as_str().unwrap().starts_with("v1: "), "{p}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub use registry::ClientOptions;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::Hash;
 use index::{Index, Location};
 use registry::Registry;
@@ -43,7 +43,7 @@ pub(crate) struct Known {
     pub objects: HashMap<Hash, (String, Location)>,
     /// Index and pack descriptors by digest.
     pub blobs: BTreeMap<String, Descriptor>,
-    /// Tags whose manifest is not an execroot snapshot, or damaged: (tag, why).
+    /// Tags whose manifest is not an execroot snapshot, or whose index is damaged: (tag, why).
     pub skipped: Vec<(String, String)>,
 }
 
@@ -63,11 +63,29 @@ impl Known {
                 }
             };
             let packs: BTreeMap<&str, &Descriptor> = p.packs.iter().map(|d| (d.digest.as_str(), d)).collect();
+            // A damaged index costs re-sending what it lists, not every push to the repository:
+            // its tag is skipped (and reported), as a foreign manifest is.
+            let mut damaged = None;
             for d in &p.indexes {
-                if !loaded.contains_key(&d.digest) {
-                    let blob = reg.get_blob(&d.digest, Some(d.size))?;
-                    loaded.insert(d.digest.clone(), Index::decode(&blob, &d.digest)?);
+                if loaded.contains_key(&d.digest) {
+                    continue;
                 }
+                match reg.get_blob(&d.digest, Some(d.size)).and_then(|b| Index::decode(&b, &d.digest)) {
+                    Ok(idx) => {
+                        loaded.insert(d.digest.clone(), idx);
+                    }
+                    Err(e @ Error::Corrupt(_)) => {
+                        damaged = Some(e.to_string());
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(why) = damaged {
+                k.skipped.push((tag, why));
+                continue;
+            }
+            for d in &p.indexes {
                 k.blobs.entry(d.digest.clone()).or_insert_with(|| d.clone());
                 for (h, loc) in loaded[&d.digest].locations() {
                     if let Some(pd) = packs.get(loc.pack.as_str()) {
