@@ -595,3 +595,122 @@ fn a_few_objects_of_a_large_pack_come_by_range_and_are_checked() {
     verify_clean(&c);
     assert_eq!(c.object_count(), 0);
 }
+
+/// A token service for the registry's `token` auth (the flow Docker Hub, GHCR and Harbor use):
+/// it answers `GET /token` with one JWT (RS256, signed with `openssl`, its certificate in the
+/// `x5c` header and in the registry's `rootcertbundle`) when the basic credentials are
+/// `user:secret`, and 401 otherwise. Serves at most `limit` connections.
+struct TokenService {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl TokenService {
+    fn start(dir: &Path, repo: &str, limit: usize) -> TokenService {
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let st = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap().stdout;
+        use base64::Engine as _;
+        let header = serde_json::json!({ "typ": "JWT", "alg": "RS256",
+            "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)] });
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({ "iss": "test-issuer", "sub": "user", "aud": "test-registry",
+            "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "1",
+            "access": [ { "type": "repository", "name": repo, "actions": ["pull", "push"] } ] });
+        let signing = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let input = dir.join("signing");
+        std::fs::write(&input, &signing).unwrap();
+        let sig = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg(&input).output().unwrap();
+        assert!(sig.status.success());
+        let token = format!("{signing}.{}", b64url(&sig.stdout));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let good = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("user:secret"));
+            for conn in listener.incoming().take(limit) {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let (mut first, mut authz) = (String::new(), String::new());
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authz = v.trim().to_string();
+                        }
+                    }
+                }
+                log.lock().unwrap().push(first.trim().to_string());
+                let (status, body) = if authz == good {
+                    ("200 OK", serde_json::json!({ "token": token }).to_string())
+                } else {
+                    ("401 Unauthorized", "{}".to_string())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenService { port, seen }
+    }
+}
+
+#[test]
+fn bearer_tokens_from_the_registrys_token_service() {
+    if !have(REGISTRY, "docker-registry") || !have("/usr/bin/openssl", "openssl") {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let tokens = TokenService::start(scratch.path(), "tok", 50);
+    let Some(mut reg) = Reg::start() else { return };
+    // Restart the same registry with token auth.
+    reg.kill();
+    let cfg = std::fs::read_to_string(reg.dir.path().join("config.yml")).unwrap();
+    let cfg = format!(
+        "{cfg}auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        tokens.port,
+        scratch.path().join("cert.pem").display()
+    );
+    std::fs::write(reg.dir.path().join("config.yml"), cfg).unwrap();
+    reg.run();
+
+    let a = env();
+    let src = a.with_base();
+    let target = reg.repo("tok:v1");
+    let err = fails(&a, &["push", "base", &target], 7);
+    assert!(err["error"]["message"].as_str().unwrap().contains("refused"), "{err}");
+    write_docker_config(&a, &reg.addr(), "user", "secret");
+    let p = ok(&a, &["push", "base", &target]);
+    assert!(n(&p, "uploadedBlobs") > 0);
+    let seen = tokens.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|l| l.starts_with("GET /token?scope=repository%3Atok%3A")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("service=test-registry")), "{seen:?}");
+
+    let b = env();
+    write_docker_config(&b, &reg.addr(), "user", "secret");
+    ok(&b, &["pull", &target, "--name", "base"]);
+    verify_clean(&b);
+    checkout_equals(&b, "base", &src);
+}
