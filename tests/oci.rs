@@ -340,8 +340,26 @@ fn a_push_cut_short_by_a_dead_registry_resumes() {
     assert_eq!(n(&p, "packs"), 2, "{p}");
     assert!(n(&p, "presentBlobs") >= 1, "the pack that arrived is not sent again: {p}");
     assert!(n(&p, "uploadedBytes") < 10 << 20, "{p}");
+    // A pull that loses one of the two packs (gone from the registry's storage) keeps the
+    // objects it verified from the other; once the pack is back, the rerun fetches only it.
+    let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let small = walkdir::WalkDir::new(&blobs)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "data" && (6 << 20..8 << 20).contains(&e.metadata().unwrap().len()))
+        .unwrap()
+        .into_path();
+    let saved = a.path("saved-pack");
+    std::fs::rename(&small, &saved).unwrap();
     let b = env();
-    ok(&b, &["pull", &target]);
+    let out = run(&b, &["pull", &target]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_ne!(parse(&out)["error"]["code"], "corrupt", "{}", describe(&out));
+    assert_eq!(b.object_count(), 3, "the verified objects of the pack that arrived are kept");
+    verify_clean(&b);
+    std::fs::rename(&saved, &small).unwrap();
+    let got = ok(&b, &["pull", &target]);
+    assert_eq!((n(&got, "presentObjects"), n(&got, "fetchedObjects"), n(&got, "wholePacks")), (3, 1, 1), "{got}");
     verify_clean(&b);
     checkout_equals(&b, &id, &src);
 }

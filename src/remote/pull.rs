@@ -5,8 +5,11 @@
 //! needed (checked against its digest), else merged byte ranges of it. Every object is
 //! decompressed into the pull's staging lease and checked against its blake3 there, so nothing
 //! unverified ever enters the store; the snapshots are then published bottom first with the
-//! store's usual rules ([`Store::publish_snapshot`]). A failed pull leaves only its lease,
-//! removed on the way out.
+//! store's usual rules ([`Store::publish_snapshot`]). A pull that fails on damaged data leaves
+//! only its lease, removed on the way out; one that fails otherwise while fetching objects (a
+//! dropped connection, a server error, a missing blob) moves the objects it verified into the
+//! store first (named by their blake3, used by no snapshot yet, collected by gc if never used),
+//! so that a rerun fetches only the rest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -212,13 +215,24 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
             .num_threads(FETCHERS.min(work.len()).max(1))
             .build()
             .map_err(|e| Error::io(store.tmp_dir(), std::io::Error::other(e.to_string())))?;
-        pool.install(|| {
+        let fetched = pool.install(|| {
             work.par_iter()
                 .map(|(digest, objs)| {
                     fetch_pack(store, &lease, &reg, &what, digest, packs[digest.as_str()], objs, &whole, &ranges)
                 })
                 .collect::<Result<Vec<()>>>()
-        })?;
+        });
+        if let Err(e) = fetched {
+            // Every staged object is named by the blake3 of its bytes, so it is sound store
+            // content whatever went wrong; after a dropped connection, a server error or a
+            // missing blob, keep what arrived so that a rerun does not fetch it again. After
+            // damaged data, keep nothing from that registry.
+            if !matches!(e, Error::Corrupt(_)) {
+                let kept = lease.publish_staged(store)?;
+                tracing::info!(kept, "objects kept for a rerun");
+            }
+            return Err(e);
+        }
         tracing::info!(ms = started.elapsed().as_secs_f64() * 1000.0, "objects staged");
     }
     crate::sys::failpoint::hit("remote.pull.objects-staged");
