@@ -15,7 +15,8 @@
 //! 4. [`backend`] and [`policy`]: the ways a root's working directory is made, and which
 //!    serves which workload class;
 //! 5. [`root`]: roots' records and lifecycle, doctor, commit, export, and the store's deleting
-//!    operations with every root pinned.
+//!    operations with every root pinned;
+//! 6. [`remote`]: pushing and pulling snapshots through an OCI registry (above the store).
 //!
 //! Every operation returns typed values that derive `Serialize`: the CLI prints them as they
 //! are with `--json`, and a service can serve them unchanged.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod hash;
 pub mod pathenc;
 pub mod policy;
+pub mod remote;
 pub mod root;
 pub mod store;
 pub mod sys;

@@ -212,7 +212,7 @@ fn every_documented_route_is_served() {
             n += 1;
         }
     }
-    assert_eq!(n, 17, "every documented route was tried");
+    assert_eq!(n, 20, "every documented route was tried");
 }
 
 #[test]

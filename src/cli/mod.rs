@@ -108,6 +108,30 @@ enum Cmd {
         #[arg(long, value_name = "GROUP")]
         socket_group: Option<String>,
     },
+    /// Send a snapshot, with the snapshots below it, to an OCI registry (only what the
+    /// repository lacks); TAG defaults to latest (docs/remote.md).
+    Push {
+        /// Snapshot id, unambiguous prefix or ref.
+        snapshot: String,
+        /// REGISTRY/REPO[:TAG].
+        target: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Fetch a snapshot, with the snapshots below it, from an OCI registry (only what the
+    /// store lacks, every object checked).
+    Pull {
+        /// REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:DIGEST.
+        source: String,
+        /// Point this ref at the pulled snapshot.
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Look into OCI registry repositories.
+    #[command(subcommand)]
+    Remote(RemoteCmd),
     /// Run a command in a root, as the root's owner, inside the root; prints its output and
     /// exits with its status (with --json: one document, exit 0).
     Exec {
@@ -122,6 +146,31 @@ enum Cmd {
         /// The command and its arguments, after `--`.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+}
+
+/// How to reach a registry (push, pull, remote ls).
+#[derive(Args, Debug)]
+struct RemoteArgs {
+    /// Reach this registry (HOST or HOST:PORT) over plain HTTP; loopback always is (repeatable).
+    #[arg(long, value_name = "HOST")]
+    insecure: Vec<String>,
+}
+
+impl RemoteArgs {
+    fn client(&self) -> execroot::remote::ClientOptions {
+        execroot::remote::ClientOptions { insecure: self.insecure.clone() }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum RemoteCmd {
+    /// The repository's tags and the snapshots they name.
+    Ls {
+        /// REGISTRY/REPO.
+        repo: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -496,6 +545,53 @@ fn run(cli: Cli) -> Result<Output> {
             };
             crate::service::serve(open()?, opts)?;
             Ok(Output::new(Value::Null, ""))
+        }
+        Cmd::Push { snapshot, target, remote } => {
+            let target = execroot::remote::Reference::parse(target)?;
+            let r = execroot::remote::push::push(&open()?, snapshot, &target, &remote.client())?;
+            let human = format!(
+                "pushed {} to {} ({})\n{} objects: {} already there, {} sent in {} packs; {} blobs ({}) uploaded, {} requests",
+                r.snapshot,
+                r.reference,
+                r.digest,
+                r.objects,
+                r.reused_objects,
+                r.new_objects,
+                r.packs,
+                r.uploaded_blobs,
+                HumanBytes(r.uploaded_bytes),
+                r.requests
+            );
+            Ok(Output::new(to_json(&r), human))
+        }
+        Cmd::Pull { source, name, remote } => {
+            let source = execroot::remote::Reference::parse(source)?;
+            let opts = execroot::remote::PullOptions { name: name.clone(), client: remote.client() };
+            let r = execroot::remote::pull::pull(&open()?, &source, &opts)?;
+            let human = format!(
+                "pulled {} from {}\n{} objects: {} already here, {} fetched ({}), {} requests",
+                r.snapshot,
+                r.reference,
+                r.objects,
+                r.present_objects,
+                r.fetched_objects,
+                HumanBytes(r.bytes_received),
+                r.requests
+            );
+            Ok(Output::new(to_json(&r), human))
+        }
+        Cmd::Remote(RemoteCmd::Ls { repo, remote }) => {
+            let repo = execroot::remote::Reference::parse(repo)?;
+            let r = execroot::remote::list::list(&repo, &remote.client())?;
+            let human: Vec<String> = r
+                .tags
+                .iter()
+                .map(|t| match (&t.snapshot, &t.error) {
+                    (Some(id), _) => format!("{:<24} {id}", t.tag),
+                    (None, e) => format!("{:<24} - {}", t.tag, e.as_deref().unwrap_or("")),
+                })
+                .collect();
+            Ok(Output::new(to_json(&r), human.join("\n")))
         }
         Cmd::Exec { root, timeout, cwd, command } => exec_cmd(&open()?, root, timeout.as_deref(), cwd, command, json),
     }

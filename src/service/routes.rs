@@ -444,6 +444,73 @@ async fn doctor_repair(State(app): State<App>, Who(c): Who, Body(_): Body<Empty>
     Ok(Json(r).into_response())
 }
 
+/// `POST /v1/push`: the CLI's `push SNAPSHOT TARGET [--insecure HOST]...`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PushBody {
+    snapshot: String,
+    target: String,
+    #[serde(default)]
+    insecure: Vec<String>,
+}
+
+/// Registry operations use the service's own credentials (its docker config), so they are
+/// privileged only.
+async fn push(State(app): State<App>, Who(c): Who, Body(b): Body<PushBody>) -> Answer<Response> {
+    let r = blocking(move || {
+        c.require_privileged(&app.store, "push")?;
+        let target = execroot::remote::Reference::parse(&b.target)?;
+        let opts = execroot::remote::ClientOptions { insecure: b.insecure };
+        execroot::remote::push::push(&app.store, &b.snapshot, &target, &opts)
+    })
+    .await?;
+    Ok(Json(r).into_response())
+}
+
+/// `POST /v1/pull`: the CLI's `pull SOURCE [--name REF] [--insecure HOST]...`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PullBody {
+    source: String,
+    name: Option<String>,
+    #[serde(default)]
+    insecure: Vec<String>,
+}
+
+async fn pull(State(app): State<App>, Who(c): Who, Body(b): Body<PullBody>) -> Answer<Response> {
+    let r = blocking(move || {
+        c.require_privileged(&app.store, "pull")?;
+        let source = execroot::remote::Reference::parse(&b.source)?;
+        let opts = execroot::remote::PullOptions {
+            name: b.name,
+            client: execroot::remote::ClientOptions { insecure: b.insecure },
+        };
+        execroot::remote::pull::pull(&app.store, &source, &opts)
+    })
+    .await?;
+    Ok(Json(r).into_response())
+}
+
+/// `GET /v1/remote?repo=REGISTRY/REPO[&insecure=HOST,HOST]`: the CLI's `remote ls`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteQuery {
+    repo: String,
+    #[serde(default)]
+    insecure: String,
+}
+
+async fn remote_ls(State(app): State<App>, Who(c): Who, Query(q): Query<RemoteQuery>) -> Answer<Response> {
+    let r = blocking(move || {
+        c.require_privileged(&app.store, "remote ls")?;
+        let repo = execroot::remote::Reference::parse(&q.repo)?;
+        let insecure = q.insecure.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect();
+        execroot::remote::list::list(&repo, &execroot::remote::ClientOptions { insecure })
+    })
+    .await?;
+    Ok(Json(r).into_response())
+}
+
 /// A body that must be empty or `{}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +549,9 @@ pub fn table() -> Vec<(Method, &'static str, MethodRouter<App>)> {
         (Method::GET, "/v1/df", get(df)),
         (Method::GET, "/v1/doctor", get(doctor)),
         (Method::POST, "/v1/doctor/repair", post(doctor_repair)),
+        (Method::POST, "/v1/push", post(push)),
+        (Method::POST, "/v1/pull", post(pull)),
+        (Method::GET, "/v1/remote", get(remote_ls)),
     ]
 }
 
