@@ -534,6 +534,10 @@ impl Backend for GitOverlay {
     }
 
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &GitOverlayState, force: bool) -> Result<Vec<String>> {
+        if let Some(why) = self.gone(store, root, st)? {
+            // Git cannot judge any more: the upper says what changed, the branch what is saved.
+            return worktree::judge_gone(store, root, &st.worktree, &st.overlay.upper, true, &why, force);
+        }
         if mount::is_mounted(&root.cwd)? {
             let ctx = Ctx::for_root(store, &st.worktree.repo, root)?;
             return worktree::judge(root, &mounted_status(store, &ctx, root, st)?, force);
@@ -563,6 +567,9 @@ impl Backend for GitOverlay {
         st: &GitOverlayState,
         what: Interrupted,
     ) -> Result<Vec<String>> {
+        if let Some(why) = worktree::repo_gone(store, &st.worktree.repo, false)? {
+            return worktree::kept_when_repo_gone(store, root, &st.overlay.upper, true, &why);
+        }
         let ctx = Ctx::for_root(store, &st.worktree.repo, root)?;
         // A git the killed execroot started may still run: judge once it is done.
         drop(ctx.hold()?);
@@ -596,9 +603,11 @@ impl Backend for GitOverlay {
         if mount::unmount(&root.cwd)? == Unmounted::Busy {
             return Err(Error::Busy { path: root.cwd.clone() });
         }
+        hit("git-overlay.destroy.unmounted");
         let wst = &st.worktree;
         let wt_s = wst.worktree_path.to_string_lossy().into_owned();
-        {
+        // A repository that is gone has nothing to be told (the worktree backend says so).
+        if worktree::repo_gone(store, &wst.repo, false)?.is_none() {
             let ctx = Ctx::for_root(store, &wst.repo, root)?;
             let _lock = worktree::repo_lock(store, &ctx.repo)?;
             remove_checkout(&ctx, &checkout_dir(wst))?;
@@ -611,6 +620,15 @@ impl Backend for GitOverlay {
         // What is left is a worktree without files: the worktree backend's teardown (git's
         // record, the branch if it holds nothing unique).
         Worktree.destroy(store, root, wst)
+    }
+
+    fn gone(&self, store: &Store, root: &RootSpec, st: &GitOverlayState) -> Result<Option<String>> {
+        // The worktree's `.git` link lives in the upper, mounted or not.
+        worktree::gone(store, root, &st.worktree, &st.overlay.upper.join(".git"))
+    }
+
+    fn rescue(&self, store: &Store, root: &RootSpec, st: &GitOverlayState) -> Result<Option<super::Rescued>> {
+        worktree::rescue_gone(store, root, &st.worktree, &st.overlay.upper, true)
     }
 
     fn usage(&self, _store: &Store, _root: &RootSpec, st: &GitOverlayState) -> Result<Usage> {
