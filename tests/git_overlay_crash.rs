@@ -420,3 +420,66 @@ fn a_gone_worktree_can_be_destroyed() {
         assert_consistent(&env, &repo, &what);
     }
 }
+
+/// Write an executable hook script at `path`.
+fn hook(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn the_post_checkout_hook_runs_as_git_worktree_add_runs_it() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = env.repo();
+    let rs = repo.to_str().unwrap();
+    hook(&repo.join(".git/hooks/post-checkout"), r#"echo "$1 $2 $3 $(pwd) ${GIT_DIR:-unset}" > hook-ran"#);
+    let real = env.path("real");
+    git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
+    let expected = std::fs::read_to_string(real.join("hook-ran")).unwrap();
+    let r = env.ok(&create_args("git-overlay", rs, "h1"));
+    assert_eq!(r["backend"], "git-overlay", "{r}");
+    assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    let wt = cwd(&r);
+    let got = std::fs::read_to_string(wt.join("hook-ran")).unwrap();
+    // The same arguments (null id, the commit, 1) and environment; in the root's worktree.
+    assert_eq!(
+        got.replace(wt.to_str().unwrap(), "WT"),
+        expected.replace(real.canonicalize().unwrap().to_str().unwrap(), "WT"),
+        "{got} / {expected}"
+    );
+    let head = git(&wt, &["rev-parse", "HEAD"]);
+    assert!(got.starts_with(&format!("{} {} 1 ", "0".repeat(40), head.trim())), "{got}");
+    // What the hook wrote is the run's: untracked, in the worktree.
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "?? hook-ran\n");
+
+    // core.hooksPath is followed.
+    let hooks = env.path("hooks");
+    hook(&hooks.join("post-checkout"), "echo from-hooks-path > hook-ran");
+    git(&repo, &["config", "core.hooksPath", hooks.to_str().unwrap()]);
+    let r = env.ok(&create_args("git-overlay", rs, "h2"));
+    assert_eq!(std::fs::read_to_string(cwd(&r).join("hook-ran")).unwrap(), "from-hooks-path\n");
+
+    // A failing hook: the root is made, ready, and the failure is a warning.
+    hook(&hooks.join("post-checkout"), "echo hook says no >&2; exit 3");
+    let r = env.ok(&create_args("git-overlay", rs, "h3"));
+    let w = r["warnings"].to_string();
+    assert!(w.contains("post-checkout") && w.contains("exit status 3") && w.contains("hook says no"), "{r}");
+    assert_eq!(env.ok(&["root", "show", r["id"].as_str().unwrap()])["state"], "ready");
+
+    // Not executable: not run, as git does not.
+    hook(&hooks.join("post-checkout"), "echo ran > hook-ran");
+    std::fs::set_permissions(hooks.join("post-checkout"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let r = env.ok(&create_args("git-overlay", rs, "h4"));
+    assert!(!cwd(&r).join("hook-ran").exists());
+    assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    git(&repo, &["worktree", "remove", "--force", real.to_str().unwrap()]);
+    for id in env.ok(&["root", "list"])["roots"].as_array().unwrap() {
+        env.ok(&["root", "destroy", id["id"].as_str().unwrap(), "--force"]);
+    }
+    assert_consistent(&env, &repo, "hooks");
+}

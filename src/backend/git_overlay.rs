@@ -436,6 +436,34 @@ fn write_index(ctx: &Ctx, wt: &Path, commit: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Run the repository's `post-checkout` hook in worktree `wt` as `git worktree add` runs it
+/// after a checkout (which `--no-checkout` skipped): if `$(git rev-parse --git-path
+/// hooks/post-checkout)` (which follows `core.hooksPath`) is an executable file, with the
+/// arguments `<null id> <commit> 1`, in the worktree, as the repository's owner, with the
+/// clean environment and timeout of every git command. git makes the hook's exit status its
+/// own; here the root is made all the same and a failure is a warning (docs/roots.md).
+fn post_checkout(store: &Store, ctx: &Ctx, wt: &Path, commit: &str) -> Result<Vec<String>> {
+    let out = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-path", "hooks/post-checkout"])?;
+    let hook = PathBuf::from(std::ffi::OsStr::from_bytes(out.trim_ascii_end()));
+    match std::fs::metadata(&hook) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        _ => return Ok(vec![]),
+    }
+    let null = "0".repeat(commit.len());
+    let timeout = worktree::timeout(store);
+    let res = crate::sys::git::run_hook(&hook, wt, ctx.git_owner, &[&null, commit, "1"], timeout);
+    Ok(match res {
+        Ok(o) if o.ok() => vec![],
+        Ok(o) => vec![format!(
+            "the post-checkout hook {} failed ({}): {}",
+            hook.display(),
+            o.code.map_or("killed by a signal".to_string(), |c| format!("exit status {c}")),
+            o.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ")
+        )],
+        Err(e) => vec![format!("the post-checkout hook {} could not run: {e}", hook.display())],
+    })
+}
+
 impl Backend for GitOverlay {
     type State = GitOverlayState;
     const KIND: BackendKind = BackendKind::GitOverlay;
@@ -512,6 +540,7 @@ impl Backend for GitOverlay {
             ctx.check(wt, &["update-index", "-q", "--refresh"])?;
         }
         hit("git-overlay.create.indexed");
+        made.warnings.extend(post_checkout(store, &ctx, wt, &commit)?);
         made.mounts.push(guard);
         made.snapshots = Some(vec![snap]);
         Ok(made)

@@ -47,6 +47,29 @@ pub fn run_holding(
 ) -> Result<GitOutput> {
     require_version()?;
     let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold)
+}
+
+/// Run the hook `program` with `args` in `dir` as git runs its hooks, with everything a git
+/// command here gets: as `owner`, the clean environment of [`run`] (`GIT_DIR`,
+/// `GIT_WORK_TREE` and friends cleared, as `git worktree add` clears them for
+/// `post-checkout`), and killed after `timeout`.
+pub fn run_hook(program: &Path, dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<GitOutput> {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir).args(args);
+    run_command(cmd, dir, owner, format!("{} {}", program.display(), args.join(" ")), timeout, None)
+}
+
+/// The common part of [`run_holding`] and [`run_hook`]: environment, user, timeout.
+fn run_command(
+    mut cmd: Command,
+    dir: &Path,
+    owner: Owner,
+    what: String,
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+) -> Result<GitOutput> {
     if let Some(fd) = hold.map(|f| f.as_raw_fd()) {
         // Only in the child, after fork: no other process this one starts inherits it.
         // SAFETY: fcntl is async-signal-safe and touches nothing but the child's fd table.
@@ -59,7 +82,6 @@ pub fn run_holding(
             });
         }
     }
-    cmd.arg("-C").arg(dir).args(args);
     for v in [
         "GIT_DIR",
         "GIT_INDEX_FILE",
@@ -79,7 +101,6 @@ pub fn run_holding(
         // std drops root's supplementary groups itself when it switches uid.
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = format!("git {}", args.join(" "));
     let mut child = cmd.spawn().map_err(|e| Error::io(dir, std::io::Error::other(format!("{what}: {e}"))))?;
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
