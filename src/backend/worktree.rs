@@ -433,14 +433,7 @@ pub(super) fn repo_gone(store: &Store, repo: &Path, probe: bool) -> Result<Optio
 /// Judged without git while the admin directory the link names is there, which is the usual
 /// case; otherwise by the repository itself (`git worktree list`).
 pub(super) fn gone(store: &Store, root: &RootSpec, st: &WorktreeState, link: &Path) -> Result<Option<String>> {
-    let admin =
-        std::fs::symlink_metadata(link).ok().filter(|m| m.is_file()).and_then(|_| std::fs::read(link).ok()).and_then(
-            |text| {
-                let dir = Path::new(std::ffi::OsStr::from_bytes(text.strip_prefix(b"gitdir: ")?.trim_ascii_end()));
-                Some(st.worktree_path.join(dir))
-            },
-        );
-    if admin.is_some_and(|d| d.join("gitdir").is_file()) {
+    if admin_dir(link, &st.worktree_path).is_some_and(|d| d.join("gitdir").is_file()) {
         return Ok(None);
     }
     if let Some(why) = repo_gone(store, &st.repo, true)? {
@@ -455,6 +448,30 @@ pub(super) fn gone(store: &Store, root: &RootSpec, st: &WorktreeState, link: &Pa
             st.worktree_path.display()
         )),
     })
+}
+
+/// The admin directory (`$GIT_COMMON_DIR/worktrees/<name>`) that the `.git` link file at
+/// `link` names, relative paths taken from worktree `wt`; `None` when the link is not a
+/// readable file of git's form.
+pub(super) fn admin_dir(link: &Path, wt: &Path) -> Option<PathBuf> {
+    if !std::fs::symlink_metadata(link).ok()?.is_file() {
+        return None;
+    }
+    let text = std::fs::read(link).ok()?;
+    let dir = Path::new(std::ffi::OsStr::from_bytes(text.strip_prefix(b"gitdir: ")?.trim_ascii_end()));
+    Some(wt.join(dir))
+}
+
+/// The lock of the worktree whose admin directory is `admin`, as `git worktree list` reads it
+/// (gitrepository-layout(5): the file `locked` holds the reason): `Some("")` for a lock without
+/// a reason, `None` when not locked.
+pub(super) fn lock_in(admin: &Path) -> Result<Option<String>> {
+    let f = admin.join("locked");
+    match std::fs::read(&f) {
+        Ok(r) => Ok(Some(String::from_utf8_lossy(r.trim_ascii_end()).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&f, e)),
+    }
 }
 
 /// What destroying gone worktree `st` (its files read in `dir`) would lose: refused unless
@@ -599,17 +616,25 @@ fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<
 /// Whether git lists worktree `wt` (`Some`), and its lock reason if it is locked (`Some("")`
 /// for a lock without one). A repository git cannot list counts as not listing it.
 pub(super) fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
+    Ok(listed_in(&worktree_list(ctx)?, wt))
+}
+
+/// `git worktree list --porcelain -z` of the repository (empty when git cannot list it), for
+/// [`listed_in`]: one git run answers for several paths.
+pub(super) fn worktree_list(ctx: &Ctx) -> Result<Vec<u8>> {
     let out = ctx.git(&ctx.repo, &["worktree", "list", "--porcelain", "-z"])?;
-    if !out.ok() {
-        return Ok(None);
-    }
+    Ok(if out.ok() { out.stdout } else { Vec::new() })
+}
+
+/// [`listed`], read from `list` (a [`worktree_list`]).
+pub(super) fn listed_in(list: &[u8], wt: &Path) -> Option<Option<String>> {
     // git records the real path; the store may have been named through a symlink.
     let real = wt.parent().and_then(|p| p.canonicalize().ok()).zip(wt.file_name()).map(|(p, n)| p.join(n));
     let ours = |p: &[u8]| {
         let p = Path::new(std::ffi::OsStr::from_bytes(p));
         p == wt || real.as_deref() == Some(p)
     };
-    for rec in out.stdout.split(|&b| b == 0).collect::<Vec<_>>().split(|f| f.is_empty()) {
+    for rec in list.split(|&b| b == 0).collect::<Vec<_>>().split(|f| f.is_empty()) {
         let Some(path) = rec.first().and_then(|f| f.strip_prefix(b"worktree ")) else { continue };
         if !ours(path) {
             continue;
@@ -621,9 +646,9 @@ pub(super) fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
                 f.strip_prefix(b"locked ").map(|r| String::from_utf8_lossy(r).into_owned())
             }
         });
-        return Ok(Some(lock));
+        return Some(lock);
     }
-    Ok(None)
+    None
 }
 
 /// Refuse to lose `gs`'s uncommitted and untracked entries unless `force`; the warnings of
@@ -820,96 +845,7 @@ impl Backend for Worktree {
     }
 
     fn destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Vec<String>> {
-        let wt = &st.worktree_path;
-        let wt_s = wt.to_string_lossy().into_owned();
-        if let Some(why) = repo_gone(store, &st.repo, false)? {
-            // Nothing to tell git: only the files (judged before) go.
-            remove_worktree_dir(root, wt)?;
-            return Ok(vec![format!(
-                "{why}: git was not run; branch {}, wherever the repository is now, is untouched",
-                st.branch_name
-            )]);
-        }
-        let ctx = Ctx::for_root(store, &st.repo, root)?;
-        let _lock = repo_lock(store, &ctx.repo)?;
-        let mut warnings = Vec::new();
-        let made_worktree = match std::fs::symlink_metadata(wt) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(wt, e)),
-        };
-        // `git worktree remove` does it all when git's view of the worktree is whole. It is
-        // not after a kill inside `git worktree add` or `remove`: then the directory goes below
-        // and prune drops git's record, once any lock the killed add left is taken off.
-        let whole = made_worktree
-            && has_git_link(wt)?
-            && ctx.git(&ctx.repo, &["worktree", "remove", "--force", "--end-of-options", &wt_s])?.ok();
-        let mut record = None;
-        if !whole {
-            record = listed(&ctx, wt)?;
-            match &record {
-                Some(Some(reason)) if reason == ADD_LOCK => {
-                    ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
-                }
-                Some(Some(reason)) => {
-                    return Err(Error::Conflict(format!(
-                        "worktree {} is locked ({reason}); `git worktree unlock` it, then destroy the root again",
-                        wt.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
-        hit("worktree.destroy.git-removed");
-        if made_worktree {
-            match std::fs::remove_dir_all(wt) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(wt, e)),
-            }
-        }
-        if made_worktree || record.is_some() {
-            ctx.check(&ctx.repo, &["worktree", "prune"])?;
-        }
-        if record.is_some() && listed(&ctx, wt)?.is_some() {
-            return Err(Error::Conflict(format!(
-                "git still lists worktree {} after `git worktree prune`; see `git worktree list` in {}",
-                wt.display(),
-                ctx.repo.display()
-            )));
-        }
-        hit("worktree.destroy.pruned");
-        remove_worktree_dir(root, wt)?;
-        let branch = &st.branch_name;
-        let full = format!("refs/heads/{branch}");
-        // A create killed or failed before git made the branch (the repository may not even be
-        // one): nothing to keep or delete.
-        if !branch_exists(&ctx, &ctx.repo, branch)? {
-            return Ok(warnings);
-        }
-        if !st.created_branch {
-            warnings.push(format!("branch {branch} kept: execroot did not create it"));
-            return Ok(warnings);
-        }
-        // --exclude patterns for --branches are branch names, not full refs. (No
-        // --end-of-options here: `--not` and `--branches` are options; `full` starts with refs/.)
-        let exclude = format!("--exclude={branch}");
-        let unique = ctx.check(
-            &ctx.repo,
-            &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
-        )?;
-        let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
-        if n == 0 {
-            // It may be checked out elsewhere now (after a worktree removed behind execroot's
-            // back): then it stays, and the destroy still ends.
-            let out = ctx.git(&ctx.repo, &["branch", "-D", "--end-of-options", branch])?;
-            if !out.ok() {
-                warnings.push(format!("branch {branch} kept: git branch -D failed: {}", out.stderr));
-            }
-        } else {
-            warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
-        }
-        Ok(warnings)
+        teardown(store, root, st, None)
     }
 
     fn diff(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Diff> {
@@ -977,6 +913,115 @@ impl Backend for Worktree {
         }
         Ok(Some(status(store, &Ctx::for_root(store, &st.repo, root)?, root, st)?))
     }
+}
+
+/// Worktree `st`'s teardown ([`Backend::destroy`]): git's record, the directory, the branch if
+/// execroot made it and it holds nothing found elsewhere. A worktree locked with `own_lock`
+/// (a git-overlay root's) is removed locked (`git worktree remove --force --force`, one git
+/// run instead of unlock and remove); any other lock stops it.
+pub(super) fn teardown(
+    store: &Store,
+    root: &RootSpec,
+    st: &WorktreeState,
+    own_lock: Option<&str>,
+) -> Result<Vec<String>> {
+    let wt = &st.worktree_path;
+    let wt_s = wt.to_string_lossy().into_owned();
+    if let Some(why) = repo_gone(store, &st.repo, false)? {
+        // Nothing to tell git: only the files (judged before) go.
+        remove_worktree_dir(root, wt)?;
+        return Ok(vec![format!(
+            "{why}: git was not run; branch {}, wherever the repository is now, is untouched",
+            st.branch_name
+        )]);
+    }
+    let ctx = Ctx::for_root(store, &st.repo, root)?;
+    let _lock = repo_lock(store, &ctx.repo)?;
+    let mut warnings = Vec::new();
+    let made_worktree = match std::fs::symlink_metadata(wt) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(wt, e)),
+    };
+    // `git worktree remove` does it all when git's view of the worktree is whole. It is
+    // not after a kill inside `git worktree add` or `remove`: then the directory goes below
+    // and prune drops git's record, once any lock the killed add left is taken off.
+    let whole = made_worktree && has_git_link(wt)? && {
+        let mut args = vec!["worktree", "remove", "--force"];
+        if own_lock.is_some() {
+            args.push("--force");
+        }
+        args.extend(["--end-of-options", &wt_s]);
+        ctx.git(&ctx.repo, &args)?.ok()
+    };
+    let mut record = None;
+    if !whole {
+        record = listed(&ctx, wt)?;
+        match &record {
+            Some(Some(reason)) if reason == ADD_LOCK || Some(reason.as_str()) == own_lock => {
+                ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
+            }
+            Some(Some(reason)) => {
+                return Err(Error::Conflict(format!(
+                    "worktree {} is locked ({reason}); `git worktree unlock` it, then destroy the root again",
+                    wt.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    hit("worktree.destroy.git-removed");
+    if made_worktree {
+        match std::fs::remove_dir_all(wt) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(wt, e)),
+        }
+    }
+    // After a whole `git worktree remove` git has nothing left to prune.
+    if (made_worktree && !whole) || record.is_some() {
+        ctx.check(&ctx.repo, &["worktree", "prune"])?;
+    }
+    if record.is_some() && listed(&ctx, wt)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "git still lists worktree {} after `git worktree prune`; see `git worktree list` in {}",
+            wt.display(),
+            ctx.repo.display()
+        )));
+    }
+    hit("worktree.destroy.pruned");
+    remove_worktree_dir(root, wt)?;
+    let branch = &st.branch_name;
+    let full = format!("refs/heads/{branch}");
+    if !st.created_branch {
+        if branch_exists(&ctx, &ctx.repo, branch)? {
+            warnings.push(format!("branch {branch} kept: execroot did not create it"));
+        }
+        return Ok(warnings);
+    }
+    // --exclude patterns for --branches are branch names, not full refs. (No
+    // --end-of-options here: `--not` and `--branches` are options; `full` starts with refs/.)
+    let exclude = format!("--exclude={branch}");
+    let args = ["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"];
+    let out = ctx.git(&ctx.repo, &args)?;
+    // A create killed or failed before git made the branch (the repository may not even be
+    // one): nothing to keep or delete. Asked only then, so a destroy runs one git less.
+    if !out.ok() && !branch_exists(&ctx, &ctx.repo, branch)? {
+        return Ok(warnings);
+    }
+    let unique = out.stdout_if_ok(&ctx.repo, &args)?;
+    let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
+    if n == 0 {
+        // It may be checked out elsewhere now (after a worktree removed behind execroot's
+        // back): then it stays, and the destroy still ends.
+        let out = ctx.git(&ctx.repo, &["branch", "-D", "--end-of-options", branch])?;
+        if !out.ok() {
+            warnings.push(format!("branch {branch} kept: git branch -D failed: {}", out.stderr));
+        }
+    } else {
+        warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
+    }
+    Ok(warnings)
 }
 
 #[cfg(test)]
