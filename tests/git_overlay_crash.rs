@@ -399,11 +399,18 @@ fn a_gone_worktree_can_be_destroyed() {
     if !can_mount() {
         return;
     }
-    for how in [Gone::RemovedMounted, Gone::RemovedUnmounted, Gone::Pruned, Gone::RepoMoved] {
-        let what = format!("{how:?}");
+    for (backend, how) in [
+        ("git-overlay", Gone::RemovedMounted),
+        ("git-overlay", Gone::RemovedUnmounted),
+        ("git-overlay", Gone::Pruned),
+        ("git-overlay", Gone::RepoMoved),
+        ("worktree", Gone::RemovedMounted),
+        ("worktree", Gone::RepoMoved),
+    ] {
+        let what = format!("{backend} {how:?}");
         let env = Env::new();
-        let (id, wt, repo) = gone_root(&env, "git-overlay", how);
-        if draft_survives("git-overlay", how) {
+        let (id, wt, repo) = gone_root(&env, backend, how);
+        if draft_survives(backend, how) {
             let v = env.fails(&["root", "destroy", &id], 5);
             assert!(v["error"]["message"].as_str().unwrap().contains("draft.txt"), "{what}: {v}");
             let d = env.ok(&["root", "destroy", &id, "--force"]);
@@ -415,7 +422,7 @@ fn a_gone_worktree_can_be_destroyed() {
         assert!(!wt.exists(), "{what}");
         assert_eq!(git(&repo, &["log", "-1", "--format=%s", "b"]).trim(), "work", "{what}");
         if how == Gone::RepoMoved {
-            forget_worktree(&repo, &wt, "git-overlay");
+            forget_worktree(&repo, &wt, backend);
         }
         assert_consistent(&env, &repo, &what);
     }
