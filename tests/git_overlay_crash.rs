@@ -490,3 +490,26 @@ fn the_post_checkout_hook_runs_as_git_worktree_add_runs_it() {
     }
     assert_consistent(&env, &repo, "hooks");
 }
+
+#[test]
+fn a_root_in_use_is_not_destroyed_and_stays_mounted() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = env.repo();
+    let r = env.ok(&create_args("git-overlay", repo.to_str().unwrap(), "busy"));
+    let (id, wt) = (r["id"].as_str().unwrap().to_string(), cwd(&r));
+    let mut inside = std::process::Command::new("sleep").arg("600").current_dir(&wt).spawn().unwrap();
+    // The unmount is not waited for (mount::unmount_no_wait), but a busy one is still refused.
+    let out = env.cmd(&["root", "destroy", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert_eq!(parse(&out)["cleaned"], false);
+    assert!(mounts_below(&env.store()).contains(&wt), "the root was unmounted");
+    assert_eq!(env.ok(&["root", "show", &id])["state"], "ready");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    inside.kill().unwrap();
+    inside.wait().unwrap();
+    assert_eq!(env.ok(&["root", "destroy", &id])["cleaned"], true);
+    assert_consistent(&env, &repo, "after destroy");
+}
