@@ -417,7 +417,8 @@ fn a_gone_worktree_can_be_destroyed() {
             assert!(d["warnings"].to_string().contains("draft.txt"), "{what}: {d}");
         } else {
             let d = env.ok(&["root", "destroy", &id]);
-            assert!(d["warnings"].to_string().contains("gone"), "{what}: {d}");
+            // (A plain worktree git removed leaves nothing to judge, nor to warn about.)
+            assert!(backend == "worktree" || d["warnings"].to_string().contains("gone"), "{what}: {d}");
         }
         assert!(!wt.exists(), "{what}");
         assert_eq!(git(&repo, &["log", "-1", "--format=%s", "b"]).trim(), "work", "{what}");

@@ -565,7 +565,13 @@ impl Backend for GitOverlay {
     }
 
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &GitOverlayState, force: bool) -> Result<Vec<String>> {
-        if let Some(why) = self.gone(store, root, st)? {
+        // A create that did not finish (no snapshot recorded) never had a whole worktree: only
+        // a repository that is gone counts then.
+        let why = match root.snapshots.is_empty() {
+            false => self.gone(store, root, st)?,
+            true => worktree::repo_gone(store, &st.worktree.repo, false)?,
+        };
+        if let Some(why) = why {
             // Git cannot judge any more: the upper says what changed, the branch what is saved.
             return worktree::judge_gone(store, root, &st.worktree, &st.overlay.upper, true, &why, force);
         }

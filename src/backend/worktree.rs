@@ -761,11 +761,11 @@ impl Backend for Worktree {
 
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState, force: bool) -> Result<Vec<String>> {
         let wt = &st.worktree_path;
-        if let Some(why) = self.gone(store, root, st)? {
-            return judge_gone(store, root, st, wt, false, &why, force);
-        }
         if !has_entries(wt)? {
             return Ok(vec![]);
+        }
+        if let Some(why) = self.gone(store, root, st)? {
+            return judge_gone(store, root, st, wt, false, &why, force);
         }
         let ctx = Ctx::for_root(store, &st.repo, root)?;
         let gs = match has_git_link(wt)? {
