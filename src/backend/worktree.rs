@@ -616,25 +616,17 @@ fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<
 /// Whether git lists worktree `wt` (`Some`), and its lock reason if it is locked (`Some("")`
 /// for a lock without one). A repository git cannot list counts as not listing it.
 pub(super) fn listed(ctx: &Ctx, wt: &Path) -> Result<Option<Option<String>>> {
-    Ok(listed_in(&worktree_list(ctx)?, wt))
-}
-
-/// `git worktree list --porcelain -z` of the repository (empty when git cannot list it), for
-/// [`listed_in`]: one git run answers for several paths.
-pub(super) fn worktree_list(ctx: &Ctx) -> Result<Vec<u8>> {
     let out = ctx.git(&ctx.repo, &["worktree", "list", "--porcelain", "-z"])?;
-    Ok(if out.ok() { out.stdout } else { Vec::new() })
-}
-
-/// [`listed`], read from `list` (a [`worktree_list`]).
-pub(super) fn listed_in(list: &[u8], wt: &Path) -> Option<Option<String>> {
+    if !out.ok() {
+        return Ok(None);
+    }
     // git records the real path; the store may have been named through a symlink.
     let real = wt.parent().and_then(|p| p.canonicalize().ok()).zip(wt.file_name()).map(|(p, n)| p.join(n));
     let ours = |p: &[u8]| {
         let p = Path::new(std::ffi::OsStr::from_bytes(p));
         p == wt || real.as_deref() == Some(p)
     };
-    for rec in list.split(|&b| b == 0).collect::<Vec<_>>().split(|f| f.is_empty()) {
+    for rec in out.stdout.split(|&b| b == 0).collect::<Vec<_>>().split(|f| f.is_empty()) {
         let Some(path) = rec.first().and_then(|f| f.strip_prefix(b"worktree ")) else { continue };
         if !ours(path) {
             continue;
@@ -646,9 +638,9 @@ pub(super) fn listed_in(list: &[u8], wt: &Path) -> Option<Option<String>> {
                 f.strip_prefix(b"locked ").map(|r| String::from_utf8_lossy(r).into_owned())
             }
         });
-        return Some(lock);
+        return Ok(Some(lock));
     }
-    None
+    Ok(None)
 }
 
 /// Refuse to lose `gs`'s uncommitted and untracked entries unless `force`; the warnings of
