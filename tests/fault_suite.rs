@@ -41,10 +41,12 @@ enum Op {
     CreateOverlay,
     CreateCopy,
     CreateWorktree,
+    CreateGitOverlay,
     Commit,
     DestroyOverlay,
     DestroyCopy,
     DestroyWorktree,
+    DestroyGitOverlay,
     Gc,
     DoctorRepair,
     VerifyRepair,
@@ -56,10 +58,12 @@ const ROOT_OPS: &[Op] = &[
     Op::CreateOverlay,
     Op::CreateCopy,
     Op::CreateWorktree,
+    Op::CreateGitOverlay,
     Op::Commit,
     Op::DestroyOverlay,
     Op::DestroyCopy,
     Op::DestroyWorktree,
+    Op::DestroyGitOverlay,
     Op::DoctorRepair,
 ];
 
@@ -75,6 +79,17 @@ const DESTROY_POINTS: &[&str] = &["root.destroy.recorded", "root.destroy.backend
 /// failed to), and after prune, before the branch is judged.
 const WT_DESTROY_POINTS: &[&str] = &[
     "root.destroy.recorded",
+    "worktree.destroy.git-removed",
+    "worktree.destroy.pruned",
+    "root.destroy.backend-done",
+    "root.destroy.files-removed",
+];
+
+/// A git-overlay destroy: its own points between the unmount and the worktree backend's.
+const GO_DESTROY_POINTS: &[&str] = &[
+    "root.destroy.recorded",
+    "git-overlay.destroy.unmounted",
+    "git-overlay.destroy.unlocked",
     "worktree.destroy.git-removed",
     "worktree.destroy.pruned",
     "root.destroy.backend-done",
@@ -100,8 +115,20 @@ impl Op {
                 "worktree.create.added",
                 "root.create.backend-made",
             ],
+            // The commit's checkout is cached by the first round: `.checked-out` is not passed.
+            Op::CreateGitOverlay => &[
+                "root.create.recorded",
+                "git-overlay.create.dir-made",
+                "git-overlay.create.added",
+                "git-overlay.create.locked",
+                "git-overlay.create.mounted",
+                "git-overlay.create.indexed",
+                "root.create.backend-made",
+                "root.create.mounts-made",
+            ],
             Op::DestroyOverlay | Op::DestroyCopy => DESTROY_POINTS,
             Op::DestroyWorktree => WT_DESTROY_POINTS,
+            Op::DestroyGitOverlay => GO_DESTROY_POINTS,
             Op::Gc => &["gc.snapshots-removed", "gc.object-removed", "gc.unlocked"],
             // doctor --repair undoes a killed create through destroy.
             Op::DoctorRepair => DESTROY_POINTS,
@@ -189,9 +216,11 @@ impl Suite {
                 s.standing.push(key.to_string());
             }
             let repo = s.repo.clone().unwrap();
-            let r = s.env.repo_root("worktree", repo.to_str().unwrap(), &["--key", "keep-wt"]);
-            std::fs::write(cwd(&r).join(CANARY), "keep-wt\n").unwrap();
-            s.standing.push("keep-wt".into());
+            for (backend, key) in [("worktree", "keep-wt"), ("git-overlay", "keep-go")] {
+                let r = s.env.repo_root(backend, repo.to_str().unwrap(), &["--key", key]);
+                std::fs::write(cwd(&r).join(CANARY), format!("{key}\n")).unwrap();
+                s.standing.push(key.into());
+            }
         }
         s
     }
@@ -214,9 +243,9 @@ impl Suite {
     fn create_root(&mut self, backend: &str) -> Value {
         let key = format!("r-{}", self.round);
         match backend {
-            "worktree" => {
+            "worktree" | "git-overlay" => {
                 let repo = self.repo.clone().unwrap();
-                self.env.repo_root("worktree", repo.to_str().unwrap(), &["--key", &key])
+                self.env.repo_root(backend, repo.to_str().unwrap(), &["--key", &key])
             }
             b => self.env.root(&[
                 "--class",
@@ -300,16 +329,17 @@ impl Suite {
                     &key,
                 ])
             }
-            Op::CreateWorktree => {
+            Op::CreateWorktree | Op::CreateGitOverlay => {
                 let repo = self.repo.clone().unwrap();
                 let key = format!("w-{r}");
+                let b = if op == Op::CreateWorktree { "worktree" } else { "git-overlay" };
                 s(&[
                     "root",
                     "create",
                     "--class",
                     "repo-edit",
                     "--backend",
-                    "worktree",
+                    b,
                     "--repo",
                     repo.to_str().unwrap(),
                     "--base-ref",
@@ -324,15 +354,16 @@ impl Suite {
                 t.refs.push("out".into());
                 s(&["root", "commit", "keep-art", "--name", "out"])
             }
-            Op::DestroyOverlay | Op::DestroyCopy | Op::DestroyWorktree => {
+            Op::DestroyOverlay | Op::DestroyCopy | Op::DestroyWorktree | Op::DestroyGitOverlay => {
                 let b = match op {
                     Op::DestroyOverlay => "overlay",
                     Op::DestroyCopy => "copy",
+                    Op::DestroyGitOverlay => "git-overlay",
                     _ => "worktree",
                 };
                 let root = self.create_root(b);
                 let dir = cwd(&root);
-                if b == "worktree" {
+                if b == "worktree" || b == "git-overlay" {
                     // Committed work survives any destroy (its branch is kept); untracked
                     // work would make destroy refuse.
                     std::fs::write(dir.join("work.txt"), "work").unwrap();

@@ -497,6 +497,34 @@ fn write_index(ctx: &Ctx, wt: &Path, commit: &str, stale: &BTreeSet<Vec<u8>>) ->
     Ok(true)
 }
 
+/// Run the repository's `post-checkout` hook in worktree `wt` as `git worktree add` runs it
+/// after a checkout (which `--no-checkout` skipped): if `$(git rev-parse --git-path
+/// hooks/post-checkout)` (which follows `core.hooksPath`) is an executable file, with the
+/// arguments `<null id> <commit> 1`, in the worktree, as the repository's owner, with the
+/// clean environment and timeout of every git command. git makes the hook's exit status its
+/// own; here the root is made all the same and a failure is a warning (docs/roots.md).
+fn post_checkout(store: &Store, ctx: &Ctx, wt: &Path, commit: &str) -> Result<Vec<String>> {
+    let out = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-path", "hooks/post-checkout"])?;
+    let hook = PathBuf::from(std::ffi::OsStr::from_bytes(out.trim_ascii_end()));
+    match std::fs::metadata(&hook) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        _ => return Ok(vec![]),
+    }
+    let null = "0".repeat(commit.len());
+    let timeout = worktree::timeout(store);
+    let res = crate::sys::git::run_hook(&hook, wt, ctx.git_owner, &[&null, commit, "1"], timeout);
+    Ok(match res {
+        Ok(o) if o.ok() => vec![],
+        Ok(o) => vec![format!(
+            "the post-checkout hook {} failed ({}): {}",
+            hook.display(),
+            o.code.map_or("killed by a signal".to_string(), |c| format!("exit status {c}")),
+            o.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ")
+        )],
+        Err(e) => vec![format!("the post-checkout hook {} could not run: {e}", hook.display())],
+    })
+}
+
 impl Backend for GitOverlay {
     type State = GitOverlayState;
     const KIND: BackendKind = BackendKind::GitOverlay;
@@ -576,6 +604,7 @@ impl Backend for GitOverlay {
             ctx.check(wt, &["update-index", "-q", "--refresh"])?;
         }
         hit("git-overlay.create.indexed");
+        made.warnings.extend(post_checkout(store, &ctx, wt, &commit)?);
         made.mounts.push(guard);
         made.snapshots = Some(stack);
         Ok(made)
@@ -594,10 +623,22 @@ impl Backend for GitOverlay {
     }
 
     fn detach(&self, _store: &Store, root: &RootSpec, _st: &GitOverlayState) -> Result<bool> {
-        Ok(mount::unmount(&root.cwd)? != Unmounted::Busy)
+        // A root whose files git looked at has thousands of inodes for the kernel to evict:
+        // that is left to go on while git removes the worktree.
+        Ok(mount::unmount_no_wait(&root.cwd)? != Unmounted::Busy)
     }
 
     fn check_destroy(&self, store: &Store, root: &RootSpec, st: &GitOverlayState, force: bool) -> Result<Vec<String>> {
+        // A create that did not finish (no snapshot recorded) never had a whole worktree: only
+        // a repository that is gone counts then.
+        let why = match root.snapshots.is_empty() {
+            false => self.gone(store, root, st)?,
+            true => worktree::repo_gone(store, &st.worktree.repo, false)?,
+        };
+        if let Some(why) = why {
+            // Git cannot judge any more: the upper says what changed, the branch what is saved.
+            return worktree::judge_gone(store, root, &st.worktree, &st.overlay.upper, true, &why, force);
+        }
         if mount::is_mounted(&root.cwd)? {
             let ctx = Ctx::for_root(store, &st.worktree.repo, root)?;
             return worktree::judge(root, &mounted_status(store, &ctx, root, st)?, force);
@@ -627,6 +668,9 @@ impl Backend for GitOverlay {
         st: &GitOverlayState,
         what: Interrupted,
     ) -> Result<Vec<String>> {
+        if let Some(why) = worktree::repo_gone(store, &st.worktree.repo, false)? {
+            return worktree::kept_when_repo_gone(store, root, &st.overlay.upper, true, &why);
+        }
         let ctx = Ctx::for_root(store, &st.worktree.repo, root)?;
         // A git the killed execroot started may still run: judge once it is done.
         drop(ctx.hold()?);
@@ -660,21 +704,45 @@ impl Backend for GitOverlay {
         if mount::unmount(&root.cwd)? == Unmounted::Busy {
             return Err(Error::Busy { path: root.cwd.clone() });
         }
+        hit("git-overlay.destroy.unmounted");
         let wst = &st.worktree;
-        let wt_s = wst.worktree_path.to_string_lossy().into_owned();
-        {
+        let mut own_lock = None;
+        // A repository that is gone has nothing to be told (the worktree backend says so).
+        if worktree::repo_gone(store, &wst.repo, false)?.is_none() {
             let ctx = Ctx::for_root(store, &wst.repo, root)?;
             let _lock = worktree::repo_lock(store, &ctx.repo)?;
-            remove_checkout(&ctx, &checkout_dir(wst))?;
-            // Only execroot's own lock is lifted; anyone else's stops the destroy (below).
-            if worktree::listed(&ctx, &wst.worktree_path)? == Some(Some(lock_reason(&root.id))) {
-                ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
+            // A create that did not finish (no snapshot recorded) may have left its temporary
+            // checkout, on disk or only in git's records; one that finished removed it.
+            let checkout = checkout_dir(wst);
+            if root.snapshots.is_empty() || std::fs::symlink_metadata(&checkout).is_ok() {
+                remove_checkout(&ctx, &checkout)?;
+            }
+            // Only execroot's own lock is lifted; anyone else's stops the destroy (below). It
+            // is read from git's admin directory, which the `.git` link in the upper names,
+            // rather than with `git worktree list`: one git run less of the five or six a
+            // destroy takes (each 5 to 100 ms on a loaded machine).
+            let ours = lock_reason(&root.id);
+            let lock = match worktree::admin_dir(&st.overlay.upper.join(".git"), &wst.worktree_path) {
+                Some(admin) if admin.join("gitdir").is_file() => worktree::lock_in(&admin)?,
+                _ => worktree::listed(&ctx, &wst.worktree_path)?.flatten(),
+            };
+            if lock.as_deref() == Some(ours.as_str()) {
+                own_lock = Some(ours);
             }
         }
         hit("git-overlay.destroy.unlocked");
         // What is left is a worktree without files: the worktree backend's teardown (git's
-        // record, the branch if it holds nothing unique).
-        Worktree.destroy(store, root, wst)
+        // record, removed with execroot's lock on, and the branch if it holds nothing unique).
+        worktree::teardown(store, root, wst, own_lock.as_deref())
+    }
+
+    fn gone(&self, store: &Store, root: &RootSpec, st: &GitOverlayState) -> Result<Option<String>> {
+        // The worktree's `.git` link lives in the upper, mounted or not.
+        worktree::gone(store, root, &st.worktree, &st.overlay.upper.join(".git"))
+    }
+
+    fn rescue(&self, store: &Store, root: &RootSpec, st: &GitOverlayState) -> Result<Option<super::Rescued>> {
+        worktree::rescue_gone(store, root, &st.worktree, &st.overlay.upper, true)
     }
 
     fn usage(&self, _store: &Store, _root: &RootSpec, st: &GitOverlayState) -> Result<Usage> {

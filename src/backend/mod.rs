@@ -185,6 +185,22 @@ pub enum Interrupted {
     Destroy,
 }
 
+/// What doctor kept of a gone root (docs/roots.md, "Worktrees removed behind execroot").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rescued {
+    /// The ref naming the snapshot that holds the files.
+    pub name: String,
+    /// The snapshot.
+    pub snapshot: crate::Hash,
+    /// The files kept, relative to the working directory.
+    pub paths: Vec<String>,
+}
+
+/// The ref under which doctor keeps the files of gone root `id`.
+pub fn rescue_ref(id: &str) -> String {
+    format!("rescued-{id}")
+}
+
 /// The operations every backend provides, on its own state type.
 pub trait Backend {
     /// What the backend records about a root (part of `state.json`).
@@ -223,6 +239,19 @@ pub trait Backend {
     }
     /// Tear the working directory down; idempotent. Returns warnings.
     fn destroy(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Vec<String>>;
+    /// Why the working directory is gone for good behind execroot's back, if it is: a git
+    /// worktree its repository no longer lists (removed or pruned with git's own commands), or
+    /// whose repository is gone. Doctor reports such a root as `worktree-gone`. Other
+    /// backends: never.
+    fn gone(&self, _store: &Store, _root: &RootSpec, _st: &Self::State) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// Before doctor tears a gone root down: keep the files found nowhere else (not as
+    /// committed on the root's branch, or all of them when the repository is gone) as the
+    /// snapshot [`rescue_ref`] names. `None` when there is nothing to keep.
+    fn rescue(&self, _store: &Store, _root: &RootSpec, _st: &Self::State) -> Result<Option<Rescued>> {
+        Ok(None)
+    }
     /// Bytes and inodes the run has written.
     fn usage(&self, store: &Store, root: &RootSpec, st: &Self::State) -> Result<Usage>;
     /// What the run changed against its base (docs/capture.md).
@@ -335,6 +364,16 @@ impl BackendState {
     /// [`Backend::destroy`].
     pub fn destroy(&self, store: &Store, root: &RootSpec) -> Result<Vec<String>> {
         dispatch!(self, b, s => b.destroy(store, root, s))
+    }
+
+    /// [`Backend::gone`].
+    pub fn gone(&self, store: &Store, root: &RootSpec) -> Result<Option<String>> {
+        dispatch!(self, b, s => b.gone(store, root, s))
+    }
+
+    /// [`Backend::rescue`].
+    pub fn rescue(&self, store: &Store, root: &RootSpec) -> Result<Option<Rescued>> {
+        dispatch!(self, b, s => b.rescue(store, root, s))
     }
 
     /// [`Backend::usage`].

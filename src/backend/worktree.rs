@@ -385,10 +385,24 @@ pub(super) fn listing(paths: &[String]) -> String {
 /// `git worktree add` checks out. Without the branch every file counts. Ignored files count
 /// too: nothing here can tell them. A path that is not UTF-8 counts (it cannot be hashed here).
 fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
-    let wt = &st.worktree_path;
+    Ok(lossy(foreign_files_in(Some(ctx), &st.branch_name, &st.worktree_path, false)?))
+}
+
+/// Raw paths, for a message.
+fn lossy(paths: Vec<Vec<u8>>) -> Vec<String> {
+    paths.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect()
+}
+
+/// [`foreign_files`] of the tree at `dir` (a worktree, or a git-overlay root's upper
+/// directory, whose whiteouts, deletions, are left out with `whiteouts`). Without `ctx` (the
+/// repository is gone) every file counts. SHA-1 blob ids are computed here, reading through
+/// `dir`'s handle (git, as the repository's owner, may not be able to read an upper
+/// directory); others by `git hash-object`.
+pub(super) fn foreign_files_in(ctx: Option<&Ctx>, branch: &str, dir: &Path, whiteouts: bool) -> Result<Vec<Vec<u8>>> {
+    let wt = dir;
     let mut expected: HashMap<Vec<u8>, (Vec<u8>, String)> = HashMap::new();
-    if branch_exists(ctx, &ctx.repo, &st.branch_name)? {
-        let full = format!("refs/heads/{}", st.branch_name);
+    if let Some(ctx) = ctx.filter(|c| branch_exists(c, &c.repo, branch).unwrap_or(false)) {
+        let full = format!("refs/heads/{branch}");
         let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", &full])?;
         // "<mode> SP <type> SP <oid> TAB <path>"
         for rec in out.split(|&b| b == 0) {
@@ -412,9 +426,18 @@ fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
         if f.rel.is_empty() || f.meta.kind == Kind::Dir || (f.rel == b".git" && f.meta.kind == Kind::File) {
             return Ok(());
         }
+        if whiteouts && f.meta.is_whiteout() {
+            return Ok(());
+        }
         let exec = f.meta.mode & 0o100 != 0;
         match (expected.get(&f.rel), f.meta.kind) {
             (Some((mode, oid)), Kind::File) if (mode == b"100644" && !exec) || (mode == b"100755" && exec) => {
+                if oid.len() == 40 {
+                    if blob_sha1(&tree, &f.rel)? != *oid {
+                        foreign.push(f.rel);
+                    }
+                    return Ok(());
+                }
                 match std::str::from_utf8(&f.rel) {
                     Ok(rel) => files.push((wt.join(rel).to_string_lossy().into_owned(), f.rel.clone(), oid.clone())),
                     Err(_) => foreign.push(f.rel),
@@ -427,24 +450,213 @@ fn foreign_files(ctx: &Ctx, st: &WorktreeState) -> Result<Vec<String>> {
         }
         Ok(())
     })?;
-    for chunk in files.chunks(200) {
-        let mut args = vec!["hash-object", "--no-filters", "--"];
-        args.extend(chunk.iter().map(|(abs, _, _)| abs.as_str()));
-        let out = ctx.check(&ctx.repo, &args)?;
-        let got: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        for (i, (_, rel, oid)) in chunk.iter().enumerate() {
-            if got.get(i).copied() != Some(oid.as_bytes()) {
-                foreign.push(rel.clone());
+    if let Some(ctx) = ctx {
+        for chunk in files.chunks(200) {
+            let mut args = vec!["hash-object", "--no-filters", "--"];
+            args.extend(chunk.iter().map(|(abs, _, _)| abs.as_str()));
+            let out = ctx.check(&ctx.repo, &args)?;
+            let got: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            for (i, (_, rel, oid)) in chunk.iter().enumerate() {
+                if got.get(i).copied() != Some(oid.as_bytes()) {
+                    foreign.push(rel.clone());
+                }
+            }
+        }
+        for (rel, target, oid) in links {
+            if ctx.check(&ctx.repo, &["cat-file", "blob", &oid])? != target {
+                foreign.push(rel);
             }
         }
     }
-    for (rel, target, oid) in links {
-        if ctx.check(&ctx.repo, &["cat-file", "blob", &oid])? != target {
-            foreign.push(rel);
+    foreign.sort();
+    Ok(foreign)
+}
+
+/// The SHA-1 blob id git gives the file at `rel` (without filters), read through `tree`.
+fn blob_sha1(tree: &Tree, rel: &[u8]) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = tree.open_file(rel)?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    let mut h = sha1_smol::Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(&data);
+    Ok(h.digest().to_string())
+}
+
+/// Why repository `repo` is gone, if it is: its path is not there (deleted or moved) or,
+/// with `probe`, git does not take it for a repository any more.
+pub(super) fn repo_gone(store: &Store, repo: &Path, probe: bool) -> Result<Option<String>> {
+    match std::fs::symlink_metadata(repo) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some(format!("the repository {} is gone (deleted or moved)", repo.display())))
+        }
+        Err(e) => return Err(Error::io(repo, e)),
+    }
+    if probe {
+        let out = Ctx::of(store, repo)?.git(repo, &["rev-parse", "--git-dir"])?;
+        if !out.ok() {
+            return Ok(Some(format!("{} is not a git repository any more: {}", repo.display(), out.stderr)));
         }
     }
-    foreign.sort();
-    Ok(foreign.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect())
+    Ok(None)
+}
+
+/// Why worktree `st` is gone behind execroot's back, if it is (see [`super::Backend::gone`]).
+/// `link` is where its `.git` link lives (a git-overlay root keeps it in its upper directory).
+/// Judged without git while the admin directory the link names is there, which is the usual
+/// case; otherwise by the repository itself (`git worktree list`).
+pub(super) fn gone(store: &Store, root: &RootSpec, st: &WorktreeState, link: &Path) -> Result<Option<String>> {
+    if admin_dir(link, &st.worktree_path).is_some_and(|d| d.join("gitdir").is_file()) {
+        return Ok(None);
+    }
+    if let Some(why) = repo_gone(store, &st.repo, true)? {
+        return Ok(Some(why));
+    }
+    let ctx = Ctx::for_root(store, &st.repo, root)?;
+    Ok(match listed(&ctx, &st.worktree_path)? {
+        Some(_) => None,
+        None => Some(format!(
+            "{} no longer lists worktree {} (removed or pruned with git's own commands)",
+            st.repo.display(),
+            st.worktree_path.display()
+        )),
+    })
+}
+
+/// The admin directory (`$GIT_COMMON_DIR/worktrees/<name>`) that the `.git` link file at
+/// `link` names, relative paths taken from worktree `wt`; `None` when the link is not a
+/// readable file of git's form.
+pub(super) fn admin_dir(link: &Path, wt: &Path) -> Option<PathBuf> {
+    if !std::fs::symlink_metadata(link).ok()?.is_file() {
+        return None;
+    }
+    let text = std::fs::read(link).ok()?;
+    let dir = Path::new(std::ffi::OsStr::from_bytes(text.strip_prefix(b"gitdir: ")?.trim_ascii_end()));
+    Some(wt.join(dir))
+}
+
+/// The lock of the worktree whose admin directory is `admin`, as `git worktree list` reads it
+/// (gitrepository-layout(5): the file `locked` holds the reason): `Some("")` for a lock without
+/// a reason, `None` when not locked.
+pub(super) fn lock_in(admin: &Path) -> Result<Option<String>> {
+    let f = admin.join("locked");
+    match std::fs::read(&f) {
+        Ok(r) => Ok(Some(String::from_utf8_lossy(r.trim_ascii_end()).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&f, e)),
+    }
+}
+
+/// What destroying gone worktree `st` (its files read in `dir`) would lose: refused unless
+/// `force`, naming the files and the way to keep them; the warnings otherwise.
+pub(super) fn judge_gone(
+    store: &Store,
+    root: &RootSpec,
+    st: &WorktreeState,
+    dir: &Path,
+    whiteouts: bool,
+    why: &str,
+    force: bool,
+) -> Result<Vec<String>> {
+    let lost = lossy(unsaved_when_gone(store, root, st, dir, whiteouts)?);
+    let mut warnings = vec![format!("the worktree is gone: {why}")];
+    if lost.is_empty() {
+        return Ok(warnings);
+    }
+    // A doctor run killed (or stopped by a busy mount) after keeping them.
+    let kept = super::rescue_ref(&root.id);
+    if let Some(id) = store.get_ref(&kept)? {
+        warnings.push(format!("{} file(s) not as committed were kept as snapshot {kept} ({id})", lost.len()));
+        return Ok(warnings);
+    }
+    if !force {
+        return Err(Error::Conflict(format!(
+            "root {}: {why}; {} file(s) in it are not as committed on branch {}: `execroot doctor --repair` keeps them as snapshot {} and removes the root, or use --force to discard them: {}",
+            root.id,
+            lost.len(),
+            st.branch_name,
+            super::rescue_ref(&root.id),
+            listing(&lost)
+        )));
+    }
+    warnings.push(format!("--force: discarded {} file(s) not as committed: {}", lost.len(), listing(&lost)));
+    Ok(warnings)
+}
+
+/// The check of an interrupted operation on a root whose repository is gone: every file in
+/// `dir` (whiteouts left out with `whiteouts`, and the `.git` link) counts as unsaved work
+/// and is kept, named in the refusal.
+pub(super) fn kept_when_repo_gone(
+    store: &Store,
+    root: &RootSpec,
+    dir: &Path,
+    whiteouts: bool,
+    why: &str,
+) -> Result<Vec<String>> {
+    // A git the killed execroot started may still run: judge once it is done.
+    drop(FileLock::on_dir_within(&root.dir, timeout(store))?);
+    let keep = lossy(foreign_files_in(None, "", dir, whiteouts)?);
+    if keep.is_empty() {
+        return Ok(vec![format!("{why}: git was not asked anything")]);
+    }
+    Err(Error::Conflict(format!(
+        "root {}: {why}; {} file(s) in {} cannot be judged and are kept: look, then `execroot root destroy {} --force`: {}",
+        root.id,
+        keep.len(),
+        dir.display(),
+        root.id,
+        listing(&keep)
+    )))
+}
+
+/// Remove the worktree directory `wt`, if there, and its parent when it is execroot's own
+/// (`wt/` in the root's directory, or the root's directory under `worktree_dir`).
+fn remove_worktree_dir(root: &RootSpec, wt: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(wt) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(wt, e)),
+    }
+    if let Some(parent) = wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == root.id.as_str())) {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}
+
+/// The files of gone worktree `st`, read in `dir`, that are found nowhere else: not as
+/// committed on its branch, or every file when the repository is gone.
+fn unsaved_when_gone(store: &Store, root: &RootSpec, st: &WorktreeState, dir: &Path, wh: bool) -> Result<Vec<Vec<u8>>> {
+    let ctx = match repo_gone(store, &st.repo, true)? {
+        Some(_) => None,
+        None => Some(Ctx::for_root(store, &st.repo, root)?),
+    };
+    foreign_files_in(ctx.as_ref(), &st.branch_name, dir, wh)
+}
+
+/// Keep the files of gone worktree `st` that are found nowhere else (read in `dir`) as the
+/// snapshot [`super::rescue_ref`] names, its ref set for the root's owner.
+pub(super) fn rescue_gone(
+    store: &Store,
+    root: &RootSpec,
+    st: &WorktreeState,
+    dir: &Path,
+    whiteouts: bool,
+) -> Result<Option<super::Rescued>> {
+    let paths = unsaved_when_gone(store, root, st, dir, whiteouts)?;
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let name = super::rescue_ref(&root.id);
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("rescued.root".to_string(), root.id.clone());
+    labels.insert("git.repo".to_string(), st.repo.to_string_lossy().into_owned());
+    labels.insert("git.branch".to_string(), st.branch_name.clone());
+    let opts = crate::store::ingest::IngestOptions { name: Some(name.clone()), labels, ..Default::default() };
+    let id = store.ingest_change(dir, &paths, &[], vec![], &opts)?.id;
+    store.set_ref_with(&name, &id, crate::store::refs::RefMeta { uid: root.owner.uid, shared: false })?;
+    Ok(Some(super::Rescued { name, snapshot: id, paths: lossy(paths) }))
 }
 
 /// Every path the layers of `snapshots` hold (what a create copies onto the checkout).
@@ -634,6 +846,9 @@ impl Backend for Worktree {
         if !has_entries(wt)? {
             return Ok(vec![]);
         }
+        if let Some(why) = self.gone(store, root, st)? {
+            return judge_gone(store, root, st, wt, false, &why, force);
+        }
         let ctx = Ctx::for_root(store, &st.repo, root)?;
         let gs = match has_git_link(wt)? {
             true => status(store, &ctx, root, st).ok(),
@@ -673,6 +888,9 @@ impl Backend for Worktree {
         what: Interrupted,
     ) -> Result<Vec<String>> {
         let wt = &st.worktree_path;
+        if let Some(why) = repo_gone(store, &st.repo, false)? {
+            return kept_when_repo_gone(store, root, wt, false, &why);
+        }
         let ctx = Ctx::for_root(store, &st.repo, root)?;
         // A git the killed execroot started may still be checking out or removing files:
         // judge the tree only once it is done.
@@ -713,86 +931,7 @@ impl Backend for Worktree {
     }
 
     fn destroy(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Vec<String>> {
-        let wt = &st.worktree_path;
-        let wt_s = wt.to_string_lossy().into_owned();
-        let ctx = Ctx::for_root(store, &st.repo, root)?;
-        let _lock = repo_lock(store, &ctx.repo)?;
-        let mut warnings = Vec::new();
-        let made_worktree = match std::fs::symlink_metadata(wt) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(wt, e)),
-        };
-        // `git worktree remove` does it all when git's view of the worktree is whole. It is
-        // not after a kill inside `git worktree add` or `remove`: then the directory goes below
-        // and prune drops git's record, once any lock the killed add left is taken off.
-        let whole = made_worktree
-            && has_git_link(wt)?
-            && ctx.git(&ctx.repo, &["worktree", "remove", "--force", "--end-of-options", &wt_s])?.ok();
-        let mut record = None;
-        if !whole {
-            record = listed(&ctx, wt)?;
-            match &record {
-                Some(Some(reason)) if reason == ADD_LOCK => {
-                    ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
-                }
-                Some(Some(reason)) => {
-                    return Err(Error::Conflict(format!(
-                        "worktree {} is locked ({reason}); `git worktree unlock` it, then destroy the root again",
-                        wt.display()
-                    )))
-                }
-                _ => {}
-            }
-        }
-        hit("worktree.destroy.git-removed");
-        if made_worktree {
-            match std::fs::remove_dir_all(wt) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(wt, e)),
-            }
-        }
-        if made_worktree || record.is_some() {
-            ctx.check(&ctx.repo, &["worktree", "prune"])?;
-        }
-        if record.is_some() && listed(&ctx, wt)?.is_some() {
-            return Err(Error::Conflict(format!(
-                "git still lists worktree {} after `git worktree prune`; see `git worktree list` in {}",
-                wt.display(),
-                ctx.repo.display()
-            )));
-        }
-        hit("worktree.destroy.pruned");
-        if let Some(parent) = wt.parent().filter(|p| p.file_name().is_some_and(|n| n == "wt" || n == root.id.as_str()))
-        {
-            let _ = std::fs::remove_dir(parent);
-        }
-        let branch = &st.branch_name;
-        let full = format!("refs/heads/{branch}");
-        // A create killed or failed before git made the branch (the repository may not even be
-        // one): nothing to keep or delete.
-        if !branch_exists(&ctx, &ctx.repo, branch)? {
-            return Ok(warnings);
-        }
-        if !st.created_branch {
-            warnings.push(format!("branch {branch} kept: execroot did not create it"));
-            return Ok(warnings);
-        }
-        // --exclude patterns for --branches are branch names, not full refs. (No
-        // --end-of-options here: `--not` and `--branches` are options; `full` starts with refs/.)
-        let exclude = format!("--exclude={branch}");
-        let unique = ctx.check(
-            &ctx.repo,
-            &["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"],
-        )?;
-        let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
-        if n == 0 {
-            ctx.check(&ctx.repo, &["branch", "-D", "--end-of-options", branch])?;
-        } else {
-            warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
-        }
-        Ok(warnings)
+        teardown(store, root, st, None)
     }
 
     fn diff(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Diff> {
@@ -845,12 +984,130 @@ impl Backend for Worktree {
         Ok(tree_usage(&root.cwd))
     }
 
+    fn gone(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Option<String>> {
+        gone(store, root, st, &st.worktree_path.join(".git"))
+    }
+
+    fn rescue(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Option<super::Rescued>> {
+        rescue_gone(store, root, st, &st.worktree_path, false)
+    }
+
     fn git_status(&self, store: &Store, root: &RootSpec, st: &WorktreeState) -> Result<Option<GitStatus>> {
-        if !has_git_link(&st.worktree_path)? {
+        // No git view without the repository (doctor reports the root as `worktree-gone`).
+        if !has_git_link(&st.worktree_path)? || repo_gone(store, &st.repo, false)?.is_some() {
             return Ok(None);
         }
         Ok(Some(status(store, &Ctx::for_root(store, &st.repo, root)?, root, st)?))
     }
+}
+
+/// Worktree `st`'s teardown ([`Backend::destroy`]): git's record, the directory, the branch if
+/// execroot made it and it holds nothing found elsewhere. A worktree locked with `own_lock`
+/// (a git-overlay root's) is removed locked (`git worktree remove --force --force`, one git
+/// run instead of unlock and remove); any other lock stops it.
+pub(super) fn teardown(
+    store: &Store,
+    root: &RootSpec,
+    st: &WorktreeState,
+    own_lock: Option<&str>,
+) -> Result<Vec<String>> {
+    let wt = &st.worktree_path;
+    let wt_s = wt.to_string_lossy().into_owned();
+    if let Some(why) = repo_gone(store, &st.repo, false)? {
+        // Nothing to tell git: only the files (judged before) go.
+        remove_worktree_dir(root, wt)?;
+        return Ok(vec![format!(
+            "{why}: git was not run; branch {}, wherever the repository is now, is untouched",
+            st.branch_name
+        )]);
+    }
+    let ctx = Ctx::for_root(store, &st.repo, root)?;
+    let _lock = repo_lock(store, &ctx.repo)?;
+    let mut warnings = Vec::new();
+    let made_worktree = match std::fs::symlink_metadata(wt) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(wt, e)),
+    };
+    // `git worktree remove` does it all when git's view of the worktree is whole. It is
+    // not after a kill inside `git worktree add` or `remove`: then the directory goes below
+    // and prune drops git's record, once any lock the killed add left is taken off.
+    let whole = made_worktree && has_git_link(wt)? && {
+        let mut args = vec!["worktree", "remove", "--force"];
+        if own_lock.is_some() {
+            args.push("--force");
+        }
+        args.extend(["--end-of-options", &wt_s]);
+        ctx.git(&ctx.repo, &args)?.ok()
+    };
+    let mut record = None;
+    if !whole {
+        record = listed(&ctx, wt)?;
+        match &record {
+            Some(Some(reason)) if reason == ADD_LOCK || Some(reason.as_str()) == own_lock => {
+                ctx.check(&ctx.repo, &["worktree", "unlock", "--end-of-options", &wt_s])?;
+            }
+            Some(Some(reason)) => {
+                return Err(Error::Conflict(format!(
+                    "worktree {} is locked ({reason}); `git worktree unlock` it, then destroy the root again",
+                    wt.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    hit("worktree.destroy.git-removed");
+    if made_worktree {
+        match std::fs::remove_dir_all(wt) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(wt, e)),
+        }
+    }
+    // After a whole `git worktree remove` git has nothing left to prune.
+    if (made_worktree && !whole) || record.is_some() {
+        ctx.check(&ctx.repo, &["worktree", "prune"])?;
+    }
+    if record.is_some() && listed(&ctx, wt)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "git still lists worktree {} after `git worktree prune`; see `git worktree list` in {}",
+            wt.display(),
+            ctx.repo.display()
+        )));
+    }
+    hit("worktree.destroy.pruned");
+    remove_worktree_dir(root, wt)?;
+    let branch = &st.branch_name;
+    let full = format!("refs/heads/{branch}");
+    if !st.created_branch {
+        if branch_exists(&ctx, &ctx.repo, branch)? {
+            warnings.push(format!("branch {branch} kept: execroot did not create it"));
+        }
+        return Ok(warnings);
+    }
+    // --exclude patterns for --branches are branch names, not full refs. (No
+    // --end-of-options here: `--not` and `--branches` are options; `full` starts with refs/.)
+    let exclude = format!("--exclude={branch}");
+    let args = ["rev-list", "--count", &full, "--not", &exclude, "--branches", "--remotes", "--tags"];
+    let out = ctx.git(&ctx.repo, &args)?;
+    // A create killed or failed before git made the branch (the repository may not even be
+    // one): nothing to keep or delete. Asked only then, so a destroy runs one git less.
+    if !out.ok() && !branch_exists(&ctx, &ctx.repo, branch)? {
+        return Ok(warnings);
+    }
+    let unique = out.stdout_if_ok(&ctx.repo, &args)?;
+    let n: u64 = String::from_utf8_lossy(&unique).trim().parse().unwrap_or(1);
+    if n == 0 {
+        // It may be checked out elsewhere now (after a worktree removed behind execroot's
+        // back): then it stays, and the destroy still ends.
+        let out = ctx.git(&ctx.repo, &["branch", "-D", "--end-of-options", branch])?;
+        if !out.ok() {
+            warnings.push(format!("branch {branch} kept: git branch -D failed: {}", out.stderr));
+        }
+    } else {
+        warnings.push(format!("branch {branch} kept: it holds {n} commit(s) found on no other branch or tag"));
+    }
+    Ok(warnings)
 }
 
 #[cfg(test)]

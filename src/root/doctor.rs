@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{access, RootRecord, State};
-use crate::backend::{submount, Interrupted};
+use crate::backend::{rescue_ref, submount, Interrupted};
 use crate::error::{Error, Result};
 use crate::sys::mount;
 use crate::Store;
@@ -54,6 +54,11 @@ pub enum FindingKind {
     UnsafeMode,
     /// The `ready` temporary root of a provision build that is no longer running: destroyed.
     DeadProvisionBuild,
+    /// A git worktree root whose worktree its repository no longer lists (removed or pruned
+    /// with git's own commands), or whose repository is gone: the files found nowhere else
+    /// are kept as snapshot `rescued-<id>`, then the root is removed (its branch kept if it
+    /// holds commits found nowhere else).
+    WorktreeGone,
 }
 
 impl FindingKind {
@@ -72,6 +77,7 @@ impl FindingKind {
             FindingKind::OldLock => "old-lock",
             FindingKind::UnsafeMode => "unsafe-mode",
             FindingKind::DeadProvisionBuild => "dead-provision-build",
+            FindingKind::WorktreeGone => "worktree-gone",
         }
     }
 }
@@ -183,6 +189,38 @@ impl Store {
                     note(kind, Some(&rec.id), rec.cwd.clone(), verb.into(), res);
                 }
                 State::Ready => {
+                    // Before liveness: a worktree git removed is not brought back, and its
+                    // mount (if still there) is not a stray.
+                    let why = match rec.backend.gone(self, &rec.spec(self)) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            protected.push(rec.dir(self));
+                            let what = "tell whether git still knows the worktree".to_string();
+                            note(FindingKind::WorktreeGone, Some(&rec.id), rec.cwd.clone(), what, Some(Err(e)));
+                            continue;
+                        }
+                    };
+                    if let Some(why) = why {
+                        if !repair {
+                            owned.insert(rec.cwd.clone());
+                            owned.extend(submount::where_mounted(&rec.cwd, &rec.mounts)?.into_iter().flatten());
+                            let what = format!(
+                                "{why}: remove the root, keeping the files found nowhere else as snapshot {}",
+                                rescue_ref(&rec.id)
+                            );
+                            note(FindingKind::WorktreeGone, Some(&rec.id), rec.cwd.clone(), what, None);
+                            continue;
+                        }
+                        let (action, res) = match self.discard_gone(rec.clone()) {
+                            Ok(done) => (format!("{why}: {done}"), Ok(())),
+                            Err(e) => {
+                                protected.push(rec.dir(self));
+                                (format!("{why}: remove the root"), Err(e))
+                            }
+                        };
+                        note(FindingKind::WorktreeGone, Some(&rec.id), rec.cwd.clone(), action, Some(res));
+                        continue;
+                    }
                     let live = rec.backend.is_live(self, &rec.spec(self))?;
                     // Where each sub-mount is now (a run may have moved one by renaming a
                     // parent): found by its upper directory, not at its recorded path.
@@ -385,6 +423,29 @@ impl Store {
             State::Ready => rec.backend.check_destroy(self, &spec, false)?,
         };
         self.teardown(&mut rec).map(|_| ())
+    }
+
+    /// Remove a root whose worktree is gone behind execroot's back: first keep what it holds
+    /// that is found nowhere else as a snapshot (nothing is torn down if that fails), then tear
+    /// it down as a destroy would. Says what was done.
+    fn discard_gone(&self, mut rec: RootRecord) -> Result<String> {
+        let spec = rec.spec(self);
+        let rescued = rec.backend.rescue(self, &spec)?;
+        let warnings = self.teardown(&mut rec)?;
+        let mut done = match rescued {
+            Some(r) => format!(
+                "removed the root; kept {} file(s) found nowhere else as snapshot {} ({}): {}",
+                r.paths.len(),
+                r.name,
+                r.snapshot,
+                r.paths.iter().take(50).cloned().collect::<Vec<_>>().join(", ")
+            ),
+            None => "removed the root; it held nothing that is not committed".to_string(),
+        };
+        for w in warnings {
+            done.push_str(&format!("; {w}"));
+        }
+        Ok(done)
     }
 
     /// Remove the directory of an unreadable root after a human has decided so: unmount what

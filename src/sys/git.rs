@@ -60,6 +60,31 @@ pub fn run_with_input(
 ) -> Result<GitOutput> {
     require_version()?;
     let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, input)
+}
+
+/// Run the hook `program` with `args` in `dir` as git runs its hooks, with everything a git
+/// command here gets: as `owner`, the clean environment of [`run`] (`GIT_DIR`,
+/// `GIT_WORK_TREE` and friends cleared, as `git worktree add` clears them for
+/// `post-checkout`), and killed after `timeout`.
+pub fn run_hook(program: &Path, dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<GitOutput> {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir).args(args);
+    run_command(cmd, dir, owner, format!("{} {}", program.display(), args.join(" ")), timeout, None, None)
+}
+
+/// The common part of [`run_with_input`] and [`run_hook`]: environment, user, timeout, and
+/// `input` (if any) on standard input, else `/dev/null`.
+fn run_command(
+    mut cmd: Command,
+    dir: &Path,
+    owner: Owner,
+    what: String,
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+    input: Option<Vec<u8>>,
+) -> Result<GitOutput> {
     if let Some(fd) = hold.map(|f| f.as_raw_fd()) {
         // Only in the child, after fork: no other process this one starts inherits it.
         // SAFETY: fcntl is async-signal-safe and touches nothing but the child's fd table.
@@ -72,7 +97,6 @@ pub fn run_with_input(
             });
         }
     }
-    cmd.arg("-C").arg(dir).args(args);
     for v in [
         "GIT_DIR",
         "GIT_INDEX_FILE",
@@ -93,7 +117,6 @@ pub fn run_with_input(
     }
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = format!("git {}", args.join(" "));
     let mut child = cmd.spawn().map_err(|e| Error::io(dir, std::io::Error::other(format!("{what}: {e}"))))?;
     if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
         // Written beside the readers: git may answer before it has read everything.

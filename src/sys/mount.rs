@@ -308,6 +308,46 @@ pub fn unmount(target: &Path) -> Result<Unmounted> {
     }
 }
 
+/// [`unmount`], returning as soon as the mount has left the mount table: the kernel's teardown
+/// of the filesystem, which evicts every inode it cached (some microseconds each: 60-100 ms for
+/// an overlay whose 22k files were looked at, as git does), goes on in a thread of its own. A
+/// process that exits waits for it; a long-running one (the service, the bench) does not, and
+/// meanwhile the directory is an ordinary one again. Never lazy either: a busy mount is
+/// reported, as by [`unmount`].
+pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
+    if !is_mounted(target)? {
+        return Ok(Unmounted::NotMounted);
+    }
+    let at = match Place::resolve_at(target) {
+        Ok(at) => at,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Unmounted::NotMounted),
+        Err(e) => return Err(resolve_error(target, e)),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("unmount".into())
+        .spawn(move || {
+            let _ = tx.send(umount2(&at.proc_path(), MntFlags::UMOUNT_NOFOLLOW));
+        })
+        .map_err(|e| Error::io(target, e))?;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_micros(200)) {
+            Ok(Ok(())) => return Ok(Unmounted::Done),
+            Ok(Err(nix::errno::Errno::EINVAL)) | Ok(Err(nix::errno::Errno::ENOENT)) => {
+                return Ok(Unmounted::NotMounted)
+            }
+            Ok(Err(nix::errno::Errno::EBUSY)) => return Ok(Unmounted::Busy),
+            Ok(Err(e)) => return Err(Error::io(target, e.into())),
+            // The table loses the mount before the kernel tears its filesystem down.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !is_mounted(target)? => return Ok(Unmounted::Done),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::io(target, io::Error::other("the unmounting thread ended without a word")))
+            }
+        }
+    }
+}
+
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone)]
 pub struct MountInfo {
