@@ -363,6 +363,26 @@ fn doctor_repairs_a_worktree_git_removed_behind_execroots_back() {
                 assert!(v["error"]["message"].as_str().unwrap().contains("draft.txt"), "{what}: {v}");
             }
 
+            if how == Gone::RepoMoved {
+                // Fail closed: a missing repository may be on a filesystem not mounted yet,
+                // so the root is kept and reported, never removed by doctor.
+                let kept = env.fails(&["doctor", "--repair"], 3);
+                let acts = actions(&kept);
+                assert!(acts.contains("worktree-gone") && acts.contains("kept"), "{what}: {kept}");
+                assert_eq!(std::fs::read_to_string(wt.join("draft.txt")).unwrap(), "unsaved\n", "{what}");
+                // Its files can still be exported, then a forced destroy removes it.
+                let out = env.path("exported");
+                env.ok(&["root", "export", &id, out.to_str().unwrap()]);
+                assert_eq!(std::fs::read_to_string(out.join("draft.txt")).unwrap(), "unsaved\n", "{what}");
+                env.ok(&["root", "destroy", &id, "--force"]);
+                env.fails(&["root", "show", &id], 4);
+                assert!(!wt.exists(), "{what}: the worktree directory is left");
+                assert_eq!(git(&repo, &["log", "-1", "--format=%s", "b"]).trim(), "work", "{what}");
+                assert_eq!(listed_worktrees(&repo).len(), 1, "{what}");
+                forget_worktree(&repo, &wt, backend);
+                assert_consistent(&env, &repo, &what);
+                continue;
+            }
             let fixed = env.ok(&["doctor", "--repair"]);
             let acts = actions(&fixed);
             assert!(acts.contains("worktree-gone") && acts.contains("removed the root"), "{what}: {fixed}");

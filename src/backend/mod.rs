@@ -315,6 +315,15 @@ pub fn plan(kind: BackendKind, store: &Store, root: &RootSpec, req: &WorktreeReq
 }
 
 impl BackendState {
+    /// The repository of a git root (worktree, git-overlay); `None` for other roots.
+    pub fn repository(&self) -> Option<&std::path::Path> {
+        match self {
+            BackendState::Worktree(s) => Some(&s.repo),
+            BackendState::GitOverlay(s) => Some(&s.worktree.repo),
+            BackendState::Overlay(_) | BackendState::Copy(_) => None,
+        }
+    }
+
     /// Which backend this state belongs to.
     pub fn kind(&self) -> BackendKind {
         fn k<B: Backend>(_: &B) -> BackendKind {

@@ -573,10 +573,11 @@ pub(super) fn judge_gone(
     }
     if !force {
         return Err(Error::Conflict(format!(
-            "root {}: {why}; {} file(s) in it are not as committed on branch {}: `execroot doctor --repair` keeps them as snapshot {} and removes the root, or use --force to discard them: {}",
+            "root {}: {why}; {} file(s) in it are not as committed on branch {}: `execroot root export {} DIR` copies them out, `execroot doctor --repair` keeps them as snapshot {} and removes the root (unless the repository is missing), or use --force to discard them: {}",
             root.id,
             lost.len(),
             st.branch_name,
+            root.id,
             super::rescue_ref(&root.id),
             listing(&lost)
         )));

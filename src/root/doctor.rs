@@ -211,6 +211,24 @@ impl Store {
                             note(FindingKind::WorktreeGone, Some(&rec.id), rec.cwd.clone(), what, None);
                             continue;
                         }
+                        // A missing repository may only be absent for now (its filesystem
+                        // not mounted yet when the service starts at boot): fail closed, keep
+                        // the root and let a human destroy it.
+                        if rec.backend.repository().is_some_and(|r| {
+                            matches!(std::fs::symlink_metadata(r), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                        }) {
+                            owned.insert(rec.cwd.clone());
+                            owned.extend(submount::where_mounted(&rec.cwd, &rec.mounts)?.into_iter().flatten());
+                            protected.push(rec.dir(self));
+                            let what = format!(
+                                "{why}: kept, since a repository on a filesystem not mounted yet looks the same; \
+                                 once it is gone for good, `execroot root export {id} DIR` keeps its files and \
+                                 `execroot root destroy --force {id}` removes it",
+                                id = rec.id
+                            );
+                            note(FindingKind::WorktreeGone, Some(&rec.id), rec.cwd.clone(), what, None);
+                            continue;
+                        }
                         let (action, res) = match self.discard_gone(rec.clone()) {
                             Ok(done) => (format!("{why}: {done}"), Ok(())),
                             Err(e) => {
