@@ -267,6 +267,16 @@ fn two_users_see_only_their_own_roots() {
     ] {
         assert_eq!(s.req_as(U1, m, p, None).status, 403, "{m} {p}");
     }
+    // Registries are the service's own credentials: root's only (issue 13).
+    for (p, body) in [
+        ("/v1/push", json!({ "snapshot": "base", "target": "127.0.0.1:9/x:t" })),
+        ("/v1/pull", json!({ "source": "127.0.0.1:9/x:t" })),
+    ] {
+        let r = s.req_as(U1, "POST", p, Some(body));
+        assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"), "{p}: {}", r.message());
+    }
+    let r = s.req_as(U1, "GET", "/v1/remote?repo=127.0.0.1:9/x", None);
+    assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"), "{}", r.message());
     // Root sees both, and each user destroys its own.
     let all = s.req("GET", "/v1/roots", None).expect(200);
     assert_eq!(all["roots"].as_array().unwrap().len(), 2);
