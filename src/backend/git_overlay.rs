@@ -276,7 +276,14 @@ fn checkout_key(ctx: &Ctx, facts: &Facts, tree: &str) -> Result<Hash> {
 /// The snapshot of what `git worktree add` checks out for `commit` (whose tree is `tree`):
 /// from the cache, else made by a real checkout into a temporary detached worktree (hooks
 /// off), ingested and cached. True when it was ingested now.
-fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, facts: &Facts) -> Result<(Hash, bool)> {
+fn snapshot_of(
+    store: &Store,
+    ctx: &Ctx,
+    st: &WorktreeState,
+    facts: &Facts,
+    listing: &mut Listing,
+    pending: &mut Option<Pending>,
+) -> Result<(Hash, bool)> {
     let (commit, tree) = (facts.commit.as_str(), facts.tree.as_str());
     let name = cache_ref(ctx, facts, tree)?;
     if let Some(id) = cached(store, &name)? {
@@ -284,7 +291,7 @@ fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, facts: &Facts) -> R
     }
     let tmp = checkout_dir(st);
     remove_checkout(ctx, &tmp)?;
-    if let Some(id) = incremental(store, ctx, &tmp, facts, &name)? {
+    if let Some(id) = incremental(store, ctx, &tmp, facts, &name, listing, pending)? {
         return Ok((id, true));
     }
     let tmp_s = tmp.to_string_lossy().into_owned();
@@ -330,7 +337,15 @@ fn cached(store: &Store, name: &str) -> Result<Option<Hash>> {
 /// cached, a deep stack, a changed `.gitattributes`, a path that turns from file into
 /// directory or back, a repository owned by another user (whose tree is read with that
 /// user's rights by the full ingest only).
-fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, facts: &Facts, name: &str) -> Result<Option<Hash>> {
+fn incremental(
+    store: &Store,
+    ctx: &Ctx,
+    tmp: &Path,
+    facts: &Facts,
+    name: &str,
+    listing: &mut Listing,
+    pending: &mut Option<Pending>,
+) -> Result<Option<Hash>> {
     if ctx.git_owner != crate::sys::Owner::current() {
         return Ok(None);
     }
@@ -356,6 +371,8 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, facts: &Facts, name: &str) 
     let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", &parent, commit])?;
     let mut fields = out.split(|&b| b == 0);
     let (mut written, mut deleted) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
+    // The blobs to check out, for the temporary worktree's index.
+    let mut blobs = Vec::<TreeEntry>::new();
     while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
         let meta: Vec<&[u8]> = meta.split(|&b| b == b' ').collect();
         let (Some(dst), Some(status)) = (meta.get(1), meta.last()) else { break };
@@ -366,7 +383,14 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, facts: &Facts, name: &str) 
             Some(b'D') => deleted.push(path.to_vec()),
             // Directories come with the files checked out into them.
             _ if *dst == b"040000" => {}
-            _ => written.push(path.to_vec()),
+            _ => {
+                let mode = std::str::from_utf8(dst).ok().and_then(|m| u32::from_str_radix(m, 8).ok());
+                match (mode, meta.get(3).and_then(|o| crate::sys::gitindex::parse_oid(o))) {
+                    (Some(mode), Some(oid)) => blobs.push(TreeEntry { path: path.to_vec(), mode, oid }),
+                    _ => return Ok(None),
+                }
+                written.push(path.to_vec());
+            }
         }
     }
     let under = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
@@ -397,7 +421,22 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, facts: &Facts, name: &str) 
                 commit,
             ],
         )?;
-        ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+        // checkout-index converts as a full checkout would when the index holds the paths to
+        // check out and every `.gitattributes` of the commit (none changed, see above): such
+        // an index is written here, far cheaper than `git read-tree` of the whole tree. A
+        // SHA-256 repository gets git's read-tree.
+        match listing.get()? {
+            Some(all) => {
+                let attrs = all.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
+                let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
+                let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
+                let index = admin_dir(ctx, tmp, &link)?.join("index");
+                std::fs::write(&index, crate::sys::gitindex::encode(entries)).at(&index)?;
+            }
+            None => {
+                ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+            }
+        }
         for chunk in paths.chunks(500) {
             let mut args = vec!["checkout-index", "-f", "--"];
             args.extend(chunk.iter().map(String::as_str));
@@ -417,13 +456,102 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, facts: &Facts, name: &str) 
         let opts = IngestOptions { name: Some(name.to_string()), labels, skip_special: false, exclude: vec![] };
         Ok(store.ingest_change(tmp, &written, &top, vec![psnap], &opts)?.id)
     })();
-    remove_checkout(ctx, tmp)?;
-    r.map(Some)
+    match r {
+        Ok(id) => {
+            *pending = discard_checkout(ctx, tmp)?;
+            Ok(Some(id))
+        }
+        Err(e) => {
+            remove_checkout(ctx, tmp)?;
+            Err(e)
+        }
+    }
+}
+
+/// The removal of a temporary checkout's files, under way in a thread of its own (unlinking
+/// is slow on some filesystems, and the root can be made meanwhile); dropping it waits for
+/// the removal. A failure leaves a directory that the next [`remove_checkout`] removes.
+struct Pending(Option<std::thread::JoinHandle<std::io::Result<()>>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Where a temporary checkout goes to be removed (beside it, in the same filesystem).
+fn trash_dir(tmp: &Path) -> PathBuf {
+    tmp.with_file_name("checkout.old")
+}
+
+/// [`remove_checkout`], except that the files are renamed aside and removed in a thread:
+/// git's record is gone when this returns, the files once the [`Pending`] is finished.
+fn discard_checkout(ctx: &Ctx, tmp: &Path) -> Result<Option<Pending>> {
+    let trash = trash_dir(tmp);
+    remove_trash(&trash)?;
+    match std::fs::rename(tmp, &trash) {
+        Ok(()) => {}
+        // Removed the slow way, then.
+        Err(_) => {
+            remove_checkout(ctx, tmp)?;
+            return Ok(None);
+        }
+    }
+    forget_checkout(ctx, tmp)?;
+    Ok(Some(Pending(Some(std::thread::spawn(move || std::fs::remove_dir_all(&trash))))))
+}
+
+/// Remove what a [`discard_checkout`] interrupted by a crash left.
+fn remove_trash(trash: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(trash, e)),
+    }
+}
+
+/// The blobs of a commit's tree (`git ls-tree -r`), listed in a thread from the start of a
+/// create and joined where first needed: by an incremental ingest (for the `.gitattributes`
+/// files), else by the root's index. `None` inside for a repository whose objects are not
+/// SHA-1 (git's own read-tree serves those).
+struct Listing {
+    handle: Option<std::thread::JoinHandle<Result<Vec<TreeEntry>>>>,
+    tree: Option<Vec<TreeEntry>>,
+}
+
+impl Listing {
+    fn start(ctx: &Ctx, facts: &Facts) -> Listing {
+        Listing { handle: facts.sha1.then(|| list_tree(ctx, &facts.commit)), tree: None }
+    }
+
+    /// The listing, waiting for it if need be.
+    fn get(&mut self) -> Result<Option<&Vec<TreeEntry>>> {
+        if let Some(h) = self.handle.take() {
+            let t = h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
+            self.tree = Some(t);
+        }
+        Ok(self.tree.as_ref())
+    }
+
+    /// The listing, taken.
+    fn take(mut self) -> Result<Option<Vec<TreeEntry>>> {
+        self.get()?;
+        Ok(self.tree)
+    }
 }
 
 /// Remove the temporary checkout worktree `tmp` and git's record of it, however far its making
 /// or removal got (a killed `git worktree add` leaves its record locked `initializing`).
 fn remove_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
+    remove_trash(&trash_dir(tmp))?;
+    forget_checkout(ctx, tmp)
+}
+
+/// Git's record of the temporary checkout `tmp`, and its files if they are still there (not
+/// those a [`discard_checkout`] moved aside).
+fn forget_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
     let tmp_s = tmp.to_string_lossy().into_owned();
     let exists = std::fs::symlink_metadata(tmp).is_ok();
     let listed = worktree::listed(ctx, tmp)?;
@@ -572,14 +700,13 @@ impl Backend for GitOverlay {
         hit("git-overlay.create.dir-made");
         let mut made = Made::default();
         let existing = worktree::branch_exists(&ctx, &repo, &branch)?;
-
         let facts = Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?;
-
         let commit = facts.commit.clone();
-        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts)?;
-
-        // The index's blob ids, listed while git registers the worktree.
-        let listing = facts.sha1.then(|| list_tree(&ctx, &commit));
+        // The blob ids, listed while the snapshot is found and the worktree registered.
+        let mut listing = Listing::start(&ctx, &facts);
+        // Dropped last: a temporary checkout is removed while the root is made.
+        let mut pending = None;
+        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &mut listing, &mut pending)?;
         let path_s = wst.worktree_path.to_string_lossy().into_owned();
         if existing {
             wst.created_branch = false;
@@ -617,13 +744,8 @@ impl Backend for GitOverlay {
         // index written here is SHA-1's), git's read-tree and one refresh (which hashes every
         // file once).
         let wt = &st.worktree.worktree_path;
-        match listing {
-            Some(listing) => {
-                let tree = listing
-                    .join()
-                    .map_err(|_| Error::io(wt, std::io::Error::other("the ls-tree thread panicked")))??;
-                write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, tree)?;
-            }
+        match listing.take()? {
+            Some(tree) => write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, tree)?,
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
                 ctx.check(wt, &["update-index", "-q", "--refresh"])?;

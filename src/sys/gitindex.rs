@@ -58,6 +58,25 @@ impl IndexEntry {
     }
 }
 
+impl IndexEntry {
+    /// An entry for a tree's blob without stat data: git takes the file as changed until it
+    /// looks (for an index that only serves `git checkout-index`).
+    pub fn unstat(e: &TreeEntry) -> IndexEntry {
+        IndexEntry {
+            path: e.path.clone(),
+            mode: e.mode,
+            oid: e.oid,
+            ctime: (0, 0),
+            mtime: (0, 0),
+            dev: 0,
+            ino: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+        }
+    }
+}
+
 /// One blob of a tree, as `git ls-tree -r` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeEntry {
