@@ -368,7 +368,7 @@ fn incremental(
     }
     let parent = parent.as_str();
     // ":<src mode> <dst mode> <src id> <dst id> <status>" NUL "<path>" NUL, trees too (-t).
-    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", &parent, commit])?;
+    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", parent, commit])?;
     let mut fields = out.split(|&b| b == 0);
     let (mut written, mut deleted) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
     // The blobs to check out, for the temporary worktree's index.
