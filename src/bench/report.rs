@@ -168,7 +168,7 @@ pub fn markdown(r: &BenchReport, command: &str) -> String {
     let _ = writeln!(s, "## Verdicts\n");
     let _ = writeln!(
         s,
-        "Rule: a class **benefits** when a snapshot-backed backend (overlay, or copy for callers without root) passes every correctness check and its time-to-ready is at least {:.0}x better **and** its disk per root at least {:.0}x smaller than the worktree baseline (for previews: a worktree whose dependencies are provisioned, or copied). A class that needs branch semantics stays on worktrees whatever the numbers.\n",
+        "Rule: a class **benefits** when a snapshot-backed backend (overlay, or copy for callers without root) passes every correctness check and its time-to-ready is at least {:.0}x better **and** its disk per root at least {:.0}x smaller than the worktree baseline (for previews: a worktree whose dependencies are provisioned, or copied). Repo-edit needs branch semantics: it is judged by git-overlay (a real git worktree on its own branch whose files are an overlay) against the plain worktree, by the same thresholds, and its row also states issue 11's targets.\n",
         r.thresholds.ready_ratio, r.thresholds.disk_ratio
     );
     let _ = writeln!(s, "| class | verdict | why |\n|---|---|---|");
