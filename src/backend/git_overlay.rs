@@ -119,12 +119,13 @@ impl Facts {
             &t,
         ];
         let out = ctx.check(repo, &args)?;
-        // Without --verify (which takes one revision) rev-parse echoes `--end-of-options`
-        // itself: the first two lines and the last two are the ones asked for.
-        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        // Without --verify (which takes one revision) rev-parse echoes the options it does not
+        // know itself (`--end-of-options`; an older git's `--path-format=absolute`): the rest
+        // are, in order, the common directory, the object format, the commit and the tree.
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty() && !l.starts_with(b"--")).collect();
         let bad =
             || Error::Corrupt(format!("git rev-parse {rev}: unexpected output {:?}", String::from_utf8_lossy(&out)));
-        if lines.len() < 4 {
+        if lines.len() < 3 {
             return Err(bad());
         }
         let hex = |l: &[u8]| {
@@ -132,8 +133,11 @@ impl Facts {
         };
         let commit = hex(lines[lines.len() - 2]).ok_or_else(bad)?;
         let tree = hex(lines[lines.len() - 1]).ok_or_else(bad)?;
-        let common_dir = PathBuf::from(std::ffi::OsStr::from_bytes(lines[0]));
-        let sha1 = lines[1] == b"sha1";
+        // Relative from a git without --path-format: relative to the repository.
+        let common_dir = repo.join(std::ffi::OsStr::from_bytes(lines[0]));
+        // A git too old to know --show-object-format knows SHA-1 only; say no all the same
+        // (git's own read-tree then makes the index).
+        let sha1 = lines.len() >= 4 && lines[1] == b"sha1";
         // Exit status 1: none of them is set.
         let cfg = ctx.git(repo, &["config", "-z", "--get-regexp", CONFIG_READ])?;
         if !cfg.ok() && cfg.code != Some(1) {
