@@ -19,6 +19,11 @@ fn a_tiny_bench_run_measures_marks_and_reports() {
         "3",
         "--classes",
         "routine,preview,repo-edit",
+        // The provision path of previews: a deterministic command, an input of the fixture.
+        "--provision",
+        "mkdir -p node_modules && cp re-255.md node_modules/dep.md",
+        "--provision-inputs",
+        "re-255.md",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -61,8 +66,33 @@ fn a_tiny_bench_run_measures_marks_and_reports() {
         assert!(row("routine", "overlay")["reason"].as_str().unwrap().starts_with("unavailable: "));
     }
     let repo_edit = classes.iter().find(|c| c["class"] == "repo-edit").unwrap();
-    assert_eq!(repo_edit["verdict"]["benefits"], false);
     assert_eq!(row("repo-edit", "overlay")["available"], false);
+    // The git ways: ready is `git status` clean; their own figures.
+    let wt_git = &row("repo-edit", "worktree")["git"];
+    assert!(wt_git["firstStatusMs"]["p50"].as_f64().unwrap() > 0.0, "{wt_git}");
+    assert!(wt_git["indexBytes"].as_u64().unwrap() > 0);
+    assert!(row("routine", "worktree")["git"].is_null());
+    let go = row("repo-edit", "git-overlay");
+    let pv = row("preview", "overlay+provision");
+    if can_mount() {
+        // Every repo-edit check passed: branch at the base, status clean, the tree a real
+        // checkout's, destroy refusing uncommitted work, a commit landing on the branch.
+        assert_eq!(go["correct"], true, "{go}");
+        let g = &go["git"];
+        assert!(g["newCommitReadyMs"]["p50"].as_f64().unwrap() > 0.0, "{g}");
+        assert_eq!(g["newCommitFiles"], 100);
+        assert!(g["coldReadyMs"].as_f64().unwrap() > 0.0);
+        assert!(g["bytesBesidesIndex"].as_u64().unwrap() < wt_git["bytesBesidesIndex"].as_u64().unwrap());
+        assert!(repo_edit["verdict"]["reason"].as_str().unwrap().contains("Issue 11's targets"));
+        // One miss, then hits.
+        assert_eq!(pv["correct"], true, "{pv}");
+        assert_eq!(pv["provision"]["firstWasMiss"], true, "{pv}");
+        assert_eq!(pv["provision"]["allHits"], true, "{pv}");
+    } else {
+        assert!(go["reason"].as_str().unwrap().starts_with("unavailable: "), "{go}");
+        assert_eq!(repo_edit["verdict"]["benefits"], false);
+        assert!(pv["reason"].as_str().unwrap().starts_with("unavailable: "), "{pv}");
+    }
     for f in ["report.md", "chart.svg", "results.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

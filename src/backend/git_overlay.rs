@@ -26,6 +26,7 @@ use crate::hash::Hash;
 use crate::store::ingest::{IngestOptions, NoProgress};
 use crate::sys::beneath::{Kind, Tree};
 use crate::sys::failpoint::hit;
+use crate::sys::gitindex::{parse_ls_tree, TreeEntry};
 use crate::sys::mount::{self, OverlayDirs, Place, Unmounted};
 use crate::Store;
 
@@ -66,8 +67,8 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
     let ctx = Ctx::of(store, &p.state.repo)?;
     // An existing branch is used as is: its tip is what the worktree shows.
     let rev = if p.state.created_branch { p.state.base_ref.clone() } else { p.state.branch_name.clone() };
-    let commit = commit_of(&ctx, &rev)?;
-    if let Some(why) = unreproducible(&ctx, &commit)? {
+    let facts = Facts::of(&ctx, &rev)?;
+    if let Some(why) = unreproducible(store, &ctx, &facts)? {
         let mut warnings = p.warnings;
         warnings.push(format!("using the worktree backend: git-overlay cannot reproduce this checkout ({why})"));
         return Ok(Plan { cwd: p.cwd, owner: p.owner, state: BackendState::Worktree(p.state), warnings });
@@ -80,22 +81,127 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
     })
 }
 
-/// The commit id `rev` names.
-fn commit_of(ctx: &Ctx, rev: &str) -> Result<String> {
-    let spec = format!("{rev}^{{commit}}");
-    let out = ctx.check(&ctx.repo, &["rev-parse", "--verify", "--end-of-options", &spec])?;
-    Ok(String::from_utf8_lossy(&out).trim().to_string())
+/// What a create needs to know of a revision and of the repository's settings, read with
+/// one `git rev-parse` and one `git config` (each git process costs milliseconds, and a warm
+/// create is meant to take few of them).
+struct Facts {
+    /// The commit the revision names.
+    commit: String,
+    /// Its tree.
+    tree: String,
+    /// `$GIT_COMMON_DIR`, absolute.
+    common_dir: PathBuf,
+    /// The repository's objects are SHA-1 (the index execroot writes is for those only).
+    sha1: bool,
+    /// The records of `git config -z --get-regexp` for [`CONFIG_READ`], in git's order.
+    config: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Why a snapshot cannot be what `git worktree add` checks out for `commit`, if it cannot:
-/// sparse checkout, submodules (gitlinks), or a smudge or process filter configured for a path
-/// of the tree (git LFS and the like run per checkout, and may fetch).
-fn unreproducible(ctx: &Ctx, commit: &str) -> Result<Option<String>> {
+/// Every setting a create reads: those that change the checked-out bytes (part of the cache
+/// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile)|filter\..+\.(smudge|process))$";
+
+/// The settings of [`CONFIG_READ`] that are part of the checkout's key.
+const KEY_SETTINGS: [&str; 5] =
+    ["core.autocrlf", "core.eol", "core.symlinks", "core.checkroundtripencoding", "core.attributesfile"];
+
+impl Facts {
+    fn of(ctx: &Ctx, rev: &str) -> Result<Facts> {
+        let repo = &ctx.repo;
+        let (c, t) = (format!("{rev}^{{commit}}"), format!("{rev}^{{tree}}"));
+        let args = [
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-common-dir",
+            "--show-object-format",
+            "--end-of-options",
+            &c,
+            &t,
+        ];
+        let out = ctx.check(repo, &args)?;
+        // Without --verify (which takes one revision) rev-parse echoes the options it does not
+        // know itself (`--end-of-options`; an older git's `--path-format=absolute`): the rest
+        // are, in order, the common directory, the object format, the commit and the tree.
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty() && !l.starts_with(b"--")).collect();
+        let bad =
+            || Error::Corrupt(format!("git rev-parse {rev}: unexpected output {:?}", String::from_utf8_lossy(&out)));
+        if lines.len() < 3 {
+            return Err(bad());
+        }
+        let hex = |l: &[u8]| {
+            (l.len() >= 40 && l.iter().all(u8::is_ascii_hexdigit)).then(|| String::from_utf8_lossy(l).into_owned())
+        };
+        let commit = hex(lines[lines.len() - 2]).ok_or_else(bad)?;
+        let tree = hex(lines[lines.len() - 1]).ok_or_else(bad)?;
+        // Relative from a git without --path-format: relative to the repository.
+        let common_dir = repo.join(std::ffi::OsStr::from_bytes(lines[0]));
+        // A git too old to know --show-object-format knows SHA-1 only; say no all the same
+        // (git's own read-tree then makes the index).
+        let sha1 = lines.len() >= 4 && lines[1] == b"sha1";
+        // Exit status 1: none of them is set.
+        let cfg = ctx.git(repo, &["config", "-z", "--get-regexp", CONFIG_READ])?;
+        if !cfg.ok() && cfg.code != Some(1) {
+            return Err(Error::Tool {
+                what: format!("git config --get-regexp in {}", repo.display()),
+                status: cfg.code,
+                stderr: cfg.stderr,
+            });
+        }
+        // "<name> LF <value> NUL", or "<name> NUL" for a name without a value (true).
+        let config = cfg
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|r| !r.is_empty())
+            .map(|r| match r.iter().position(|&b| b == b'\n') {
+                Some(i) => (r[..i].to_vec(), Some(r[i + 1..].to_vec())),
+                None => (r.to_vec(), None),
+            })
+            .collect();
+        Ok(Facts { commit, tree, common_dir, sha1, config })
+    }
+
+    /// The last value of setting `name` (lower case), if set; `Some(None)`: set without a value.
+    fn get(&self, name: &str) -> Option<Option<&[u8]>> {
+        self.config.iter().rev().find(|(k, _)| k == name.as_bytes()).map(|(_, v)| v.as_deref())
+    }
+
+    /// The names of the smudge or process filters configured.
+    fn filters(&self) -> BTreeSet<String> {
+        self.config
+            .iter()
+            .filter_map(|(k, _)| std::str::from_utf8(k).ok())
+            .filter_map(|k| k.strip_prefix("filter.")?.rsplit_once('.').map(|(n, _)| n.to_string()))
+            .collect()
+    }
+
+    /// `core.sparseCheckout` is true, read as git reads a boolean.
+    fn sparse(&self) -> bool {
+        match self.get("core.sparsecheckout") {
+            None => false,
+            Some(None) => true,
+            Some(Some(v)) => {
+                let v = String::from_utf8_lossy(v).trim().to_ascii_lowercase();
+                matches!(v.as_str(), "true" | "yes" | "on") || v.parse::<i64>().is_ok_and(|n| n != 0)
+            }
+        }
+    }
+}
+
+/// Why a snapshot cannot be what `git worktree add` checks out for the commit of `facts`, if
+/// it cannot: sparse checkout, submodules (gitlinks), or a smudge or process filter configured
+/// for a path of the tree (git LFS and the like run per checkout, and may fetch). A tree whose
+/// checkout is cached has no gitlink (none is ever cached), so with no filter configured a
+/// warm create lists nothing.
+fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<Option<String>> {
     let repo = &ctx.repo;
-    let sparse = ctx.git(repo, &["config", "--bool", "core.sparseCheckout"])?;
-    if sparse.ok() && sparse.stdout.trim_ascii() == b"true" {
+    if facts.sparse() {
         return Ok(Some("the repository uses sparse checkout (core.sparseCheckout)".into()));
     }
+    let names = facts.filters();
+    if names.is_empty() && cached(store, &cache_ref(ctx, facts, &facts.tree)?)?.is_some() {
+        return Ok(None);
+    }
+    let commit = &facts.commit;
     let out = ctx.check(repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit])?;
     let mut paths = Vec::new();
     for rec in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
@@ -106,14 +212,7 @@ fn unreproducible(ctx: &Ctx, commit: &str) -> Result<Option<String>> {
         }
         paths.push(path);
     }
-    let filters = ctx.git(repo, &["config", "-z", "--name-only", "--get-regexp", r"^filter\..+\.(smudge|process)$"])?;
-    let names: BTreeSet<String> = filters
-        .stdout
-        .split(|&b| b == 0)
-        .filter_map(|k| std::str::from_utf8(k).ok())
-        .filter_map(|k| k.strip_prefix("filter.")?.rsplit_once('.').map(|(n, _)| n.to_string()))
-        .collect();
-    if !filters.ok() || names.is_empty() {
+    if names.is_empty() {
         return Ok(None);
     }
     for chunk in paths.chunks(500) {
@@ -143,25 +242,31 @@ fn unreproducible(ctx: &Ctx, commit: &str) -> Result<Option<String>> {
 /// checks out for it (the `.gitattributes` files are part of the tree): `core.autocrlf`,
 /// `core.eol`, `core.symlinks`, `core.checkRoundtripEncoding`, `core.attributesFile`, and the
 /// contents of `$GIT_COMMON_DIR/info/attributes` and of the attributes file in effect.
-fn checkout_key(ctx: &Ctx, tree: &str) -> Result<Hash> {
+fn checkout_key(ctx: &Ctx, facts: &Facts, tree: &str) -> Result<Hash> {
     let repo = &ctx.repo;
     // The checkout is made and read as the repository's owner, who could change it while it is
     // ingested: a snapshot is shared only between repositories of the same owner.
     let mut key = format!("execroot git checkout v1\nowner {}\ntree {tree}\n", ctx.git_owner.uid).into_bytes();
-    let cfg = ctx.git(
-        repo,
-        &["config", "-z", "--get-regexp", r"^core\.(autocrlf|eol|symlinks|checkroundtripencoding|attributesfile)$"],
-    )?;
     key.extend_from_slice(b"config\n");
-    key.extend_from_slice(&cfg.stdout);
-    let common = ctx.check(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
-    let common = PathBuf::from(std::ffi::OsStr::from_bytes(common.trim_ascii_end()));
-    let home = nix::unistd::User::from_uid(ctx.git_owner.uid.into()).ok().flatten().map(|u| u.dir);
-    let global = match ctx.git(repo, &["config", "--path", "core.attributesFile"])? {
-        o if o.ok() => Some(PathBuf::from(std::ffi::OsStr::from_bytes(o.stdout.trim_ascii_end()))),
-        _ => home.map(|h| h.join(".config/git/attributes")),
+    // Byte for byte what `git config -z --get-regexp` of these settings alone prints.
+    for (k, v) in facts.config.iter().filter(|(k, _)| KEY_SETTINGS.iter().any(|n| n.as_bytes() == &k[..])) {
+        key.extend_from_slice(k);
+        if let Some(v) = v {
+            key.push(b'\n');
+            key.extend_from_slice(v);
+        }
+        key.push(0);
+    }
+    let home = || nix::unistd::User::from_uid(ctx.git_owner.uid.into()).ok().flatten().map(|u| u.dir);
+    // Only a set core.attributesFile needs git to expand it (`~/`, `%(prefix)/`).
+    let global = match facts.get("core.attributesfile") {
+        None => home().map(|h| h.join(".config/git/attributes")),
+        Some(_) => match ctx.git(repo, &["config", "--path", "core.attributesFile"])? {
+            o if o.ok() => Some(PathBuf::from(std::ffi::OsStr::from_bytes(o.stdout.trim_ascii_end()))),
+            _ => home().map(|h| h.join(".config/git/attributes")),
+        },
     };
-    for f in std::iter::once(common.join("info/attributes")).chain(global) {
+    for f in std::iter::once(facts.common_dir.join("info/attributes")).chain(global) {
         let content = match std::fs::read(&f) {
             Ok(c) => Hash::of(&c).to_hex(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".into(),
@@ -175,16 +280,22 @@ fn checkout_key(ctx: &Ctx, tree: &str) -> Result<Hash> {
 /// The snapshot of what `git worktree add` checks out for `commit` (whose tree is `tree`):
 /// from the cache, else made by a real checkout into a temporary detached worktree (hooks
 /// off), ingested and cached. True when it was ingested now.
-fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree: &str) -> Result<(Hash, bool)> {
-    let name = cache_ref(ctx, tree)?;
-    if let Some(id) = store.get_ref(&name)? {
-        if store.load_manifest(&id).is_ok() {
-            return Ok((id, false));
-        }
+fn snapshot_of(
+    store: &Store,
+    ctx: &Ctx,
+    st: &WorktreeState,
+    facts: &Facts,
+    listing: &mut Listing,
+    pending: &mut Option<Pending>,
+) -> Result<(Hash, bool)> {
+    let (commit, tree) = (facts.commit.as_str(), facts.tree.as_str());
+    let name = cache_ref(ctx, facts, tree)?;
+    if let Some(id) = cached(store, &name)? {
+        return Ok((id, false));
     }
     let tmp = checkout_dir(st);
     remove_checkout(ctx, &tmp)?;
-    if let Some(id) = incremental(store, ctx, &tmp, commit, tree, &name)? {
+    if let Some(id) = incremental(store, ctx, &tmp, facts, &name, listing, pending)? {
         return Ok((id, true));
     }
     let tmp_s = tmp.to_string_lossy().into_owned();
@@ -211,9 +322,16 @@ fn snapshot_of(store: &Store, ctx: &Ctx, st: &WorktreeState, commit: &str, tree:
     Ok((r?.id, true))
 }
 
-/// The cache ref of `tree`'s checkout.
-fn cache_ref(ctx: &Ctx, tree: &str) -> Result<String> {
-    Ok(format!("{CACHE_REF_PREFIX}{}", &checkout_key(ctx, tree)?.to_hex()[..40]))
+/// The cache ref of `tree`'s checkout (with the settings of `facts`).
+fn cache_ref(ctx: &Ctx, facts: &Facts, tree: &str) -> Result<String> {
+    Ok(format!("{CACHE_REF_PREFIX}{}", &checkout_key(ctx, facts, tree)?.to_hex()[..40]))
+}
+
+/// The snapshot cache ref `name` names, if its snapshot is there: its manifest's header is
+/// read, not the whole manifest (a warm create must not decode tens of thousands of entries;
+/// a layer is only ever built from a fully validated manifest).
+fn cached(store: &Store, name: &str) -> Result<Option<Hash>> {
+    Ok(store.get_ref(name)?.filter(|id| store.parents_of(id).is_ok()))
 }
 
 /// `commit`'s checkout as a change snapshot stacked on its first parent's cached checkout:
@@ -223,31 +341,42 @@ fn cache_ref(ctx: &Ctx, tree: &str) -> Result<String> {
 /// cached, a deep stack, a changed `.gitattributes`, a path that turns from file into
 /// directory or back, a repository owned by another user (whose tree is read with that
 /// user's rights by the full ingest only).
-fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, commit: &str, tree: &str, name: &str) -> Result<Option<Hash>> {
+fn incremental(
+    store: &Store,
+    ctx: &Ctx,
+    tmp: &Path,
+    facts: &Facts,
+    name: &str,
+    listing: &mut Listing,
+    pending: &mut Option<Pending>,
+) -> Result<Option<Hash>> {
     if ctx.git_owner != crate::sys::Owner::current() {
         return Ok(None);
     }
-    let repo = &ctx.repo;
-    let first = format!("{commit}^1");
-    let parent = ctx.git(repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &first])?;
-    if !parent.ok() {
+    let (repo, commit, tree) = (&ctx.repo, facts.commit.as_str(), facts.tree.as_str());
+    // The first parent and its tree, at once; no parent fails.
+    let (first, first_tree) = (format!("{commit}^1"), format!("{commit}^1^{{tree}}"));
+    let out = ctx.git(repo, &["rev-parse", "--end-of-options", &first, &first_tree])?;
+    if !out.ok() {
         return Ok(None);
     }
-    let parent = String::from_utf8_lossy(&parent.stdout).trim().to_string();
-    let ptree = String::from_utf8_lossy(
-        &ctx.check(repo, &["rev-parse", "--verify", "--end-of-options", &format!("{parent}^{{tree}}")])?,
-    )
-    .trim()
-    .to_string();
-    let Some(psnap) = store.get_ref(&cache_ref(ctx, &ptree)?)? else { return Ok(None) };
-    if store.load_manifest(&psnap).is_err() || store.layer_stack(&[psnap])?.len() >= crate::store::layer::MAX_STACK / 2
-    {
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.len() >= 40 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    let [parent, ptree] = &lines[..] else { return Ok(None) };
+    let Some(psnap) = cached(store, &cache_ref(ctx, facts, ptree)?)? else { return Ok(None) };
+    if store.layer_stack(&[psnap])?.len() >= crate::store::layer::MAX_STACK / 2 {
         return Ok(None);
     }
+    let parent = parent.as_str();
     // ":<src mode> <dst mode> <src id> <dst id> <status>" NUL "<path>" NUL, trees too (-t).
-    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", &parent, commit])?;
+    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", parent, commit])?;
     let mut fields = out.split(|&b| b == 0);
     let (mut written, mut deleted) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
+    // The blobs to check out, for the temporary worktree's index.
+    let mut blobs = Vec::<TreeEntry>::new();
     while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
         let meta: Vec<&[u8]> = meta.split(|&b| b == b' ').collect();
         let (Some(dst), Some(status)) = (meta.get(1), meta.last()) else { break };
@@ -258,7 +387,14 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, commit: &str, tree: &str, n
             Some(b'D') => deleted.push(path.to_vec()),
             // Directories come with the files checked out into them.
             _ if *dst == b"040000" => {}
-            _ => written.push(path.to_vec()),
+            _ => {
+                let mode = std::str::from_utf8(dst).ok().and_then(|m| u32::from_str_radix(m, 8).ok());
+                match (mode, meta.get(3).and_then(|o| crate::sys::gitindex::parse_oid(o))) {
+                    (Some(mode), Some(oid)) => blobs.push(TreeEntry { path: path.to_vec(), mode, oid }),
+                    _ => return Ok(None),
+                }
+                written.push(path.to_vec());
+            }
         }
     }
     let under = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
@@ -289,7 +425,22 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, commit: &str, tree: &str, n
                 commit,
             ],
         )?;
-        ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+        // checkout-index converts as a full checkout would when the index holds the paths to
+        // check out and every `.gitattributes` of the commit (none changed, see above): such
+        // an index is written here, far cheaper than `git read-tree` of the whole tree. A
+        // SHA-256 repository gets git's read-tree.
+        match listing.get()? {
+            Some(all) => {
+                let attrs = all.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
+                let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
+                let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
+                let index = admin_dir(ctx, tmp, &link)?.join("index");
+                std::fs::write(&index, crate::sys::gitindex::encode(entries)).at(&index)?;
+            }
+            None => {
+                ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+            }
+        }
         for chunk in paths.chunks(500) {
             let mut args = vec!["checkout-index", "-f", "--"];
             args.extend(chunk.iter().map(String::as_str));
@@ -309,13 +460,102 @@ fn incremental(store: &Store, ctx: &Ctx, tmp: &Path, commit: &str, tree: &str, n
         let opts = IngestOptions { name: Some(name.to_string()), labels, skip_special: false, exclude: vec![] };
         Ok(store.ingest_change(tmp, &written, &top, vec![psnap], &opts)?.id)
     })();
-    remove_checkout(ctx, tmp)?;
-    r.map(Some)
+    match r {
+        Ok(id) => {
+            *pending = discard_checkout(ctx, tmp)?;
+            Ok(Some(id))
+        }
+        Err(e) => {
+            remove_checkout(ctx, tmp)?;
+            Err(e)
+        }
+    }
+}
+
+/// The removal of a temporary checkout's files, under way in a thread of its own (unlinking
+/// is slow on some filesystems, and the root can be made meanwhile); dropping it waits for
+/// the removal. A failure leaves a directory that the next [`remove_checkout`] removes.
+struct Pending(Option<std::thread::JoinHandle<std::io::Result<()>>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Where a temporary checkout goes to be removed (beside it, in the same filesystem).
+fn trash_dir(tmp: &Path) -> PathBuf {
+    tmp.with_file_name("checkout.old")
+}
+
+/// [`remove_checkout`], except that the files are renamed aside and removed in a thread:
+/// git's record is gone when this returns, the files once the [`Pending`] is finished.
+fn discard_checkout(ctx: &Ctx, tmp: &Path) -> Result<Option<Pending>> {
+    let trash = trash_dir(tmp);
+    remove_trash(&trash)?;
+    match std::fs::rename(tmp, &trash) {
+        Ok(()) => {}
+        // Removed the slow way, then.
+        Err(_) => {
+            remove_checkout(ctx, tmp)?;
+            return Ok(None);
+        }
+    }
+    forget_checkout(ctx, tmp)?;
+    Ok(Some(Pending(Some(std::thread::spawn(move || std::fs::remove_dir_all(&trash))))))
+}
+
+/// Remove what a [`discard_checkout`] interrupted by a crash left.
+fn remove_trash(trash: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(trash, e)),
+    }
+}
+
+/// The blobs of a commit's tree (`git ls-tree -r`), listed in a thread from the start of a
+/// create and joined where first needed: by an incremental ingest (for the `.gitattributes`
+/// files), else by the root's index. `None` inside for a repository whose objects are not
+/// SHA-1 (git's own read-tree serves those).
+struct Listing {
+    handle: Option<std::thread::JoinHandle<Result<Vec<TreeEntry>>>>,
+    tree: Option<Vec<TreeEntry>>,
+}
+
+impl Listing {
+    fn start(ctx: &Ctx, facts: &Facts) -> Listing {
+        Listing { handle: facts.sha1.then(|| list_tree(ctx, &facts.commit)), tree: None }
+    }
+
+    /// The listing, waiting for it if need be.
+    fn get(&mut self) -> Result<Option<&Vec<TreeEntry>>> {
+        if let Some(h) = self.handle.take() {
+            let t = h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
+            self.tree = Some(t);
+        }
+        Ok(self.tree.as_ref())
+    }
+
+    /// The listing, taken.
+    fn take(mut self) -> Result<Option<Vec<TreeEntry>>> {
+        self.get()?;
+        Ok(self.tree)
+    }
 }
 
 /// Remove the temporary checkout worktree `tmp` and git's record of it, however far its making
 /// or removal got (a killed `git worktree add` leaves its record locked `initializing`).
 fn remove_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
+    remove_trash(&trash_dir(tmp))?;
+    forget_checkout(ctx, tmp)
+}
+
+/// Git's record of the temporary checkout `tmp`, and its files if they are still there (not
+/// those a [`discard_checkout`] moved aside).
+fn forget_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
     let tmp_s = tmp.to_string_lossy().into_owned();
     let exists = std::fs::symlink_metadata(tmp).is_ok();
     let listed = worktree::listed(ctx, tmp)?;
@@ -420,64 +660,71 @@ fn is_stale(stale: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
     }
 }
 
-/// The cached snapshot of what `git worktree add` checks out for tree `tree` in `repo`, if
-/// the checkout cache has it (docs/format.md, "Checkout cache"); `None` when a root of a
-/// commit of that tree would make it. Used by provisioning, which builds on that checkout.
-pub fn cached_checkout(store: &Store, repo: &Path, tree: &str) -> Result<Option<Hash>> {
+/// The cached snapshot of what `git worktree add` checks out for revision `rev` in `repo`,
+/// whose tree must be `tree`, if the checkout cache has it (docs/format.md, "Checkout cache",
+/// with the repository's settings as they are now); `None` when a root of `rev` would make it.
+/// `Conflict` when `rev` names another tree now (it moved). Used by provisioning, which
+/// builds on that checkout.
+pub fn cached_checkout(store: &Store, repo: &Path, rev: &str, tree: &str) -> Result<Option<Hash>> {
     let ctx = Ctx::of(store, repo)?;
-    match store.get_ref(&cache_ref(&ctx, tree)?)? {
-        Some(id) if store.load_manifest(&id).is_ok() => Ok(Some(id)),
-        _ => Ok(None),
+    let facts = Facts::of(&ctx, rev)?;
+    if facts.tree != tree {
+        return Err(Error::Conflict(format!(
+            "--base-ref {rev} of {} moved while the build began (tree {} now, {tree} read); retry",
+            repo.display(),
+            facts.tree
+        )));
     }
+    cached(store, &cache_ref(&ctx, &facts, tree)?)
 }
 
-/// Write the index of worktree `wt` (whose files are `commit`'s checkout, as the overlay shows
-/// them) from the commit's tree and lstat of each file, as the repository's owner; false (and
-/// nothing written) when the repository's objects are not SHA-1. Entries at or below a path of
-/// `stale` get no stat data, so that git compares their content. Never cached across roots:
-/// the ctime of a shared layer inode changes whenever another layer links it.
-fn write_index(ctx: &Ctx, wt: &Path, commit: &str, stale: &BTreeSet<Vec<u8>>) -> Result<bool> {
-    use crate::sys::gitindex::{encode, parse_oid, IndexEntry};
-    let format = ctx.git(&ctx.repo, &["rev-parse", "--show-object-format"])?;
-    if !format.ok() || format.stdout.trim_ascii() != b"sha1" {
-        return Ok(false);
+/// The tree of `commit` as `git ls-tree -r` lists it, read in a thread of its own so that it
+/// runs while the worktree is registered and mounted (it writes nothing, so it holds no lock
+/// of the root: see [`Ctx::git`]).
+fn list_tree(ctx: &Ctx, commit: &str) -> std::thread::JoinHandle<Result<Vec<TreeEntry>>> {
+    let (ctx, commit) = (ctx.unheld(), commit.to_string());
+    std::thread::spawn(move || {
+        let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", &commit])?;
+        parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))
+    })
+}
+
+/// The administrative directory of the worktree at `wt`, from its `.git` link (`link`, which
+/// git just wrote), else as git says.
+fn admin_dir(ctx: &Ctx, wt: &Path, link: &[u8]) -> Result<PathBuf> {
+    if let Some(p) = link.strip_prefix(b"gitdir: ") {
+        let p = Path::new(std::ffi::OsStr::from_bytes(p.trim_ascii_end()));
+        // A relative link (worktree.useRelativePaths) is relative to the worktree.
+        return Ok(wt.join(p));
     }
-    let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit])?;
-    let mut entries = Vec::new();
-    // "<mode> SP <type> SP <oid> TAB <path>"
-    for rec in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let bad =
-            || Error::Corrupt(format!("git ls-tree {commit}: unexpected line {:?}", String::from_utf8_lossy(rec)));
-        let tab = rec.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
-        let mut meta = rec[..tab].split(|&b| b == b' ');
-        let (Some(mode), Some(_), Some(oid)) = (meta.next(), meta.next(), meta.next()) else { return Err(bad()) };
-        let mode = std::str::from_utf8(mode).ok().and_then(|m| u32::from_str_radix(m, 8).ok()).ok_or_else(bad)?;
-        let oid = parse_oid(oid).ok_or_else(bad)?;
-        let path = rec[tab + 1..].to_vec();
-        if is_stale(stale, &path) {
-            // No stat data (size 0), as `git read-tree` writes: git compares the content.
-            let zero = (0, 0);
-            entries.push(IndexEntry {
-                path,
-                mode,
-                oid,
-                ctime: zero,
-                mtime: zero,
-                dev: 0,
-                ino: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-            });
-            continue;
-        }
-        let file = wt.join(std::ffi::OsStr::from_bytes(&path));
-        let md = std::fs::symlink_metadata(&file).at(&file)?;
-        entries.push(IndexEntry::new(path, mode, oid, &md));
-    }
-    let bytes = encode(entries);
     let dir = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-dir"])?;
-    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir.trim_ascii_end()));
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(dir.trim_ascii_end())))
+}
+
+/// Write the index of worktree `wt` (whose files are the checkout of the commit whose tree is
+/// `tree`, as the overlay shows them) into its administrative directory `dir`, from the
+/// tree's blob ids and lstat of each file in `wt`, as the repository's owner. Entries at or
+/// below a path of `stale` get no stat data (size 0, as `git read-tree` writes them), so that
+/// git compares their content: a layer above the checkout replaced or deleted them. Never
+/// cached across roots: the ctime of a shared layer inode changes whenever another layer
+/// links it.
+fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, tree: Vec<TreeEntry>, stale: &BTreeSet<Vec<u8>>) -> Result<()> {
+    use crate::sys::gitindex::IndexEntry;
+    let (old, tree): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.into_iter().partition(|e| is_stale(stale, &e.path));
+    let mut entries = crate::sys::gitindex::stat_entries(wt, tree).map_err(|e| Error::io(wt, e))?;
+    entries.extend(old.into_iter().map(|e| IndexEntry {
+        path: e.path,
+        mode: e.mode,
+        oid: e.oid,
+        ctime: (0, 0),
+        mtime: (0, 0),
+        dev: 0,
+        ino: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+    }));
+    let bytes = crate::sys::gitindex::encode(entries);
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
     let (i, t) = (index.clone(), tmp.clone());
@@ -494,7 +741,7 @@ fn write_index(ctx: &Ctx, wt: &Path, commit: &str, stale: &BTreeSet<Vec<u8>>) ->
         .map_err(|_| Error::io(&tmp, std::io::Error::other("the index writer panicked")))?
         .and_then(|r| r)
         .map_err(|e| Error::io(&index, e))?;
-    Ok(true)
+    Ok(())
 }
 
 /// Run the repository's `post-checkout` hook in worktree `wt` as `git worktree add` runs it
@@ -552,14 +799,13 @@ impl Backend for GitOverlay {
         hit("git-overlay.create.dir-made");
         let mut made = Made::default();
         let existing = worktree::branch_exists(&ctx, &repo, &branch)?;
-        let commit = commit_of(&ctx, if existing { &branch } else { &wst.base_ref })?;
-        let tree = {
-            let spec = format!("{commit}^{{tree}}");
-            String::from_utf8_lossy(&ctx.check(&repo, &["rev-parse", "--verify", "--end-of-options", &spec])?)
-                .trim()
-                .to_string()
-        };
-        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &commit, &tree)?;
+        let facts = Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?;
+        let commit = facts.commit.clone();
+        // The blob ids, listed while the snapshot is found and the worktree registered.
+        let mut listing = Listing::start(&ctx, &facts);
+        // Dropped last: a temporary checkout is removed while the root is made.
+        let mut pending = None;
+        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &mut listing, &mut pending)?;
         let path_s = wst.worktree_path.to_string_lossy().into_owned();
         if existing {
             wst.created_branch = false;
@@ -595,13 +841,17 @@ impl Backend for GitOverlay {
         std::os::unix::fs::lchown(&upper_link, Some(root.owner.uid), Some(root.owner.gid)).at(&upper_link)?;
         hit("git-overlay.create.mounted");
         // The index, so that `git status` is clean: written from the commit's blob ids and
-        // the merged view's stat data (no file is hashed); for a SHA-256 repository, git's
-        // read-tree and one refresh (which hashes every file once).
+        // the merged view's stat data (no file is hashed); for a SHA-256 repository (the
+        // index written here is SHA-1's), git's read-tree and one refresh (which hashes every
+        // file once).
         let wt = &st.worktree.worktree_path;
         let stale = above_checkout(store, &root.snapshots)?;
-        if !write_index(&ctx, wt, &commit, &stale)? {
-            ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
-            ctx.check(wt, &["update-index", "-q", "--refresh"])?;
+        match listing.take()? {
+            Some(tree) => write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, tree, &stale)?,
+            None => {
+                ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
+                ctx.check(wt, &["update-index", "-q", "--refresh"])?;
+            }
         }
         hit("git-overlay.create.indexed");
         made.warnings.extend(post_checkout(store, &ctx, wt, &commit)?);

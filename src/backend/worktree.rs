@@ -134,6 +134,12 @@ impl Ctx {
         Ok(Ctx { root_dir: Some(root.dir.clone()), ..Ctx::of(store, repo)? })
     }
 
+    /// The same repository and owner, for git commands that write nothing (no root's lock is
+    /// held for them: see [`Ctx::git`]).
+    pub(super) fn unheld(&self) -> Ctx {
+        Ctx { repo: self.repo.clone(), git_owner: self.git_owner, timeout: self.timeout, root_dir: None }
+    }
+
     /// Wait (at most the git timeout) until no git started for the root runs any more, and
     /// lock the root's directory; see [`Ctx::git`].
     pub(super) fn hold(&self) -> Result<Option<FileLock>> {

@@ -188,9 +188,14 @@ struct BenchArgs {
     /// Your dependency tree (such as node_modules) instead of the fixture.
     #[arg(long, value_name = "PATH")]
     deps: Option<PathBuf>,
-    /// Command that makes dependencies available in a fresh worktree (preview), run with sh -c.
+    /// Command that makes dependencies available in a fresh worktree (preview), run with sh -c;
+    /// also measured as `root create --class preview --provision CMD`.
     #[arg(long, value_name = "CMD")]
     provision: Option<String>,
+    /// The provision's inputs, relative to the project (comma-separated or repeated) [default:
+    /// the first of pnpm-lock.yaml, package-lock.json, yarn.lock, package.json found].
+    #[arg(long, value_name = "PATHS", value_delimiter = ',', requires = "provision")]
+    provision_inputs: Vec<String>,
     /// Measured runs per backend [default: 3 with --quick, else 5].
     #[arg(long)]
     runs: Option<usize>,
@@ -1038,6 +1043,7 @@ fn bench_cmd(a: &BenchArgs, store: Option<PathBuf>, json: bool) -> Result<Output
         repo: a.repo.clone(),
         deps: a.deps.clone(),
         provision: a.provision.clone(),
+        provision_inputs: a.provision_inputs.clone(),
         runs: a.runs.unwrap_or(if a.quick { 3 } else { 5 }).max(1),
         concurrency: a.concurrency.unwrap_or(if a.quick { 10 } else { 50 }).max(1),
         store,

@@ -668,7 +668,7 @@ impl Store {
     ) -> Result<Hash> {
         use crate::backend::git_overlay::cached_checkout;
         let rev = req.base_ref.as_deref().unwrap_or_default();
-        if let Some(id) = cached_checkout(self, repo, tree)? {
+        if let Some(id) = cached_checkout(self, repo, rev, tree)? {
             return Ok(id);
         }
         let made = self.create_root(&CreateRequest {
@@ -691,7 +691,7 @@ impl Store {
             )));
         }
         // The ref may have moved since the key read the inputs: never build on another tree.
-        cached_checkout(self, repo, tree)?.ok_or_else(|| {
+        cached_checkout(self, repo, rev, tree)?.ok_or_else(|| {
             Error::Conflict(format!("--base-ref {rev} of {} moved while the build began; retry", repo.display()))
         })
     }

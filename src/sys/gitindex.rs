@@ -6,7 +6,12 @@
 //! entries sorted by path bytes, each 62 bytes of stat data, mode, id and flags, then the path
 //! and 1 to 8 NULs padding the entry to a multiple of 8; no extensions; the SHA-1 of all that.
 
-use std::os::unix::fs::MetadataExt;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// One stage-0 entry.
 #[derive(Clone, Debug)]
@@ -34,23 +39,142 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
-    /// An entry for `path` with blob `oid` and git mode `mode`, its stat data from `md` (the
+    /// An entry for `path` with blob `oid` and git mode `mode`, its stat data from `st` (the
     /// lstat of the file in the working tree).
-    pub fn new(path: Vec<u8>, mode: u32, oid: [u8; 20], md: &std::fs::Metadata) -> IndexEntry {
+    pub fn new(path: Vec<u8>, mode: u32, oid: [u8; 20], st: &rustix::fs::Stat) -> IndexEntry {
         // git keeps the low 32 bits of each (`ce_stat_data` is 32-bit on disk).
         IndexEntry {
             path,
             mode,
             oid,
-            ctime: (md.ctime() as u32, md.ctime_nsec() as u32),
-            mtime: (md.mtime() as u32, md.mtime_nsec() as u32),
-            dev: md.dev() as u32,
-            ino: md.ino() as u32,
-            uid: md.uid(),
-            gid: md.gid(),
-            size: md.size() as u32,
+            ctime: (st.st_ctime as u32, st.st_ctime_nsec as u32),
+            mtime: (st.st_mtime as u32, st.st_mtime_nsec as u32),
+            dev: st.st_dev as u32,
+            ino: st.st_ino as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u32,
         }
     }
+}
+
+impl IndexEntry {
+    /// An entry for a tree's blob without stat data: git takes the file as changed until it
+    /// looks (for an index that only serves `git checkout-index`).
+    pub fn unstat(e: &TreeEntry) -> IndexEntry {
+        IndexEntry {
+            path: e.path.clone(),
+            mode: e.mode,
+            oid: e.oid,
+            ctime: (0, 0),
+            mtime: (0, 0),
+            dev: 0,
+            ino: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+        }
+    }
+}
+
+/// One blob of a tree, as `git ls-tree -r` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Path relative to the top of the tree.
+    pub path: Vec<u8>,
+    /// Git's mode: `0o100644`, `0o100755`, `0o120000` (or `0o160000` for a gitlink).
+    pub mode: u32,
+    /// The object id (SHA-1).
+    pub oid: [u8; 20],
+}
+
+/// The entries of `git ls-tree -r -z --full-tree` output (`<mode> SP <type> SP <oid> TAB
+/// <path> NUL`), in its order; `Err` names the first record that is not such a line.
+pub fn parse_ls_tree(out: &[u8]) -> std::result::Result<Vec<TreeEntry>, String> {
+    let mut entries = Vec::with_capacity(out.len() / 80);
+    for rec in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let bad = || format!("unexpected line {:?}", String::from_utf8_lossy(rec));
+        let tab = rec.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
+        let mut meta = rec[..tab].split(|&b| b == b' ');
+        let (Some(mode), Some(_), Some(oid)) = (meta.next(), meta.next(), meta.next()) else { return Err(bad()) };
+        let mode = std::str::from_utf8(mode).ok().and_then(|m| u32::from_str_radix(m, 8).ok()).ok_or_else(bad)?;
+        let oid = parse_oid(oid).ok_or_else(bad)?;
+        entries.push(TreeEntry { path: rec[tab + 1..].to_vec(), mode, oid });
+    }
+    Ok(entries)
+}
+
+/// Index entries for `tree` (in `git ls-tree -r` order, that is each directory's entries
+/// together), their stat data from `lstat` of each path beneath the directory `top`.
+///
+/// This is the cost of a root's index (tens of thousands of files through an overlay), so:
+/// each name is looked up relative to a handle of its directory (opened once, `O_NOFOLLOW`
+/// at every step, so no symlink in the tree is followed), not by its full path, and the
+/// entries are split between a few threads. An entry that cannot be stat-ed is an error
+/// naming its path.
+pub fn stat_entries(top: &Path, tree: Vec<TreeEntry>) -> std::io::Result<Vec<IndexEntry>> {
+    let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+    let per = tree.len().div_ceil(threads).max(1);
+    let parts: Vec<std::io::Result<Vec<IndexEntry>>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            tree.chunks(per).map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), chunk))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("lstat thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(tree.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// [`stat_entries`] of one run of entries, keeping the handles of the directories on the way
+/// to the current one (a stack: the entries come directory by directory, depth first).
+fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::io::Result<Vec<IndexEntry>> {
+    let mut stack: Vec<(Vec<u8>, OwnedFd)> = Vec::new();
+    let mut out = Vec::with_capacity(chunk.len());
+    let err = |rel: &[u8], e: rustix::io::Errno| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("{}: {e}", top.join(OsStr::from_bytes(rel)).display()),
+        )
+    };
+    for e in chunk {
+        let (dir, name) = match e.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&e.path[..i], &e.path[i + 1..]),
+            None => (&e.path[..0], &e.path[..]),
+        };
+        // Keep the handles of the directories that hold this one; open the rest below them.
+        while let Some((d, _)) = stack.last() {
+            if dir == &d[..] || (dir.starts_with(d) && dir.get(d.len()) == Some(&b'/')) {
+                break;
+            }
+            stack.pop();
+        }
+        let mut have = stack.last().map(|(d, _)| d.len()).unwrap_or(0);
+        while have < dir.len() {
+            let start = if stack.is_empty() { 0 } else { have + 1 };
+            let end = dir[start..].iter().position(|&b| b == b'/').map(|i| start + i).unwrap_or(dir.len());
+            let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
+            let fd = rustix::fs::openat(
+                at,
+                OsStr::from_bytes(&dir[start..end]),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|x| err(&dir[..end], x))?;
+            stack.push((dir[..end].to_vec(), fd));
+            have = end;
+        }
+        let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
+        let st =
+            rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW).map_err(|x| err(&e.path, x))?;
+        out.push(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st));
+    }
+    Ok(out)
 }
 
 /// The index file's bytes for `entries` (sorted here; stage 0 only, no duplicates expected).
@@ -84,10 +208,15 @@ pub fn parse_oid(hex: &[u8]) -> Option<[u8; 20]> {
     if hex.len() != 40 {
         return None;
     }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
     let mut oid = [0u8; 20];
     for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        oid[i] = u8::from_str_radix(s, 16).ok()?;
+        oid[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(oid)
 }
@@ -130,18 +259,32 @@ mod tests {
         git(r, &["commit", "-qm", "x"]);
         let tree = git(r, &["ls-tree", "-r", "-z", "--full-tree", "HEAD"]);
         std::fs::remove_file(r.join(".git/index")).unwrap();
-        let mut entries = Vec::new();
-        for rec in tree.split('\0').filter(|s| !s.is_empty()) {
-            let (meta, path) = rec.split_once('\t').unwrap();
-            let mut m = meta.split(' ');
-            let mode = u32::from_str_radix(m.next().unwrap(), 8).unwrap();
-            let oid = parse_oid(m.nth(1).unwrap().as_bytes()).unwrap();
-            let md = std::fs::symlink_metadata(r.join(path)).unwrap();
-            entries.push(IndexEntry::new(path.as_bytes().to_vec(), mode, oid, &md));
-        }
+        let tree = parse_ls_tree(tree.as_bytes()).unwrap();
+        assert_eq!(tree.len(), 5);
+        let entries = stat_entries(r, tree).unwrap();
         std::fs::write(r.join(".git/index"), encode(entries)).unwrap();
         assert_eq!(git(r, &["diff-files", "--name-only"]), "", "stat data not as git would record it");
         assert_eq!(git(r, &["diff-index", "--cached", "--name-only", "HEAD"]), "");
         assert_eq!(git(r, &["status", "--porcelain"]), "");
+    }
+
+    /// What cannot be stat-ed beneath the top is an error naming it, and a directory swapped
+    /// for a symlink is not followed.
+    #[test]
+    fn stat_entries_never_follows_a_symlinked_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("wt");
+        std::fs::create_dir_all(r.join("a")).unwrap();
+        std::fs::write(r.join("a/f"), "f").unwrap();
+        std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+        std::fs::write(d.path().join("elsewhere/f"), "other").unwrap();
+        let entry = |p: &str| TreeEntry { path: p.as_bytes().to_vec(), mode: 0o100644, oid: [0; 20] };
+        let got = stat_entries(&r, vec![entry("a/f")]).unwrap();
+        assert_eq!(got[0].size, 1);
+        let missing = stat_entries(&r, vec![entry("a/f"), entry("a/g")]).unwrap_err();
+        assert!(missing.to_string().contains("a/g"), "{missing}");
+        std::fs::remove_dir_all(r.join("a")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), r.join("a")).unwrap();
+        assert!(stat_entries(&r, vec![entry("a/f")]).is_err(), "followed a symlinked directory");
     }
 }
