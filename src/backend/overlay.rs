@@ -79,6 +79,22 @@ pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// Where [`lowers_for`] will put the lower directories of `snapshots` for `owner`, making
+/// nothing: a plan records them, so that the record a create writes before anything exists is
+/// already the one it will have when ready (one write, [`crate::root::RootRecord`]).
+pub fn planned_lowers(store: &Store, snapshots: &[Hash], owner: Owner) -> Result<Vec<PathBuf>> {
+    let stack = store.layer_stack(snapshots)?;
+    let mut layers: Vec<PathBuf> = stack.iter().rev().map(|id| store.layer_link(id)).collect();
+    if layers.is_empty() {
+        layers.push(store.path().join("layers").join("empty"));
+    }
+    if owner == store.owner()? {
+        return Ok(layers);
+    }
+    let dir = store.idmap_dir().join(format!("{}-{}", owner.uid, owner.gid));
+    Ok(layers.iter().filter_map(|l| l.file_name().map(|n| dir.join(n))).collect())
+}
+
 /// The lower directories (top first) presenting `stack` (bottom first) to `owner`:
 /// materialized layers, idmapped when the owner is not the store's owner.
 pub fn lowers_for(store: &Store, stack: &[Hash], owner: Owner) -> Result<Vec<PathBuf>> {
@@ -100,13 +116,10 @@ impl Backend for Overlay {
     const KIND: BackendKind = BackendKind::Overlay;
     const CAPABILITIES: Capabilities = Capabilities { commit: true };
 
-    fn plan(&self, _store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
-        Ok(Plan {
-            cwd: root.dir.join("merged"),
-            owner: None,
-            state: OverlayState { dirs: fresh_dirs(&root.dir) },
-            warnings: vec![],
-        })
+    fn plan(&self, store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
+        let mut dirs = fresh_dirs(&root.dir);
+        dirs.lowers = planned_lowers(store, &root.snapshots, root.owner)?;
+        Ok(Plan { cwd: root.dir.join("merged"), owner: None, state: OverlayState { dirs }, warnings: vec![] })
     }
 
     fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {

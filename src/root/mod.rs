@@ -263,7 +263,7 @@ impl Store {
         crate::store::perms::new_dir(&spec.dir, 0o700)?;
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
-        rec.save(self)?;
+        let intent = rec.save_creating(self)?;
         crate::sys::failpoint::hit("root.create.recorded");
         if let Some(k) = &req.key {
             let idx = self.key_index(k);
@@ -291,8 +291,7 @@ impl Store {
                 timings.insert("mounts".into(), elapsed_ms(t2));
             }
             crate::sys::failpoint::hit("root.create.mounts-made");
-            rec.state = State::Ready;
-            rec.save(self)?;
+            rec.save_ready(self, &intent)?;
             guards.into_iter().for_each(mount::MountGuard::keep);
             Ok(())
         })();
@@ -478,7 +477,7 @@ impl Store {
     }
 }
 
-/// Remove a root's directory with its record (`state.json` or [`record::DESTROYING_FILE`]) last,
+/// Remove a root's directory with its record (`state.json`, [`record::DESTROYING_FILE`] or [`record::CREATING_FILE`]) last,
 /// so that a crash part way leaves either a record doctor acts on or an empty directory, never
 /// files without a record.
 fn remove_root_dir(dir: &Path) -> Result<()> {
@@ -489,7 +488,10 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
     };
     for e in rd {
         let e = e.at(dir)?;
-        if e.file_name() == "state.json" || e.file_name() == record::DESTROYING_FILE {
+        if e.file_name() == "state.json"
+            || e.file_name() == record::DESTROYING_FILE
+            || e.file_name() == record::CREATING_FILE
+        {
             continue;
         }
         let p = e.path();
@@ -501,7 +503,7 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
         }
     }
     crate::sys::failpoint::hit("root.destroy.files-removed");
-    for name in ["state.json", record::DESTROYING_FILE] {
+    for name in ["state.json", record::DESTROYING_FILE, record::CREATING_FILE] {
         let state = dir.join(name);
         match std::fs::remove_file(&state) {
             Ok(()) => {}
