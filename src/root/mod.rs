@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod exec;
 pub mod export;
 pub mod export_as;
+pub mod pool;
 pub mod provision;
 pub mod reclaim;
 pub mod record;
@@ -128,7 +129,7 @@ impl Store {
 
     /// Create a root (or, with a key that exists, return it with `created: false`).
     pub fn create_root(&self, req: &CreateRequest) -> Result<Created> {
-        self.create_root_checked(req, &|_| true)
+        self.create_root_checked(req, &|_| true, None)
     }
 
     /// [`Store::create_root`], where a key that names a root `visible` refuses does not find it:
@@ -137,6 +138,7 @@ impl Store {
         &self,
         req: &CreateRequest,
         visible: &dyn Fn(&RootRecord) -> bool,
+        pool: Option<&pool::RootPool>,
     ) -> Result<Created> {
         let t0 = Instant::now();
         let class = req.class.ok_or_else(|| Error::BadInput("--class is required".into()))?;
@@ -206,7 +208,9 @@ impl Store {
         }
         timings.insert("resolve".into(), elapsed_ms(t0));
 
-        let id = format!("{:016x}", rand::random::<u64>());
+        // An overlay root made ahead, if a pool keeps some: its id is the root's.
+        let skeleton = pool.filter(|_| kind == backend::BackendKind::Overlay).and_then(pool::RootPool::take);
+        let id = skeleton.as_ref().map_or_else(|| format!("{:016x}", rand::random::<u64>()), |s| s.id.clone());
         let mut spec = RootSpec {
             id: id.clone(),
             dir: self.roots_dir().join(&id),
@@ -259,11 +263,19 @@ impl Store {
         for who in &reach {
             access::check_reachable(cwd_parent, *who)?;
         }
-        // The store owner's, 0700, until opened to the owner below.
-        crate::store::perms::new_dir(&spec.dir, 0o700)?;
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
-        let intent = rec.save_creating(self)?;
+        // Its directory is the store owner's, 0700, until opened to the owner below.
+        let intent = match skeleton.map(|s| s.claim(&mut rec, &spec.dir)) {
+            Some(Ok(json)) => json,
+            claim => {
+                if let Some(Err(e)) = claim {
+                    tracing::warn!(id = %id, "root skeleton not claimed, making the root's directory: {e}");
+                }
+                crate::store::perms::new_dir(&spec.dir, 0o700)?;
+                rec.save_creating(self)?
+            }
+        };
         crate::sys::failpoint::hit("root.create.recorded");
         if let Some(k) = &req.key {
             let idx = self.key_index(k);

@@ -219,13 +219,19 @@ impl RootRecord {
         json
     }
 
+    /// The content of a create's intent record ([`CREATING_FILE`]): the record as it will be
+    /// when ready.
+    pub(crate) fn intent(&mut self) -> Vec<u8> {
+        self.render(State::Ready)
+    }
+
     /// Record a create's intent, the one write of a create that goes as planned: the record as
     /// it will be when ready, as [`CREATING_FILE`] (written beside and renamed, so that a create
     /// killed part way leaves a whole record or a torn `.state.json.tmp`, never a torn record).
     /// Returns what was written, for [`RootRecord::save_ready`].
     pub(crate) fn save_creating(&mut self, store: &Store) -> Result<Vec<u8>> {
         let dir = self.dir(store);
-        let json = self.render(State::Ready);
+        let json = self.intent();
         let tmp = dir.join(".state.json.tmp");
         std::fs::write(&tmp, &json).at(&tmp)?;
         let dest = dir.join(CREATING_FILE);

@@ -23,6 +23,7 @@ use execroot::backend::BackendKind;
 use execroot::error::Error;
 use execroot::policy::{Availability, Class};
 use execroot::root::exec::ExecRequest;
+use execroot::root::pool::RootPool;
 use execroot::root::{CreateRequest, Destroyed};
 use execroot::store::ingest::IngestOptions;
 use execroot::store::snapshot::SnapshotRemoved;
@@ -41,6 +42,8 @@ pub const TAR_LIMIT: usize = 1 << 30;
 pub struct App {
     /// The store served.
     pub store: Arc<Store>,
+    /// Overlay root skeletons made ahead, which creates claim (`execroot::root::pool`).
+    pub pool: Option<Arc<RootPool>>,
 }
 
 type Answer<T> = Result<T, ApiError>;
@@ -203,7 +206,7 @@ impl CreateBody {
 
 async fn create_root(State(app): State<App>, Who(c): Who, Body(b): Body<CreateBody>) -> Answer<Response> {
     let req = b.request()?;
-    let created = blocking(move || app.store.create_root_for(&c, &req)).await?;
+    let created = blocking(move || app.store.create_root_for_in(&c, &req, app.pool.as_deref())).await?;
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(created)).into_response())
 }
