@@ -21,6 +21,9 @@ use crate::Store;
 
 use super::record::{RootRecord, CREATING_FILE};
 
+/// How long the thread waits, once woken, before making skeletons.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Skeletons made ahead, and the thread that makes them. Dropping it stops the thread and
 /// removes the skeletons not claimed (with their lease).
 pub struct RootPool {
@@ -92,6 +95,9 @@ impl Shared {
                     return;
                 }
             }
+            // Let the create that took a skeleton finish first: on two cores and one journal,
+            // making the next one alongside it slows the request that is waiting.
+            std::thread::sleep(REFILL_DELAY);
             let id = format!("{:016x}", rand::random::<u64>());
             let dir = self.lease.path().join(&id);
             match overlay::make_skeleton(&dir, &id, CREATING_FILE) {
@@ -124,7 +130,11 @@ impl Skeleton {
     pub(crate) fn claim(mut self, rec: &mut RootRecord, dest: &Path) -> Result<Vec<u8>> {
         let json = rec.intent();
         let file = self.dir.join(CREATING_FILE);
-        std::fs::write(&file, &json).at(&file)?;
+        // Written into the skeleton's empty file, not truncated: ext4 flushes a file truncated
+        // and rewritten when it is closed (auto_da_alloc), which cost milliseconds.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).at(&file)?;
+        std::io::Write::write_all(&mut f, &json).at(&file)?;
+        drop(f);
         if !crate::store::rename_noreplace(&self.dir, dest)? {
             return Err(Error::Conflict(format!("{} exists", dest.display())));
         }
