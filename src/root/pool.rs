@@ -135,6 +135,7 @@ impl Skeleton {
         let mut f = std::fs::OpenOptions::new().write(true).open(&file).at(&file)?;
         std::io::Write::write_all(&mut f, &json).at(&file)?;
         drop(f);
+        crate::sys::failpoint::hit("pool.claim.written");
         if !crate::store::rename_noreplace(&self.dir, dest)? {
             return Err(Error::Conflict(format!("{} exists", dest.display())));
         }
