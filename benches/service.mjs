@@ -12,14 +12,18 @@
 // Prints a markdown table on stdout (progress on stderr) and writes the figures as JSON.
 //
 //   node benches/service.mjs [--quick] [--out FILE] [--iterations N] [--cli-every K]
-//     [--clients N] [--pairs N] [--rounds N] [--scale F]
+//     [--clients N] [--pairs N] [--rounds N] [--scale F] [--baseline BIN]
+//
+// --baseline BIN: phase 1 also runs on a second service of another build (an earlier commit's
+// binary), on its own store and fixture, in alternating blocks of 50 pairs, so that the two are
+// measured side by side under the same load.
 //
 // Needs root (overlay mounts), Node >= 24.11 (the SDK) and the plugin's dependencies (`npm ci`
 // in clients/paperclip-plugin). The binary is $EXECROOT_BIN, else the release build. Everything
 // it makes (service, store, fixtures, repository, worktrees) is under one temporary directory
 // that it removes, on failure and on SIGINT/SIGTERM too; it then checks that no mount is left.
 
-import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -40,6 +44,7 @@ const { values: opt } = parseArgs({
     pairs: { type: "string" },
     rounds: { type: "string" },
     scale: { type: "string" },
+    baseline: { type: "string" },
   },
 });
 const num = (v, d) => {
@@ -112,6 +117,8 @@ function mountsUnder(dir) {
 }
 
 let svc = null;
+/** The --baseline service: { bin, dir, store, socket, child, client }. */
+let base = null;
 let cleaning = null;
 /**
  * Stop the service, destroy what is left and remove the directory; returns the leaks found.
@@ -126,6 +133,11 @@ async function stopAndRemove(svc) {
   await Promise.all(
     [...children].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => (c.once("exit", r), c.kill("SIGKILL"))) : null)),
   );
+  if (base) {
+    await new Promise((r) => (base.child.exitCode !== null ? r() : (base.child.once("exit", r), base.child.kill("SIGTERM"))));
+    for (const m of mountsUnder(base.dir).reverse()) spawnSync("umount", ["-l", m]);
+    fs.rmSync(base.dir, { recursive: true, force: true });
+  }
   await svc.stop();
   const mounts = mountsUnder(dir);
   // A leak is reported, and still removed so that the machine is left as it was.
@@ -140,21 +152,68 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   });
 }
 
-/** Phase 1: sequential create/destroy on the small shape, with the CLI interleaved. */
-async function small(client) {
-  const tree = path.join(svc.dir, "small");
-  const gen = await cliJson("fixture", "generate", "small", tree);
-  await cliJson("snapshot", "create", tree, "--name", "small");
-  const spec = { class: "routine", from: ["small"], backend: "overlay" };
+/** The --baseline service: another build's `execroot serve` on its own store, answering. */
+async function startBaseline(bin, ExecrootClient) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "execroot-baseline-"));
+  const b = { bin, dir, store: path.join(dir, "store"), socket: path.join(dir, "execroot.sock") };
+  b.child = spawn(bin, ["--store", b.store, "serve", "--socket", b.socket], { stdio: "ignore" });
+  b.client = new ExecrootClient({ socketPath: b.socket, timeoutMs: 120_000 });
+  for (const t = Date.now(); ; ) {
+    if (b.child.exitCode !== null) throw new Error(`baseline ${bin} serve exited (${b.child.exitCode})`);
+    try {
+      await b.client.health();
+      return b;
+    } catch (e) {
+      if (Date.now() - t > 30_000) throw new Error(`baseline ${bin} serve did not answer: ${e.message}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** Phase 1's fixture and warm-up on one service (`cli`: its CLI, JSON parsed). */
+async function smallSetup(client, cli, dir, spec) {
+  const tree = path.join(dir, "small");
+  const gen = await cli("fixture", "generate", "small", tree);
+  await cli("snapshot", "create", tree, "--name", "small");
   // The first root materializes the layer (once per snapshot); then warm the paths.
   const [oneTime] = await timed(async () => {
     const r = await client.realize(spec);
     await client.cleanup(r.id);
   });
   for (let i = 0; i < 10; i++) await client.cleanup((await client.realize(spec)).id);
+  return { gen, oneTime };
+}
+
+/** `n` create, destroy and health round trips on `client`, recorded in `s`. */
+async function smallPairs(client, spec, s, n) {
+  for (let i = 0; i < n; i++) {
+    const [tc, r] = await timed(() => client.realize(spec));
+    if (r.root.backend !== "overlay" || !r.created) throw new Error(`not a new overlay root: ${JSON.stringify(r.root)}`);
+    s.create.push(tc);
+    s.inProcess.push(r.root.timingsMs.total);
+    s.overhead.push(tc - r.root.timingsMs.total);
+    const [td, d] = await timed(() => client.cleanup(r.id));
+    if (!d.cleaned) throw new Error(`destroy refused: ${d.warnings.join("; ")}`);
+    s.destroy.push(td);
+    s.health.push((await timed(() => client.health()))[0]);
+  }
+}
+
+/** Phase 1: sequential create/destroy on the small shape, with the CLI interleaved. */
+async function small(client) {
+  const spec = { class: "routine", from: ["small"], backend: "overlay" };
+  const { gen, oneTime } = await smallSetup(client, cliJson, svc.dir, spec);
+  const b = base && { create: [], inProcess: [], overhead: [], destroy: [], health: [] };
+  if (base) {
+    const baseCli = async (...args) => JSON.parse(await run(base.bin, ["--store", base.store, "--json", ...args]));
+    await smallSetup(base.client, baseCli, base.dir, spec);
+  }
   await sync();
   const s = { create: [], inProcess: [], overhead: [], destroy: [], health: [], cliCreate: [], cliInProcess: [], cliDestroy: [] };
   for (let i = 0; i < P.iterations; i++) {
+    // With a baseline: a block of 50 of its pairs before every other block of 50 of this
+    // build's, and after the last (so which goes first alternates).
+    if (base && i % 100 === 50) await smallPairs(base.client, spec, b, 100);
     const [tc, r] = await timed(() => client.realize(spec));
     if (r.root.backend !== "overlay" || !r.created) throw new Error(`not a new overlay root: ${JSON.stringify(r.root)}`);
     const total = r.root.timingsMs.total;
@@ -172,9 +231,19 @@ async function small(client) {
       s.cliDestroy.push((await timed(() => cliJson("root", "destroy", out.id)))[0]);
     }
   }
+  if (base && P.iterations % 100 !== 0) await smallPairs(base.client, spec, b, 50);
   const create = stats(s.create);
   const inProcess = stats(s.inProcess);
+  const baseline = base && {
+    bin: base.bin,
+    create: stats(b.create),
+    inProcessCreate: stats(b.inProcess),
+    overheadPerCall: stats(b.overhead),
+    destroy: stats(b.destroy),
+    health: stats(b.health),
+  };
   return {
+    baseline,
     entries: gen.entries,
     oneTimeMs: r3(oneTime),
     create,
@@ -346,6 +415,7 @@ function markdown(res) {
     `| in-process create in the CLI (\`timingsMs.total\`) | ${ms(s.cli.inProcessCreate.p50)} | ${ms(s.cli.inProcessCreate.p99)} |`,
     `| destroy through the CLI (wall) | ${ms(s.cli.destroy.p50)} | ${ms(s.cli.destroy.p99)} |`,
     "",
+    ...(s.baseline ? sideBySide(s, ms) : []),
     `| ${c.clients} concurrent clients, ${c.pairs} create+destroy pairs | value |`,
     "|---|---|",
     `| sustained pairs per second | ${c.pairsPerSecond} (${c.seconds} s) |`,
@@ -374,6 +444,22 @@ function markdown(res) {
   return lines.join("\n");
 }
 
+/** Phase 1 against the --baseline build: p50 / p99 of each, and the ratio of the p50s. */
+function sideBySide(s, ms) {
+  const b = s.baseline;
+  const row = (what, x, y) => `| ${what} | ${ms(y.p50)} / ${ms(y.p99)} | ${ms(x.p50)} / ${ms(x.p99)} | ${(y.p50 / x.p50).toFixed(2)}x |`;
+  return [
+    `| side by side, alternating blocks of 50 pairs (${b.create.n} baseline, ${s.create.n} this build) | baseline p50 / p99 | this build p50 / p99 | baseline / this build, p50 |`,
+    "|---|---|---|---|",
+    row("create through the service (wall)", s.create, b.create),
+    row("in-process create (`timingsMs.total`)", s.inProcessCreate, b.inProcessCreate),
+    row("the service's overhead per call", s.overheadPerCall, b.overheadPerCall),
+    row("destroy through the service (wall)", s.destroy, b.destroy),
+    row("`GET /v1/health` round trip", s.health, b.health),
+    "",
+  ];
+}
+
 async function main() {
   if (process.getuid() !== 0) throw new Error("the service benchmark needs root (overlay mounts)");
   const pluginDir = path.join(repoRoot, "clients", "paperclip-plugin");
@@ -388,6 +474,10 @@ async function main() {
   res.machine = { before: await machine() };
   log(`binary ${BIN}, starting the service`);
   svc = await startServe();
+  if (opt.baseline) {
+    log(`baseline ${opt.baseline}, starting its service`);
+    base = await startBaseline(path.resolve(opt.baseline), ExecrootClient);
+  }
   const health = await svc.client.health();
   if (!health.overlay.available) throw new Error(`overlay roots are unavailable: ${health.overlay.reason}`);
   res.version = health.version;

@@ -17,9 +17,12 @@ impl Hash {
 
     /// Lowercase hex form (64 characters).
     pub fn to_hex(&self) -> String {
+        // Without a formatter per byte: paths and records render hashes on every create.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(64);
         for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+            s.push(DIGITS[usize::from(b >> 4)] as char);
+            s.push(DIGITS[usize::from(b & 15)] as char);
         }
         s
     }

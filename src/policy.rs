@@ -96,6 +96,22 @@ fn overlay_unavailable(store_root: &Path) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("mounting overlayfs needs root (CAP_SYS_ADMIN)".into());
     }
+    // Every create asks, and the probe below (statfs, a readdir of the store, /proc/filesystems,
+    // an xattr read) cost more than a tenth of an overlay create: a store found able once stays
+    // so for the life of the process. A "no" is probed again, so that a fix is seen.
+    static ABLE: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let able = |root: &Path| ABLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|p| p == root);
+    if able(store_root) {
+        return None;
+    }
+    let why = probe_overlay(store_root);
+    if why.is_none() && !able(store_root) {
+        ABLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(store_root.to_path_buf());
+    }
+    why
+}
+
+fn probe_overlay(store_root: &Path) -> Option<String> {
     match nix::sys::statfs::statfs(store_root) {
         Ok(s) if s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => {
             return Some(format!("the store {} is itself on overlayfs (nested overlay)", store_root.display()))

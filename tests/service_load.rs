@@ -130,7 +130,18 @@ fn assert_nothing_left(env: &Env, s: &Server, fds: Option<usize>) {
     let views: Vec<PathBuf> =
         entries(&store.join("idmap")).iter().filter(|p| p.is_dir()).flat_map(|d| entries(d)).collect();
     assert_eq!(views, Vec::<PathBuf>::new(), "idmapped views are left");
-    assert_eq!(entries(&store.join("tmp")), Vec::<PathBuf>::new(), "leases are left in tmp/");
+    // The running service's one lease holds its root skeletons and nothing else (docs/format.md,
+    // "Root skeletons"): directories named like root ids, with nothing mounted below.
+    let own = format!("{}-", s.pid());
+    let (pool, left): (Vec<PathBuf>, Vec<PathBuf>) = entries(&store.join("tmp"))
+        .into_iter()
+        .partition(|p| p.file_name().unwrap().to_string_lossy().starts_with(&own));
+    assert_eq!(left, Vec::<PathBuf>::new(), "leases are left in tmp/");
+    assert!(pool.len() <= 1, "the service holds more than its pool's lease: {pool:?}");
+    for skeleton in pool.iter().flat_map(|l| entries(l)) {
+        let name = skeleton.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.len() == 16 && skeleton.is_dir(), "not a root skeleton: {}", skeleton.display());
+    }
     let d = s.req("GET", "/v1/doctor", None).expect(200);
     assert_eq!((&d["ok"], &d["findings"]), (&json!(true), &json!([])), "doctor finds something: {d}");
     let v = env.ok(&["verify"]);

@@ -36,6 +36,29 @@ pub fn fresh_dirs(dir: &Path) -> OverlayDirs {
     }
 }
 
+/// The upper and work directories of a root's own overlay: named after the root's id (unique,
+/// and distinct from the random names of its `--mount` trees' overlays), so that a skeleton
+/// made ahead ([`make_skeleton`]) has the directories the plan expects.
+pub fn root_dirs(dir: &Path, id: &str) -> OverlayDirs {
+    OverlayDirs { lowers: vec![], upper: dir.join(format!("upper-{id}")), work: dir.join(format!("work-{id}")) }
+}
+
+/// Make the empty directories of overlay root `id` in `dir` ahead of its create, which finds
+/// them there and makes nothing but its mount: `dir` itself (0700), the mount point, the upper
+/// (the store owner's; the create gives it its owner and mode) and the work directory. The
+/// `file` named is made empty too, for the create to write its record into.
+pub fn make_skeleton(dir: &Path, id: &str, file: &str) -> Result<()> {
+    use crate::store::perms::new_dir;
+    new_dir(dir, 0o700)?;
+    new_dir(&dir.join("merged"), 0o700)?;
+    let d = root_dirs(dir, id);
+    new_dir(&d.upper, 0o755)?;
+    new_dir(&d.work, 0o700)?;
+    let f = dir.join(file);
+    std::fs::File::create(&f).at(&f)?;
+    Ok(())
+}
+
 /// Mount an overlay of `snapshots` (bottom first) at `target`: materialize the layers, make
 /// `dirs`' upper (owned by `owner`) and work directories, record the lowers in `dirs`, mount.
 /// Used for a root's cwd and for its `--mount` trees alike.
@@ -54,12 +77,17 @@ pub fn mount_snapshots(
         Some(id) => std::fs::metadata(store.layer_dir(id)).at(store.layer_dir(id))?.permissions().mode() & 0o7777,
         None => 0o755,
     };
+    // Either directory may be a skeleton's ([`make_skeleton`]): empty, made by the store owner
+    // in a directory no one else can write, so found present it is taken as made here.
     let upper = &dirs.upper;
-    std::fs::DirBuilder::new().mode(top_mode).create(upper).at(upper)?;
+    match std::fs::DirBuilder::new().mode(top_mode).create(upper) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(Error::io(upper, e)),
+        _ => {}
+    }
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(top_mode)).at(upper)?;
     std::os::unix::fs::lchown(upper, Some(owner.uid), Some(owner.gid)).at(upper)?;
     // The work directory is the kernel's (and root's) alone: the owner never writes in it.
-    crate::store::perms::new_dir(&dirs.work, 0o700)?;
+    crate::store::perms::make_dir(&dirs.work, 0o700)?;
     dirs.mount(target, volatile)
 }
 
@@ -77,6 +105,22 @@ pub fn lower_for(store: &Store, layer: &Path, owner: Owner) -> Result<PathBuf> {
     let target = dir.join(name);
     crate::sys::idmap::ensure_view(layer, &target, &dir.with_extension("lock"), base, owner)?;
     Ok(target)
+}
+
+/// Where [`lowers_for`] will put the lower directories of `snapshots` for `owner`, making
+/// nothing: a plan records them, so that the record a create writes before anything exists is
+/// already the one it will have when ready (one write, [`crate::root::RootRecord`]).
+pub fn planned_lowers(store: &Store, snapshots: &[Hash], owner: Owner) -> Result<Vec<PathBuf>> {
+    let stack = store.layer_stack(snapshots)?;
+    let mut layers: Vec<PathBuf> = stack.iter().rev().map(|id| store.layer_link(id)).collect();
+    if layers.is_empty() {
+        layers.push(store.path().join("layers").join("empty"));
+    }
+    if owner == store.owner()? {
+        return Ok(layers);
+    }
+    let dir = store.idmap_dir().join(format!("{}-{}", owner.uid, owner.gid));
+    Ok(layers.iter().filter_map(|l| l.file_name().map(|n| dir.join(n))).collect())
 }
 
 /// The lower directories (top first) presenting `stack` (bottom first) to `owner`:
@@ -100,18 +144,16 @@ impl Backend for Overlay {
     const KIND: BackendKind = BackendKind::Overlay;
     const CAPABILITIES: Capabilities = Capabilities { commit: true };
 
-    fn plan(&self, _store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
-        Ok(Plan {
-            cwd: root.dir.join("merged"),
-            owner: None,
-            state: OverlayState { dirs: fresh_dirs(&root.dir) },
-            warnings: vec![],
-        })
+    fn plan(&self, store: &Store, root: &RootSpec, _req: &WorktreeRequest) -> Result<Plan<OverlayState>> {
+        let mut dirs = root_dirs(&root.dir, &root.id);
+        dirs.lowers = planned_lowers(store, &root.snapshots, root.owner)?;
+        Ok(Plan { cwd: root.dir.join("merged"), owner: None, state: OverlayState { dirs }, warnings: vec![] })
     }
 
     fn create(&self, store: &Store, root: &RootSpec, st: &mut OverlayState) -> Result<Made> {
-        // The mount point: covered by the overlay's root while mounted, closed when not.
-        crate::store::perms::new_dir(&root.cwd, 0o700)?;
+        // The mount point: covered by the overlay's root while mounted, closed when not (a
+        // skeleton's is there already).
+        crate::store::perms::make_dir(&root.cwd, 0o700)?;
         let guard =
             mount_snapshots(store, &root.snapshots, &mut st.dirs, Place::at(&root.cwd)?, root.owner, !root.durable)?;
         Ok(Made { mounts: vec![guard], ..Made::default() })

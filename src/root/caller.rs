@@ -234,8 +234,19 @@ impl Store {
     /// worktree root's repository must be the caller's own (git runs as the repository's
     /// owner). A key held by another user's root is a conflict that names no root.
     pub fn create_root_for(&self, caller: &Caller, req: &CreateRequest) -> Result<Created> {
+        self.create_root_for_in(caller, req, None)
+    }
+
+    /// [`Store::create_root_for`], an overlay root taking its directories from `pool` when it
+    /// has some ready ([`crate::root::pool`]).
+    pub fn create_root_for_in(
+        &self,
+        caller: &Caller,
+        req: &CreateRequest,
+        pool: Option<&crate::root::pool::RootPool>,
+    ) -> Result<Created> {
         if caller.privileged(self)? {
-            return self.create_root(req);
+            return self.create_root_checked(req, &|_| true, pool);
         }
         let mut req = req.clone();
         if let Some(o) = &req.owner {
@@ -275,7 +286,7 @@ impl Store {
             }
         }
         let uid = caller.uid;
-        self.create_root_checked(&req, &|rec: &RootRecord| rec.owner.uid == uid)
+        self.create_root_checked(&req, &|rec: &RootRecord| rec.owner.uid == uid, pool)
     }
 
     /// [`Store::commit_root`] for `caller`: its own roots; `name` under the rules of

@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod exec;
 pub mod export;
 pub mod export_as;
+pub mod pool;
 pub mod provision;
 pub mod reclaim;
 pub mod record;
@@ -128,7 +129,7 @@ impl Store {
 
     /// Create a root (or, with a key that exists, return it with `created: false`).
     pub fn create_root(&self, req: &CreateRequest) -> Result<Created> {
-        self.create_root_checked(req, &|_| true)
+        self.create_root_checked(req, &|_| true, None)
     }
 
     /// [`Store::create_root`], where a key that names a root `visible` refuses does not find it:
@@ -137,6 +138,7 @@ impl Store {
         &self,
         req: &CreateRequest,
         visible: &dyn Fn(&RootRecord) -> bool,
+        pool: Option<&pool::RootPool>,
     ) -> Result<Created> {
         let t0 = Instant::now();
         let class = req.class.ok_or_else(|| Error::BadInput("--class is required".into()))?;
@@ -213,7 +215,9 @@ impl Store {
         }
         timings.insert("resolve".into(), elapsed_ms(t0));
 
-        let id = format!("{:016x}", rand::random::<u64>());
+        // An overlay root made ahead, if a pool keeps some: its id is the root's.
+        let skeleton = pool.filter(|_| kind == backend::BackendKind::Overlay).and_then(pool::RootPool::take);
+        let id = skeleton.as_ref().map_or_else(|| format!("{:016x}", rand::random::<u64>()), |s| s.id.clone());
         let mut spec = RootSpec {
             id: id.clone(),
             dir: self.roots_dir().join(&id),
@@ -266,11 +270,19 @@ impl Store {
         for who in &reach {
             access::check_reachable(cwd_parent, *who)?;
         }
-        // The store owner's, 0700, until opened to the owner below.
-        crate::store::perms::new_dir(&spec.dir, 0o700)?;
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
-        rec.save(self)?;
+        // Its directory is the store owner's, 0700, until opened to the owner below.
+        let intent = match skeleton.map(|s| s.claim(&mut rec, &spec.dir)) {
+            Some(Ok(json)) => json,
+            claim => {
+                if let Some(Err(e)) = claim {
+                    tracing::warn!(id = %id, "root skeleton not claimed, making the root's directory: {e}");
+                }
+                crate::store::perms::new_dir(&spec.dir, 0o700)?;
+                rec.save_creating(self)?
+            }
+        };
         crate::sys::failpoint::hit("root.create.recorded");
         if let Some(k) = &req.key {
             let idx = self.key_index(k);
@@ -298,8 +310,7 @@ impl Store {
                 timings.insert("mounts".into(), elapsed_ms(t2));
             }
             crate::sys::failpoint::hit("root.create.mounts-made");
-            rec.state = State::Ready;
-            rec.save(self)?;
+            rec.save_ready(self, &intent)?;
             guards.into_iter().for_each(mount::MountGuard::keep);
             Ok(())
         })();
@@ -485,7 +496,7 @@ impl Store {
     }
 }
 
-/// Remove a root's directory with its record (`state.json` or [`record::DESTROYING_FILE`]) last,
+/// Remove a root's directory with its record (`state.json`, [`record::DESTROYING_FILE`] or [`record::CREATING_FILE`]) last,
 /// so that a crash part way leaves either a record doctor acts on or an empty directory, never
 /// files without a record.
 fn remove_root_dir(dir: &Path) -> Result<()> {
@@ -496,7 +507,10 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
     };
     for e in rd {
         let e = e.at(dir)?;
-        if e.file_name() == "state.json" || e.file_name() == record::DESTROYING_FILE {
+        if e.file_name() == "state.json"
+            || e.file_name() == record::DESTROYING_FILE
+            || e.file_name() == record::CREATING_FILE
+        {
             continue;
         }
         let p = e.path();
@@ -508,7 +522,7 @@ fn remove_root_dir(dir: &Path) -> Result<()> {
         }
     }
     crate::sys::failpoint::hit("root.destroy.files-removed");
-    for name in ["state.json", record::DESTROYING_FILE] {
+    for name in ["state.json", record::DESTROYING_FILE, record::CREATING_FILE] {
         let state = dir.join(name);
         match std::fs::remove_file(&state) {
             Ok(()) => {}

@@ -29,6 +29,13 @@ pub const STATE_VERSION: u32 = 2;
 /// this name is `destroying` whatever its `state` field says (docs/roots.md).
 pub const DESTROYING_FILE: &str = "destroying.json";
 
+/// The name a root's record has while its create is under way: written once, before anything
+/// else of the root exists, with the content it will have when ready, and renamed to
+/// `state.json` when the root is ready (a rename to a new name: no new inode, and no flush of
+/// a replaced file's data). A record under this name is `creating` whatever its `state` field
+/// says; `state.json`, then [`DESTROYING_FILE`], take precedence over it (docs/roots.md).
+pub const CREATING_FILE: &str = "creating.json";
+
 /// Lifecycle states (`state.json`'s `state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -203,17 +210,78 @@ impl RootRecord {
         std::fs::rename(&tmp, &dest).at(&dest)
     }
 
+    /// The record as JSON, with `state` as given.
+    fn render(&mut self, state: State) -> Vec<u8> {
+        let was = std::mem::replace(&mut self.state, state);
+        let mut json = serde_json::to_vec_pretty(self).expect("serializable");
+        self.state = was;
+        json.push(b'\n');
+        json
+    }
+
+    /// The content of a create's intent record ([`CREATING_FILE`]): the record as it will be
+    /// when ready.
+    pub(crate) fn intent(&mut self) -> Vec<u8> {
+        self.render(State::Ready)
+    }
+
+    /// Record a create's intent, the one write of a create that goes as planned: the record as
+    /// it will be when ready, as [`CREATING_FILE`] (written beside and renamed, so that a create
+    /// killed part way leaves a whole record or a torn `.state.json.tmp`, never a torn record).
+    /// Returns what was written, for [`RootRecord::save_ready`].
+    pub(crate) fn save_creating(&mut self, store: &Store) -> Result<Vec<u8>> {
+        let dir = self.dir(store);
+        let json = self.intent();
+        let tmp = dir.join(".state.json.tmp");
+        std::fs::write(&tmp, &json).at(&tmp)?;
+        let dest = dir.join(CREATING_FILE);
+        std::fs::rename(&tmp, &dest).at(&dest)?;
+        Ok(json)
+    }
+
+    /// Record the root ready. When the record is what [`RootRecord::save_creating`] wrote
+    /// (`intent`), that is one rename; when the create learned more on the way (sub-mounts, a
+    /// warning, the snapshots a git-overlay checkout decided), `state.json` is written anew and
+    /// the intent removed (left behind by a crash, it is ignored beside `state.json`).
+    pub(crate) fn save_ready(&mut self, store: &Store, intent: &[u8]) -> Result<()> {
+        let dir = self.dir(store);
+        let creating = dir.join(CREATING_FILE);
+        if self.render(State::Ready) == intent {
+            let dest = dir.join("state.json");
+            std::fs::rename(&creating, &dest).at(&dest)?;
+            self.state = State::Ready;
+            return Ok(());
+        }
+        let was = std::mem::replace(&mut self.state, State::Ready);
+        if let Err(e) = self.save(store) {
+            self.state = was;
+            return Err(e);
+        }
+        match std::fs::remove_file(&creating) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&creating, e)),
+        }
+    }
+
     /// Record that a destroy has begun, needing no new data block (the disk may be full):
     /// `state.json` is renamed to [`DESTROYING_FILE`]. Idempotent. Returns whether this call
-    /// made the change (so that a refused destroy can [`RootRecord::unmark_destroying`]).
+    /// made the change (so that a refused destroy can [`RootRecord::unmark_destroying`]). The
+    /// undo of a create keeps its [`CREATING_FILE`]: a `creating` root is undone by doctor
+    /// just as a `destroying` one is finished.
     pub(crate) fn mark_destroying(&mut self, store: &Store) -> Result<bool> {
         let dir = self.dir(store);
         let (from, to) = (dir.join("state.json"), dir.join(DESTROYING_FILE));
         let res = match std::fs::rename(&from, &to) {
             Ok(()) => Ok(true),
             // Already marked (by an interrupted destroy, or an older execroot's `destroying`
-            // record that doctor is finishing).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && (to.exists() || self.state == State::Destroying) => {
+            // record that doctor is finishing), or a create's intent being undone.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && (self.state == State::Destroying
+                        || to.exists()
+                        || (self.state == State::Creating && dir.join(CREATING_FILE).exists())) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(Error::io(&from, e)),
@@ -417,11 +485,18 @@ impl Store {
         }
         // A destroy under way renamed the record: the root is `destroying`.
         let path = dir.join(DESTROYING_FILE);
+        if let Some(bytes) = read(&path)? {
+            let mut rec = RootRecord::parse(&bytes, &path)?;
+            rec.destroy_began_in = Some(rec.state);
+            rec.state = State::Destroying;
+            return Ok(rec);
+        }
+        // A create under way (or killed) has recorded its intent only.
+        let path = dir.join(CREATING_FILE);
         match read(&path)? {
             Some(bytes) => {
                 let mut rec = RootRecord::parse(&bytes, &path)?;
-                rec.destroy_began_in = Some(rec.state);
-                rec.state = State::Destroying;
+                rec.state = State::Creating;
                 Ok(rec)
             }
             None => Err(Error::NotFound(format!("no root {id:?}"))),
@@ -455,7 +530,7 @@ impl Store {
                         scan.empty.push(e.path());
                     } else {
                         let error = format!(
-                            "{}: missing (and no {DESTROYING_FILE}), but the directory holds files",
+                            "{}: missing (and no {DESTROYING_FILE} or {CREATING_FILE}), but the directory holds files",
                             e.path().join("state.json").display()
                         );
                         scan.unreadable.push(UnreadableRoot { id: name, error });

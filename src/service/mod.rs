@@ -18,6 +18,10 @@ use std::sync::Arc;
 use execroot::error::{Error, Result};
 use execroot::Store;
 
+/// Overlay root skeletons kept ready (`execroot::root::pool`): enough for a burst of creates
+/// from a few callers; past it, creates make their directories themselves.
+const POOL_SIZE: usize = 16;
+
 /// How to serve.
 pub struct ServeOptions {
     /// The socket (default `STORE/execroot.sock`).
@@ -38,6 +42,15 @@ pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
     for f in &report.findings {
         tracing::warn!(kind = f.kind.as_str(), path = %f.path.display(), action = %f.action, repaired = f.repaired, "doctor at startup");
     }
+    // After doctor (which sweeps the skeletons a killed service left): creates on the request
+    // path then make no directory of their own. Without it creates still work, making them.
+    let pool = match execroot::root::pool::RootPool::start(&store, POOL_SIZE) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("no root skeletons made ahead: {e}");
+            None
+        }
+    };
     let std_listener = socket::bind(&path, opts.mode, opts.group)?;
     let _socket = socket::SocketFile::new(&path);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +60,7 @@ pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io(&path, e))?;
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io(&path, e))?;
-        let app = routes::App { store: Arc::new(store) };
+        let app = routes::App { store: Arc::new(store), pool: pool.map(Arc::new) };
         let router = routes::router(app);
         tracing::info!(socket = %path.display(), "serving");
         axum::serve(listener, router.into_make_service_with_connect_info::<socket::Peer>())

@@ -1,6 +1,7 @@
 //! The routes under `/v1` (docs/api.md, docs/openapi.yaml): each parses its request, applies the
 //! library's caller rules (`execroot::root::caller`) and answers with the library's own types.
-//! Every library call blocks, so it runs on tokio's blocking pool, never on a worker.
+//! Every library call blocks: a long one runs on tokio's blocking pool, a short one (create,
+//! destroy, health) in place on its worker, which hands its other tasks on (`block_in_place`).
 //!
 //! Request bodies are the service's argument parsing (as clap's structs are the CLI's): camelCase,
 //! unknown fields refused, converted to the library's requests.
@@ -23,6 +24,7 @@ use execroot::backend::BackendKind;
 use execroot::error::Error;
 use execroot::policy::{Availability, Class};
 use execroot::root::exec::ExecRequest;
+use execroot::root::pool::RootPool;
 use execroot::root::{CreateRequest, Destroyed};
 use execroot::store::ingest::IngestOptions;
 use execroot::store::snapshot::SnapshotRemoved;
@@ -41,6 +43,8 @@ pub const TAR_LIMIT: usize = 1 << 30;
 pub struct App {
     /// The store served.
     pub store: Arc<Store>,
+    /// Overlay root skeletons made ahead, which creates claim (`execroot::root::pool`).
+    pub pool: Option<Arc<RootPool>>,
 }
 
 type Answer<T> = Result<T, ApiError>;
@@ -51,6 +55,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> execroot::Result<T> + S
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("the operation failed: {e}"))),
     }
+}
+
+/// Run a short library call (a root's create or destroy, well under a millisecond of work) on
+/// the worker that parsed the request, which hands its other tasks to another thread meanwhile
+/// (`block_in_place`): no hop to the blocking pool and back, whose two thread wake-ups cost more
+/// than the call itself on a busy machine. Long calls (ingest, exec, gc) use [`blocking`].
+fn inline<T>(f: impl FnOnce() -> execroot::Result<T>) -> Answer<T> {
+    tokio::task::block_in_place(f).map_err(ApiError::from)
 }
 
 /// A JSON body: at most [`JSON_LIMIT`] bytes (413), unknown fields refused, and a message that
@@ -123,8 +135,7 @@ pub struct Health {
 }
 
 async fn health(State(app): State<App>) -> Answer<Json<Health>> {
-    let store = app.store.clone();
-    let overlay = blocking(move || Ok(execroot::policy::availability(BackendKind::Overlay, store.path()))).await?;
+    let overlay = inline(|| Ok(execroot::policy::availability(BackendKind::Overlay, app.store.path())))?;
     Ok(Json(Health { ok: true, version: env!("CARGO_PKG_VERSION"), overlay }))
 }
 
@@ -203,7 +214,7 @@ impl CreateBody {
 
 async fn create_root(State(app): State<App>, Who(c): Who, Body(b): Body<CreateBody>) -> Answer<Response> {
     let req = b.request()?;
-    let created = blocking(move || app.store.create_root_for(&c, &req)).await?;
+    let created = inline(|| app.store.create_root_for_in(&c, &req, app.pool.as_deref()))?;
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(created)).into_response())
 }
@@ -235,14 +246,13 @@ async fn destroy_root(
     Path(root): Path<String>,
     Query(q): Query<ForceQuery>,
 ) -> Answer<Response> {
-    let d = blocking(move || {
+    let d = inline(|| {
         let rec = app.store.find_root_for(&c, &root)?;
         match app.store.destroy_root(&rec.id, q.force) {
             Err(Error::Conflict(why)) => Ok(Destroyed { cleaned_path: rec.cwd, cleaned: false, warnings: vec![why] }),
             other => other,
         }
-    })
-    .await?;
+    })?;
     let status = if d.cleaned { StatusCode::OK } else { StatusCode::CONFLICT };
     Ok((status, Json(d)).into_response())
 }

@@ -1,0 +1,103 @@
+//! The service's overlay root skeletons (docs/format.md, "Root skeletons"): made ahead in the
+//! service's lease, claimed by a create with its record, and swept as a dead lease after a
+//! `kill -9`, including one killed between writing its record into a skeleton and claiming it.
+//! One test per process state: the failpoint is set in this process's environment, which the
+//! service inherits.
+
+mod common;
+#[path = "common/service.rs"]
+mod service;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use service::*;
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+/// The skeletons in the service's lease, once there are some.
+fn skeletons(env: &Env) -> Vec<PathBuf> {
+    let t0 = Instant::now();
+    loop {
+        let found: Vec<PathBuf> = entries(&env.store().join("tmp")).iter().flat_map(|l| entries(l)).collect();
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the service made no root skeleton");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_store_clean(env: &Env) {
+    let store = env.store();
+    assert_eq!(mounts_below(&store), Vec::<PathBuf>::new(), "mounts are left");
+    assert_eq!(entries(&store.join("roots")), Vec::<PathBuf>::new(), "root directories are left");
+    assert_eq!(entries(&store.join("tmp")), Vec::<PathBuf>::new(), "leases are left");
+    let d = env.ok(&["doctor"]);
+    assert_eq!(d["findings"], json!([]), "{d}");
+}
+
+#[test]
+fn skeletons_are_claimed_by_creates_and_swept_after_a_crash() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    env.with_base();
+    let body = json!({ "class": "routine", "from": "base", "backend": "overlay" });
+    {
+        let mut s = Server::start(&env, &[]);
+        let before = skeletons(&env);
+        for (i, sk) in before.iter().enumerate() {
+            let id = sk.file_name().unwrap().to_string_lossy().to_string();
+            assert!(sk.join("merged").is_dir() && sk.join(format!("upper-{id}")).is_dir(), "{}", sk.display());
+            assert!(sk.join(format!("work-{id}")).is_dir() && sk.join("creating.json").is_file(), "{}", sk.display());
+            assert_eq!(std::fs::metadata(sk.join("creating.json")).unwrap().len(), 0, "skeleton {i}");
+        }
+        let c = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+        let id = c["id"].as_str().unwrap().to_string();
+        assert!(before.iter().any(|p| p.ends_with(&id)), "root {id} did not take a skeleton: {before:?}");
+        assert!(!before.iter().find(|p| p.ends_with(&id)).unwrap().exists(), "the skeleton is still in the lease");
+        let dir = env.store().join("roots").join(&id);
+        let names: Vec<String> =
+            entries(&dir).iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["merged", "state.json", &format!("upper-{id}"), &format!("work-{id}")], "{}", dir.display());
+        // Written into the skeleton, the record is the root's whole record, state ready.
+        let shown = env.ok(&["root", "show", &id]);
+        assert_eq!((shown["state"].as_str(), shown["mounted"].as_bool()), (Some("ready"), Some(true)), "{shown}");
+        std::fs::write(cwd(&c).join("f"), "x").unwrap();
+        s.req("DELETE", &format!("/v1/roots/{id}"), None).expect(200);
+        // A crash leaves the lease with its skeletons; doctor sweeps it, as any dead lease.
+        s.kill9();
+        assert!(!entries(&env.store().join("tmp")).is_empty());
+        let d = env.ok(&["doctor", "--repair"]);
+        assert!(d["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "dead-lease"), "{d}");
+        assert_store_clean(&env);
+    }
+
+    // Killed after writing a create's record into a skeleton, before claiming it: only the
+    // lease is left, and the root never existed.
+    std::env::set_var("EXECROOT_FAILPOINT", "pool.claim.written");
+    let mut s = Server::start(&env, &[]);
+    std::env::remove_var("EXECROOT_FAILPOINT");
+    skeletons(&env);
+    assert!(try_json(&s.socket, "POST", "/v1/roots", Some(body.clone())).is_err(), "the service answered");
+    s.kill9();
+    env.ok(&["doctor", "--repair"]);
+    assert_store_clean(&env);
+
+    // And a service started again serves creates as before.
+    let s = Server::start(&env, &[]);
+    let c = s.req("POST", "/v1/roots", Some(body)).expect(201);
+    s.req("DELETE", &format!("/v1/roots/{}", c["id"].as_str().unwrap()), None).expect(200);
+}
