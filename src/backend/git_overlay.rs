@@ -712,18 +712,7 @@ fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, tree: Vec<TreeEntry>, stale: &B
     use crate::sys::gitindex::IndexEntry;
     let (old, tree): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.into_iter().partition(|e| is_stale(stale, &e.path));
     let mut entries = crate::sys::gitindex::stat_entries(wt, tree).map_err(|e| Error::io(wt, e))?;
-    entries.extend(old.into_iter().map(|e| IndexEntry {
-        path: e.path,
-        mode: e.mode,
-        oid: e.oid,
-        ctime: (0, 0),
-        mtime: (0, 0),
-        dev: 0,
-        ino: 0,
-        uid: 0,
-        gid: 0,
-        size: 0,
-    }));
+    entries.extend(old.iter().map(IndexEntry::unstat));
     let bytes = crate::sys::gitindex::encode(entries);
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
