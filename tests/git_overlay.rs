@@ -381,3 +381,27 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
     assert_eq!(git(&wt, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn a_destroy_right_after_a_commit_waits_out_gits_detached_maintenance() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    for i in 0..3 {
+        let r = create(&env, &repo, &format!("m{i}"));
+        let wt = cwd(&r);
+        std::fs::write(wt.join("new.txt"), "x\n").unwrap();
+        git(&wt, &["add", "new.txt"]);
+        // git's own defaults (no maintenance.auto=false): git >= 2.47 leaves a detached
+        // `git maintenance run --auto` in the worktree for a moment after the commit.
+        let o = std::process::Command::new("git")
+            .args(["-C", wt.to_str().unwrap(), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "m"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let d = env.ok(&["root", "destroy", r["id"].as_str().unwrap()]);
+        assert_eq!(d["cleaned"], true, "{d}");
+    }
+}

@@ -344,6 +344,9 @@ impl Store {
                 crate::sys::procs::users_of(&rec.cwd).join(", ")
             )],
         };
+        if rec.backend.repository().is_some() {
+            crate::sys::procs::wait_out_git(&rec.cwd, std::time::Duration::from_secs(2));
+        }
         // Sub-mounts go first: nothing inspects a tree with foreign mounts in it. Whatever
         // this call takes away it puts back if the destroy does not go on.
         let mut taken = submount::Taken::default();

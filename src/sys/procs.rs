@@ -23,6 +23,21 @@ pub fn users_of(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Wait (at most `max`) while the only processes that use `dir` are git's: a commit made in a
+/// worktree starts `git maintenance run --auto --detach` (git >= 2.47), which stays in it for a
+/// moment after the commit returned, and a destroy right after the commit must not take that
+/// for the user's work. Returns at once when nothing, or anything but git, uses `dir`.
+pub fn wait_out_git(dir: &Path, max: std::time::Duration) {
+    let until = std::time::Instant::now() + max;
+    loop {
+        let users = users_of(dir);
+        if users.is_empty() || !users.iter().all(|u| u.ends_with(" (git)")) || std::time::Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Kill (SIGKILL) every process that uses `dir`, again until none is left or `rounds` are
 /// done (a dying process may have started others); returns the ones killed, as
 /// [`users_of`] names them. Each is signalled through a pidfd opened before its use of `dir`

@@ -106,6 +106,9 @@ pub fn git_out(dir: &Path, args: &[&str]) -> Vec<u8> {
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "safe.directory=*"])
+        // git >= 2.47 runs `git maintenance run --auto --detach` after a commit: a process
+        // left in the root for a moment, which a destroy right after it rightly refuses.
+        .args(["-c", "maintenance.auto=false", "-c", "gc.auto=0"])
         .args(args)
         .output()
         .unwrap();
