@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hash::Hash;
-use crate::remote::index::{Index, Location};
+use crate::remote::index::Location;
 use crate::remote::reference::Reference;
 use crate::remote::registry::{ClientOptions, Registry};
 use crate::remote::wire;
@@ -38,8 +38,11 @@ const WHOLE_PACK_PERCENT: u64 = 50;
 const MAX_RANGES: usize = 8;
 /// Packs fetched at once.
 const FETCHERS: usize = 4;
-/// Largest snapshot manifest accepted (decompressed).
+/// Largest snapshot manifest accepted (decompressed, and its blob).
 const MAX_SNAPSHOT_MANIFEST: u64 = 1 << 30;
+/// Largest pack fetched whole (packs are 32 MiB at most unless one object is larger); and no
+/// merged range grows past it. So a request holds at most this much, or one object's frame.
+const MAX_HELD: u64 = 64 << 20;
 
 /// An object to fetch: its blake3, size and place.
 type Wanted = (Hash, u64, Location);
@@ -133,6 +136,12 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        if s.desc.size > MAX_SNAPSHOT_MANIFEST {
+            return Err(Error::Corrupt(format!(
+                "{what}: snapshot manifest {} claims {} bytes, over the {MAX_SNAPSHOT_MANIFEST} accepted",
+                s.desc.digest, s.desc.size
+            )));
+        }
         let blob = reg.get_blob(&s.desc.digest, Some(s.desc.size))?;
         let mut raw = Vec::new();
         zstd::stream::read::Decoder::new(&blob[..])
@@ -159,6 +168,20 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     if p.parents != chain.last().map(|c| c.1.parents.clone()).unwrap_or_default() {
         return Err(Error::Corrupt(format!("{what}: its parents annotation does not match snapshot {}", p.id)));
     }
+    // Only the snapshot's own stack is published: a layer that the top does not stand on
+    // (directly or through another) would smuggle an unasked-for snapshot into the store.
+    let mut below: BTreeSet<Hash> = BTreeSet::from([p.id]);
+    for (id, m, _, _) in chain.iter().rev() {
+        if below.contains(id) {
+            below.extend(m.parents.iter().copied());
+        }
+    }
+    if let Some((stray, ..)) = chain.iter().find(|c| !below.contains(&c.0)) {
+        return Err(Error::Corrupt(format!(
+            "{what}: it carries snapshot {stray}, which snapshot {} does not stand on",
+            p.id
+        )));
+    }
 
     // The objects the store lacks.
     let mut seen = BTreeSet::new();
@@ -184,7 +207,7 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
         let packs: BTreeMap<&str, u64> = p.packs.iter().map(|d| (d.digest.as_str(), d.size)).collect();
         let mut at: HashMap<Hash, Location> = HashMap::new();
         for d in &p.indexes {
-            let idx = Index::decode(&reg.get_blob(&d.digest, Some(d.size))?, &d.digest)?;
+            let idx = crate::remote::fetch_index(&reg, d)?;
             for (h, loc) in idx.locations() {
                 if packs.contains_key(loc.pack.as_str()) {
                     at.entry(h).or_insert(loc);
@@ -200,6 +223,14 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
                 return Err(Error::Corrupt(format!(
                     "{what}: the index gives object {h} {} bytes, the manifest {size}",
                     loc.rlen
+                )));
+            }
+            // A frame is never much longer than its object (zstd's bound): a longer one would
+            // only make the pull hold more than the object needs.
+            if loc.clen > size.saturating_add(size / 128).saturating_add(1024) {
+                return Err(Error::Corrupt(format!(
+                    "{what}: the index gives object {h} ({size} bytes) a frame of {} bytes",
+                    loc.clen
                 )));
             }
             if loc.offset + loc.clen > packs[loc.pack.as_str()] {
@@ -291,7 +322,7 @@ fn fetch_pack(
     for o in objs {
         let (s, e) = (o.2.offset, o.2.offset + o.2.clen);
         match spans.last_mut() {
-            Some(last) if s <= last.1 + RANGE_GAP => {
+            Some(last) if s <= last.1.saturating_add(RANGE_GAP) && e.saturating_sub(last.0) <= MAX_HELD => {
                 last.1 = last.1.max(e);
                 last.2.push(o);
             }
@@ -299,7 +330,8 @@ fn fetch_pack(
         }
     }
     let needed: u64 = spans.iter().map(|s| s.1 - s.0).sum();
-    if spans.len() > MAX_RANGES || needed * 100 >= size * WHOLE_PACK_PERCENT {
+    let mostly = needed as u128 * 100 >= size as u128 * WHOLE_PACK_PERCENT as u128;
+    if size <= MAX_HELD && (spans.len() > MAX_RANGES || mostly) {
         let blob = reg.get_blob(digest, Some(size))?;
         whole.fetch_add(1, Ordering::Relaxed);
         for (_, _, list) in &spans {
@@ -310,7 +342,7 @@ fn fetch_pack(
         return Ok(());
     }
     for (s, e, list) in &spans {
-        let bytes = reg.get_range(digest, *s, *e)?;
+        let bytes = reg.get_range(digest, *s, *e, size)?;
         ranges.fetch_add(1, Ordering::Relaxed);
         for o in list {
             let from = (o.2.offset - s) as usize;

@@ -45,6 +45,7 @@ pub struct Registry {
     name: String,
     creds: Option<Credentials>,
     authz: Mutex<Option<String>>,
+    stall: Duration,
     /// What this client sent and received.
     pub counters: Counters,
 }
@@ -66,11 +67,19 @@ impl Registry {
     /// A client for `r`'s repository, with the credentials configured for its registry.
     pub fn connect(r: &Reference, opts: &ClientOptions) -> Result<Registry> {
         let scheme = if r.plain_http(&opts.insecure) { "http" } else { "https" };
+        let stall = stall_timeout()?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(stall.min(Duration::from_secs(30))))
+            .timeout_recv_response(Some(stall.max(Duration::from_secs(300)).min(stall * 5)))
+            // A registry that stops sending (or receiving) in the middle of a body is given up
+            // on after `stall` of silence, however long the whole transfer may take.
+            .timeout_per_read(Some(stall))
+            .timeout_per_write(Some(stall))
             .max_redirects(5)
+            // Registries send blob GETs to their storage (another host, a signed URL): follow,
+            // but never with our credentials.
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             // The system's CA store (and its settings), as other tools on the host trust: an
             // organisation's registry is often signed by its own CA.
             .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build())
@@ -83,6 +92,7 @@ impl Registry {
             name: r.repo_name(),
             creds: crate::remote::auth::lookup(&r.registry)?,
             authz: Mutex::new(None),
+            stall,
             counters: Counters::default(),
         })
     }
@@ -90,6 +100,13 @@ impl Registry {
     /// `REGISTRY/REPO`, for messages.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether `url` is on this registry (same scheme, host and port): only those requests
+    /// carry its credentials, whatever a `Location` or `Link` header points at.
+    fn own(&self, url: &str) -> bool {
+        url.strip_prefix(&self.base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
     }
 
     fn url(&self, tail: &str) -> String {
@@ -101,8 +118,12 @@ impl Registry {
     fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>, limit: u64) -> Result<Resp> {
         let mut tried = 0;
         loop {
-            let authz = self.authz.lock().expect("not poisoned").clone();
+            let authz = self.authz.lock().expect("not poisoned").clone().filter(|_| self.own(url));
             let resp = self.send_once(method, url, headers, body, authz.as_deref(), limit)?;
+            if !self.own(url) {
+                // No challenge is answered for another host: our credentials are for this one.
+                return Ok(resp);
+            }
             if resp.status != 401 || tried == 2 {
                 if resp.status == 401 || resp.status == 403 {
                     return Err(self.refused(&resp));
@@ -192,8 +213,21 @@ impl Registry {
         limit: u64,
     ) -> Result<Resp> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let io =
-            |e: ureq::Error| Error::io(PathBuf::from(format!("{method} {url}")), std::io::Error::other(e.to_string()));
+        let io = |e: ureq::Error| {
+            let why = match &e {
+                ureq::Error::BodyExceedsLimit(n) => {
+                    format!(
+                        "the registry answered with more than the {} bytes this request can take",
+                        n.saturating_sub(1)
+                    )
+                }
+                ureq::Error::Timeout(_) => {
+                    format!("the registry timed out: silent for {} s ({e})", self.stall.as_secs())
+                }
+                _ => e.to_string(),
+            };
+            Error::io(PathBuf::from(format!("{method} {url}")), std::io::Error::other(why))
+        };
         macro_rules! build {
             ($b:expr) => {{
                 let mut b = $b;
@@ -251,7 +285,15 @@ impl Registry {
         }
         let mut out = Vec::new();
         let mut url = self.url("tags/list?n=1000");
+        let mut seen = std::collections::HashSet::new();
         loop {
+            // A registry that links page after page (or back to a page) is not listing tags.
+            if !seen.insert(url.clone()) || seen.len() > MAX_TAG_PAGES {
+                return Err(Error::Corrupt(format!(
+                    "tag list of {}: more than {MAX_TAG_PAGES} pages, or a page links back ({url})",
+                    self.name
+                )));
+            }
             let resp = self.send("GET", &url, &[("Accept", "application/json")], None, 64 << 20)?;
             if resp.status == 404 {
                 return Ok(out);
@@ -273,6 +315,7 @@ impl Registry {
         Ok(out)
     }
 
+    /// `loc` (a `Location` or `Link` target) as a URL: relative ones are on this registry.
     fn absolute(&self, loc: &str) -> String {
         if loc.starts_with("http://") || loc.starts_with("https://") {
             loc.to_string()
@@ -381,7 +424,7 @@ impl Registry {
 
     /// Blob `digest`, whole, checked against its digest (and `size` when known).
     pub fn get_blob(&self, digest: &str, size: Option<u64>) -> Result<Vec<u8>> {
-        let limit = size.map(|s| s + 1).unwrap_or(1 << 34);
+        let limit = size.map(|s| s.saturating_add(1)).unwrap_or(1 << 34);
         let resp = self.send("GET", &self.url(&format!("blobs/{digest}")), &[], None, limit)?;
         if resp.status != 200 {
             return Err(self.unexpected(&format!("fetching blob {digest}"), &resp));
@@ -397,25 +440,58 @@ impl Registry {
         Ok(resp.body)
     }
 
-    /// Bytes `start..end` of blob `digest` (a ranged GET; a registry that ignores the range and
-    /// sends the whole blob is served from it).
-    pub fn get_range(&self, digest: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+    /// Bytes `start..end` of blob `digest`, which is `size` bytes long (a ranged GET; a
+    /// registry that ignores the range and sends the whole blob is served from it). The answer
+    /// is read no further than it can be right: a 206 must say (`Content-Range`, when given)
+    /// that it is the range asked for.
+    pub fn get_range(&self, digest: &str, start: u64, end: u64, size: u64) -> Result<Vec<u8>> {
         let range = format!("bytes={start}-{}", end - 1);
-        let resp = self.send("GET", &self.url(&format!("blobs/{digest}")), &[("Range", &range)], None, 1 << 34)?;
+        let url = self.url(&format!("blobs/{digest}"));
+        // Whether the range is honoured shows only in the answer: allow the whole blob when
+        // holding it is reasonable, else no more than the range (a registry that ignores the
+        // range of a huge blob then fails the read instead of filling memory).
+        let limit = if size <= WHOLE_ANSWER_MAX { size + 1 } else { end - start + 1 };
+        let resp = self.send("GET", &url, &[("Range", &range)], None, limit)?;
+        let bad = |why: String| Error::Corrupt(format!("blob {digest} of {}: bytes {start}..{end}: {why}", self.name));
         let mut body = match resp.status {
-            206 => resp.body,
-            200 => resp.body.get(start as usize..end as usize).map(|s| s.to_vec()).unwrap_or_default(),
+            206 => {
+                if let Some(cr) = resp.header("content-range") {
+                    let want = format!("bytes {start}-{}/", end - 1);
+                    if !cr.starts_with(&want) {
+                        return Err(bad(format!("the registry answered with Content-Range {cr:?}")));
+                    }
+                }
+                resp.body
+            }
+            200 if resp.body.len() as u64 == size => {
+                resp.body.get(start as usize..end as usize).map(<[u8]>::to_vec).unwrap_or_default()
+            }
+            200 => return Err(bad(format!("the whole blob came instead, {} bytes, not {size}", resp.body.len()))),
             _ => return Err(self.unexpected(&format!("fetching bytes {start}..{end} of blob {digest}"), &resp)),
         };
         if body.len() as u64 != end - start {
-            return Err(Error::Corrupt(format!(
-                "blob {digest} of {} is truncated: bytes {start}..{end} gave {} bytes",
-                self.name,
-                body.len()
-            )));
+            return Err(bad(format!("{} bytes arrived", body.len())));
         }
         body.truncate((end - start) as usize);
         Ok(body)
+    }
+}
+
+/// Largest blob read whole when a registry ignores a Range header.
+const WHOLE_ANSWER_MAX: u64 = 64 << 20;
+
+/// Most pages of a tag list followed (of 1000 tags each).
+const MAX_TAG_PAGES: usize = 1000;
+
+/// How long a registry may stay silent in the middle of an exchange: 120 s, or
+/// `EXECROOT_REMOTE_TIMEOUT` seconds.
+fn stall_timeout() -> Result<Duration> {
+    match std::env::var("EXECROOT_REMOTE_TIMEOUT") {
+        Ok(v) if !v.is_empty() => match v.parse::<u64>() {
+            Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+            _ => Err(Error::BadInput(format!("EXECROOT_REMOTE_TIMEOUT={v:?} is not a number of seconds"))),
+        },
+        _ => Ok(Duration::from_secs(120)),
     }
 }
 
