@@ -304,6 +304,44 @@ fn a_snapshot_the_top_does_not_stand_on_is_not_smuggled_in() {
     untouched(&b);
 }
 
+#[test]
+fn remote_metadata_never_overrides_the_stores() {
+    let Some(reg) = Reg::start() else { return };
+    let addr = reg.addr();
+    let data: &[u8] = b"labelled\n";
+    let raw = snapshot(vec![], &[(b"f", data)]);
+    let with = |tag: &str, labels: Value, created: Option<&str>| {
+        let (id, mut snap) = snap_layer(&raw);
+        snap.ann[wire::ANN_LABELS] = Value::String(labels.to_string());
+        let (index, pack) = pack_and_index(&[data], 0, |_| {});
+        let mut m: Value =
+            serde_json::from_slice(&artifact(&addr, "hostile/meta", &[snap, index, pack], &id, |_, s| s)).unwrap();
+        if let Some(c) = created {
+            m["annotations"][wire::ANN_CREATED] = Value::String(c.into());
+        }
+        put_manifest(&addr, "hostile/meta", tag, &serde_json::to_vec(&m).unwrap());
+        id
+    };
+    let b = env();
+    // Labels no `--label KEY=VALUE` could set, and a creation time that is not one.
+    with("empty-key", json!({ "": "x" }), None);
+    fails(&b, &["pull", &format!("{addr}/hostile/meta:empty-key")], 6, "label key");
+    with("eq-key", json!({ "a=b": "x" }), None);
+    fails(&b, &["pull", &format!("{addr}/hostile/meta:eq-key")], 6, "label key");
+    with("created", json!({}), Some("2026-12-02T00:00:00Z\n\u{1b}[31mforged"));
+    fails(&b, &["pull", &format!("{addr}/hostile/meta:created")], 6, "is not a time");
+    untouched(&b);
+    // A second pull of the same snapshot adds labels, but changes none the store has.
+    let id = with("v1", json!({ "trust": "local" }), Some("2026-12-02T10:00:00Z"));
+    let out = run(&b, &["pull", &format!("{addr}/hostile/meta:v1")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    with("v2", json!({ "trust": "remote", "extra": "1" }), None);
+    let out = run(&b, &["pull", &format!("{addr}/hostile/meta:v2")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let show = b.ok(&["snapshot", "show", &id.to_hex()]);
+    assert_eq!(show["labels"], json!({ "trust": "local", "extra": "1" }), "{show}");
+}
+
 // ---- A server in front of the registry, for what a registry does not do by itself. ----
 
 /// One request as the front server saw it.

@@ -123,13 +123,21 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     // The stack's snapshot manifests, each checked against its id.
     let mut chain: Vec<(Hash, Manifest, bool, BTreeMap<String, String>)> = Vec::new();
     for s in &p.snapshots {
-        let labels: BTreeMap<String, String> = match s.desc.annotations.get(wire::ANN_LABELS) {
+        let mut labels: BTreeMap<String, String> = match s.desc.annotations.get(wire::ANN_LABELS) {
             Some(j) => serde_json::from_str(j)
                 .map_err(|e| Error::Corrupt(format!("{what}: labels of snapshot {}: {e}", s.id)))?,
             None => BTreeMap::new(),
         };
+        // The rule of `--label KEY=VALUE`: no label a local command could not have set.
+        if let Some(k) = labels.keys().find(|k| k.is_empty() || k.contains('=')) {
+            return Err(Error::Corrupt(format!("{what}: snapshot {} has an invalid label key {k:?}", s.id)));
+        }
         match store.load_manifest(&s.id) {
             Ok(m) => {
+                // A registry adds labels to a snapshot the store has, but never changes one
+                // the store already has: local metadata wins over a remote's.
+                let local = store.snapshot_meta(&s.id)?.labels;
+                labels.retain(|k, _| !local.contains_key(k));
                 chain.push((s.id, m, false, labels));
                 continue;
             }
@@ -181,6 +189,12 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
             "{what}: it carries snapshot {stray}, which snapshot {} does not stand on",
             p.id
         )));
+    }
+
+    if let Some(c) = p.annotations.get(wire::ANN_CREATED) {
+        if c.len() > 64 || !c.chars().all(|x| x.is_ascii_alphanumeric() || "-:.+".contains(x)) {
+            return Err(Error::Corrupt(format!("{what}: its {} annotation {c:?} is not a time", wire::ANN_CREATED)));
+        }
     }
 
     // The objects the store lacks.
