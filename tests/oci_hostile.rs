@@ -663,4 +663,45 @@ fn a_tag_list_without_end_is_refused() {
         let pages = front.requests().len();
         assert!(pages <= 1001, "{pages} pages followed");
     }
+    // A tag that would aim `manifests/TAG` at another repository is refused before any use.
+    let front = Front::start(Arc::new(|_, s| {
+        let body = json!({ "name": "r", "tags": ["../../other/manifests/x"] }).to_string();
+        respond(s, 200, &[("Content-Type".to_string(), "application/json".to_string())], body.as_bytes());
+    }));
+    let b = env();
+    fails(&b, &["remote", "ls", &format!("{}/r", front.addr())], 6, "invalid tag");
+    assert_eq!(front.requests().len(), 1);
+}
+
+#[test]
+fn an_upload_sent_to_another_host_gets_no_credentials() {
+    // The registry (basic auth) starts uploads at a Location on another host; that host must
+    // see the PUT without the registry's credentials, and the push fails without a tag.
+    let elsewhere = Front::start(Arc::new(|_, s| respond(s, 401, &[], b"")));
+    let other = elsewhere.addr();
+    let front = Front::start(Arc::new(move |req, s| {
+        if req.header("authorization") != Some("Basic dXNlcjpzZWNyZXQ=") {
+            let h = [("WWW-Authenticate".to_string(), "Basic realm=\"test\"".to_string())];
+            return respond(s, 401, &h, b"");
+        }
+        match req.method.as_str() {
+            "POST" => {
+                let h = [("Location".to_string(), format!("http://{other}/v2/r/blobs/uploads/u1"))];
+                respond(s, 202, &h, b"")
+            }
+            _ => respond(s, 404, &[], b""),
+        }
+    }));
+    let a = env();
+    a.with_base();
+    let cfg = json!({ "auths": { front.addr(): { "auth": "dXNlcjpzZWNyZXQ=" } } });
+    std::fs::write(a.path("docker/config.json"), cfg.to_string()).unwrap();
+    let out = run(&a, &["push", "base", &format!("{}/r:v1", front.addr())]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let got = elsewhere.requests();
+    assert!(!got.is_empty(), "the upload went to the Location given");
+    for r in &got {
+        assert_eq!(r.header("authorization"), None, "credentials went to another host: {r:?}");
+    }
+    assert!(front.requests().iter().all(|r| !r.path.contains("/manifests/") || r.method != "PUT"));
 }

@@ -303,7 +303,13 @@ impl Registry {
             }
             let t: Tags = serde_json::from_slice(&resp.body)
                 .map_err(|e| Error::Corrupt(format!("tag list of {}: {e}", self.name)))?;
-            out.extend(t.tags.unwrap_or_default());
+            let page = t.tags.unwrap_or_default();
+            // A tag goes into URLs (`manifests/TAG`): one no registry could hold (`../x`, `?`)
+            // would aim the request elsewhere.
+            if let Some(bad) = page.iter().find(|t| !crate::remote::reference::valid_tag(t)) {
+                return Err(Error::Corrupt(format!("tag list of {} holds an invalid tag {bad:?}", self.name)));
+            }
+            out.extend(page);
             // RFC 5988 pagination: `Link: </v2/...?last=x&n=1000>; rel="next"`.
             match resp.header("link").and_then(|l| l.split_once('<')).and_then(|(_, r)| r.split_once('>')) {
                 Some((next, _)) => url = self.absolute(next),
