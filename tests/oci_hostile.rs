@@ -553,6 +553,56 @@ fn a_registry_that_ignores_the_range_of_a_huge_blob_is_not_read_whole() {
     untouched(&b);
 }
 
+#[test]
+fn a_huge_claimed_object_is_streamed_not_held() {
+    let Some(reg) = Reg::start() else { return };
+    // The snapshot claims a 1 TiB file whose frame is the whole of a 2 TiB pack's first TiB;
+    // the server answers the range with a 206 and bytes without end. Holding the frame would
+    // exhaust the 2 GiB of address space the pull runs with; streaming it meets garbage at once.
+    let addr = reg.addr();
+    let claimed = Hash::of(b"never sent");
+    let mut entries = vec![entry(b"", Node::Dir)];
+    entries.push(entry(b"big", Node::File { size: 1 << 40, hash: claimed }));
+    let (id, snap) = snap_layer(&Manifest { parents: vec![], entries }.encode());
+    let pack = layer(wire::PACK_MEDIA_TYPE, b"a small real blob".to_vec());
+    let index = Index { packs: vec![sha256_digest(&pack.bytes)], entries: vec![(claimed, 0, 0, 1 << 40, 1 << 40)] };
+    let index = layer(wire::INDEX_MEDIA_TYPE, index.encode());
+    let m = artifact(&addr, "hostile/stream", &[snap, index, pack], &id, |i, s| if i == 2 { 2 << 40 } else { s });
+    let up = reg.addr();
+    let endless: Arc<Handler> = Arc::new(move |req, s| {
+        if req.path.contains("/manifests/") {
+            let headers = [("Content-Type".to_string(), wire::MANIFEST_MEDIA_TYPE.to_string())];
+            return respond(s, 200, &headers, &m);
+        }
+        if req.method == "GET" && req.header("range").is_some() {
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{}/{}\r\nTransfer-Encoding: chunked\r\n\r\n",
+                (1u64 << 40) - 1,
+                2u64 << 40
+            );
+            let _ = s.write_all(head.as_bytes());
+            let mut chunk = b"100000\r\n".to_vec();
+            chunk.resize(chunk.len() + (1 << 20), 0xAA);
+            chunk.extend_from_slice(b"\r\n");
+            while s.write_all(&chunk).is_ok() {}
+            return;
+        }
+        let (status, headers, body) = forward(&up, req);
+        respond(s, status, &headers, &body);
+    });
+    let front = Front::start(endless);
+    let b = env();
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("execroot"));
+    cmd.arg("--store").arg(b.store()).arg("--json").arg("pull").arg(format!("{}/hostile/stream:v1", front.addr()));
+    cmd.env("DOCKER_CONFIG", b.path("docker"));
+    limit_address_space(&mut cmd, 2 << 30);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    let msg = parse(&out)["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("does not decompress") && msg.contains(&claimed.to_hex()), "{msg}");
+    untouched(&b);
+}
+
 fn limit_address_space(cmd: &mut Command, bytes: u64) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

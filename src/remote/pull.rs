@@ -356,6 +356,13 @@ fn fetch_pack(
         return Ok(());
     }
     for (s, e, list) in &spans {
+        if e - s > MAX_HELD {
+            // Spans grow past MAX_HELD only by one object's frame alone: stream it.
+            let frame = reg.open_range(digest, *s, *e)?;
+            ranges.fetch_add(1, Ordering::Relaxed);
+            stage(store, lease, what, digest, frame, list[0])?;
+            continue;
+        }
         let bytes = reg.get_range(digest, *s, *e, size)?;
         ranges.fetch_add(1, Ordering::Relaxed);
         for o in list {
@@ -367,7 +374,7 @@ fn fetch_pack(
 }
 
 /// Decompress one frame into the staging lease; its content must be the object it is listed as.
-fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: &[u8], o: &Wanted) -> Result<()> {
+fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: impl Read, o: &Wanted) -> Result<()> {
     let damaged = |why: String| Error::Corrupt(format!("{what}: object {} in pack {pack} {why}", o.0));
     let dec = zstd::stream::read::Decoder::new(frame).map_err(|e| damaged(format!("does not decompress: {e}")))?;
     let mut failed = None;

@@ -7,6 +7,7 @@
 //! [`Error::Forbidden`]; a digest that does not match what arrived is [`Error::Corrupt`]; a
 //! dropped connection and server errors are [`Error::Io`] naming the URL (a rerun resumes).
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -213,21 +214,7 @@ impl Registry {
         limit: u64,
     ) -> Result<Resp> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let io = |e: ureq::Error| {
-            let why = match &e {
-                ureq::Error::BodyExceedsLimit(n) => {
-                    format!(
-                        "the registry answered with more than the {} bytes this request can take",
-                        n.saturating_sub(1)
-                    )
-                }
-                ureq::Error::Timeout(_) => {
-                    format!("the registry timed out: silent for {} s ({e})", self.stall.as_secs())
-                }
-                _ => e.to_string(),
-            };
-            Error::io(PathBuf::from(format!("{method} {url}")), std::io::Error::other(why))
-        };
+        let io = |e: ureq::Error| self.http_error(method, url, e);
         macro_rules! build {
             ($b:expr) => {{
                 let mut b = $b;
@@ -266,6 +253,18 @@ impl Registry {
         };
         self.counters.received.fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(Resp { status, headers, body })
+    }
+
+    /// A failed exchange, as an I/O error naming the request (a rerun resumes).
+    fn http_error(&self, method: &str, url: &str, e: ureq::Error) -> Error {
+        let why = match &e {
+            ureq::Error::BodyExceedsLimit(n) => {
+                format!("the registry answered with more than the {} bytes this request can take", n.saturating_sub(1))
+            }
+            ureq::Error::Timeout(_) => format!("the registry timed out: silent for {} s ({e})", self.stall.as_secs()),
+            _ => e.to_string(),
+        };
+        Error::io(PathBuf::from(format!("{method} {url}")), std::io::Error::other(why))
     }
 
     fn unexpected(&self, what: &str, resp: &Resp) -> Error {
@@ -498,6 +497,59 @@ fn stall_timeout() -> Result<Duration> {
             _ => Err(Error::BadInput(format!("EXECROOT_REMOTE_TIMEOUT={v:?} is not a number of seconds"))),
         },
         _ => Ok(Duration::from_secs(120)),
+    }
+}
+
+impl Registry {
+    /// Bytes `start..end` of blob `digest` as a stream, for a frame too large to hold: the
+    /// answer must be a 206 for that range (a registry that ignores the range is refused
+    /// rather than read through), and no more than the range is read from it.
+    pub fn open_range(&self, digest: &str, start: u64, end: u64) -> Result<impl Read + '_> {
+        let url = self.url(&format!("blobs/{digest}"));
+        // Answer any challenge on a HEAD first: the GET itself is sent once, as it streams.
+        self.send("HEAD", &url, &[], None, 0)?;
+        let authz = self.authz.lock().expect("not poisoned").clone().filter(|_| self.own(&url));
+        let range = format!("bytes={start}-{}", end - 1);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut b = self.agent.get(&url).header("Range", &range);
+        if let Some(a) = &authz {
+            b = b.header("Authorization", a);
+        }
+        let mut resp = b.call().map_err(|e| self.http_error("GET", &url, e))?;
+        let status = resp.status().as_u16();
+        let bad = |why: String| Error::Corrupt(format!("blob {digest} of {}: bytes {start}..{end}: {why}", self.name));
+        if status == 206 {
+            let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !cr.is_empty() && !cr.starts_with(&format!("bytes {start}-{}/", end - 1)) {
+                return Err(bad(format!("the registry answered with Content-Range {cr:?}")));
+            }
+            let body = resp.into_body().into_reader().take(end - start);
+            return Ok(Counted { inner: body, received: &self.counters.received });
+        }
+        let headers = resp.headers().clone();
+        let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
+        let r = Resp { status, headers, body };
+        match status {
+            200 => Err(Error::io(
+                PathBuf::from(format!("GET {url}")),
+                std::io::Error::other("the registry ignored the Range of a large blob (answered 200)"),
+            )),
+            _ => Err(self.unexpected(&format!("fetching bytes {start}..{end} of blob {digest}"), &r)),
+        }
+    }
+}
+
+/// A response body that counts what it reads into [`Counters::received`].
+struct Counted<'a, R> {
+    inner: R,
+    received: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
