@@ -301,6 +301,13 @@ fn a_snapshot_the_top_does_not_stand_on_is_not_smuggled_in() {
     let b = env();
     let msg = fails(&b, &["pull", &format!("{addr}/hostile/stray:v1")], 6, "does not stand on");
     assert!(msg.contains(&stray_id.to_hex()), "{msg}");
+    // The same snapshot layer twice.
+    let (_, once) = snap_layer(&snapshot(vec![], &[(b"top", data)]));
+    let (_, twice) = snap_layer(&snapshot(vec![], &[(b"top", data)]));
+    let (index, pack) = pack_and_index(&[data], 0, |_| {});
+    let m = artifact(&addr, "hostile/stray", &[once, twice, index, pack], &id, |_, s| s);
+    put_manifest(&addr, "hostile/stray", "v2", &m);
+    fails(&b, &["pull", &format!("{addr}/hostile/stray:v2")], 6, "twice");
     untouched(&b);
 }
 

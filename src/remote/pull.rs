@@ -38,7 +38,7 @@ const WHOLE_PACK_PERCENT: u64 = 50;
 const MAX_RANGES: usize = 8;
 /// Packs fetched at once.
 const FETCHERS: usize = 4;
-/// Largest snapshot manifest accepted (decompressed, and its blob).
+/// Largest snapshot manifest accepted (its blob; and decompressed, all of a stack's together).
 const MAX_SNAPSHOT_MANIFEST: u64 = 1 << 30;
 /// Largest pack fetched whole (packs are 32 MiB at most unless one object is larger); and no
 /// merged range grows past it. So a request holds at most this much, or one object's frame.
@@ -122,7 +122,12 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
 
     // The stack's snapshot manifests, each checked against its id.
     let mut chain: Vec<(Hash, Manifest, bool, BTreeMap<String, String>)> = Vec::new();
+    // All the stack's fetched manifests are held at once: they share one budget.
+    let mut budget = MAX_SNAPSHOT_MANIFEST;
     for s in &p.snapshots {
+        if chain.iter().any(|c| c.0 == s.id) {
+            return Err(Error::Corrupt(format!("{what}: it carries snapshot {} twice", s.id)));
+        }
         let mut labels: BTreeMap<String, String> = match s.desc.annotations.get(wire::ANN_LABELS) {
             Some(j) => serde_json::from_str(j)
                 .map_err(|e| Error::Corrupt(format!("{what}: labels of snapshot {}: {e}", s.id)))?,
@@ -152,9 +157,15 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
         }
         let blob = reg.get_blob(&s.desc.digest, Some(s.desc.size))?;
         let mut raw = Vec::new();
-        zstd::stream::read::Decoder::new(&blob[..])
-            .and_then(|d| d.take(MAX_SNAPSHOT_MANIFEST).read_to_end(&mut raw))
-            .map_err(|e| Error::Corrupt(format!("{what}: snapshot manifest {} does not decompress: {e}", s.desc.digest)))?;
+        zstd::stream::read::Decoder::new(&blob[..]).and_then(|d| d.take(budget + 1).read_to_end(&mut raw)).map_err(
+            |e| Error::Corrupt(format!("{what}: snapshot manifest {} does not decompress: {e}", s.desc.digest)),
+        )?;
+        if raw.len() as u64 > budget {
+            return Err(Error::Corrupt(format!(
+                "{what}: the stack's snapshot manifests decompress to more than {MAX_SNAPSHOT_MANIFEST} bytes"
+            )));
+        }
+        budget -= raw.len() as u64;
         if Hash::of(&raw) != s.id {
             return Err(Error::Corrupt(format!(
                 "{what}: snapshot manifest {} is not snapshot {}",

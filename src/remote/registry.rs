@@ -181,6 +181,14 @@ impl Registry {
         let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let realm = get("realm")
             .ok_or_else(|| Error::Forbidden(format!("registry {}: bearer challenge without realm", self.base)))?;
+        // The token service gets the credentials: never in clear for a registry reached over
+        // HTTPS, whatever realm its challenge names.
+        if self.base.starts_with("https://") && !realm.starts_with("https://") {
+            return Err(Error::Forbidden(format!(
+                "registry {}: its token service {realm:?} is not HTTPS; credentials are not sent there",
+                self.base
+            )));
+        }
         let scope = get("scope").map(str::to_string).unwrap_or_else(|| format!("repository:{}:pull,push", self.repo));
         let mut url = format!("{realm}?scope={}", enc(&scope));
         if let Some(s) = get("service") {
@@ -615,5 +623,18 @@ mod tests {
         assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
         assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
         assert_eq!(enc("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+
+    #[test]
+    fn credentials_stay_with_the_registrys_origin() {
+        let r = Reference::parse("registry.example:5000/team/x:v1").unwrap();
+        let reg = Registry::connect(&r, &ClientOptions::default()).unwrap();
+        assert!(reg.own("https://registry.example:5000/v2/team/x/blobs/uploads/u?x=1"));
+        assert!(!reg.own("https://registry.example:50000/v2/"));
+        assert!(!reg.own("https://registry.example:5000.evil/v2/"));
+        assert!(!reg.own("http://registry.example:5000/v2/"));
+        // A token service in clear for an HTTPS registry gets nothing (and is not even asked).
+        let e = reg.token(&[("realm".into(), "http://auth.example/token".into())]).unwrap_err();
+        assert!(matches!(&e, Error::Forbidden(m) if m.contains("not HTTPS")), "{e}");
     }
 }
