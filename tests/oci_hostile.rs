@@ -289,6 +289,46 @@ fn indexes_that_lie_about_places_and_frames_are_refused() {
 }
 
 #[test]
+fn indexes_that_claim_too_much_are_refused_before_they_are_fetched() {
+    let Some(reg) = Reg::start() else { return };
+    let addr = reg.addr();
+    let data: &[u8] = b"one object\n";
+    let (id, snap) = snap_layer(&snapshot(vec![], &[(b"f", data)]));
+    let (index, pack) = pack_and_index(&[data], 0, |_| {});
+    let (index2, _) = pack_and_index(&[data, b"another"], 0, |_| {});
+    // Two indexes of 600 MiB each by their descriptors (more than 1 GiB together), and one of
+    // 2 GiB alone; the manifests are served by a front, as a registry would check the sizes.
+    let two = artifact(&addr, "hostile/big-index", &[snap, index, index2, pack], &id, |i, s| {
+        if i == 1 || i == 2 {
+            600 << 20
+        } else {
+            s
+        }
+    });
+    let (_, snap) = snap_layer(&snapshot(vec![], &[(b"f", data)]));
+    let (index, pack) = pack_and_index(&[data], 0, |_| {});
+    let one = artifact(&addr, "hostile/big-index", &[snap, index, pack], &id, |i, s| if i == 1 { 2 << 30 } else { s });
+    let up = reg.addr();
+    let front = Front::start(Arc::new(move |req, s| {
+        let headers = [("Content-Type".to_string(), wire::MANIFEST_MEDIA_TYPE.to_string())];
+        if req.path.ends_with("/manifests/two") {
+            return respond(s, 200, &headers, &two);
+        }
+        if req.path.ends_with("/manifests/one") {
+            return respond(s, 200, &headers, &one);
+        }
+        let (status, headers, body) = forward(&up, req);
+        respond(s, status, &headers, &body);
+    }));
+    let b = env();
+    fails(&b, &["pull", &format!("{}/hostile/big-index:two", front.addr())], 6, "indexes claim");
+    fails(&b, &["pull", &format!("{}/hostile/big-index:one", front.addr())], 6, "over the");
+    let blob_gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/blobs/")).count();
+    assert_eq!(blob_gets, 2, "only the snapshot manifests were fetched: {:?}", front.requests());
+    untouched(&b);
+}
+
+#[test]
 fn a_snapshot_the_top_does_not_stand_on_is_not_smuggled_in() {
     let Some(reg) = Reg::start() else { return };
     let addr = reg.addr();

@@ -70,6 +70,7 @@ impl Known {
     pub fn learn(reg: &Registry) -> Result<Known> {
         let mut k = Known::default();
         let mut loaded: HashMap<String, Index> = HashMap::new();
+        let mut budget = MAX_INDEX;
         for tag in reg.tags()? {
             let Some((bytes, _)) = reg.get_manifest(&tag)? else { continue };
             let p = match wire::parse(&bytes, &format!("{}:{tag}", reg.name())) {
@@ -87,6 +88,13 @@ impl Known {
                 if loaded.contains_key(&d.digest) {
                     continue;
                 }
+                // What a push learns is held at once: past one index budget, later tags are
+                // not learned from (their objects may be sent again; nothing is wrong).
+                if d.size > budget {
+                    damaged = Some(format!("not read: the indexes of the tags before it use up {MAX_INDEX} bytes"));
+                    break;
+                }
+                budget -= d.size;
                 match fetch_index(reg, d) {
                     Ok(idx) => {
                         loaded.insert(d.digest.clone(), idx);

@@ -231,7 +231,19 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     if !need.is_empty() {
         let packs: BTreeMap<&str, u64> = p.packs.iter().map(|d| (d.digest.as_str(), d.size)).collect();
         let mut at: HashMap<Hash, Location> = HashMap::new();
-        for d in &p.indexes {
+        // Their locations are held together: one budget for all of them (checked before any is
+        // fetched), each index read once.
+        let mut seen_index = BTreeSet::new();
+        let distinct: Vec<&wire::Descriptor> =
+            p.indexes.iter().filter(|d| seen_index.insert(d.digest.as_str())).collect();
+        let total = distinct.iter().fold(0u64, |t, d| t.saturating_add(d.size));
+        if total > crate::remote::MAX_INDEX {
+            return Err(Error::Corrupt(format!(
+                "{what}: its indexes claim {total} bytes together, over the {} accepted",
+                crate::remote::MAX_INDEX
+            )));
+        }
+        for d in distinct {
             let idx = crate::remote::fetch_index(&reg, d)?;
             for (h, loc) in idx.locations() {
                 if packs.contains_key(loc.pack.as_str()) {
