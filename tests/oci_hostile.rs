@@ -650,6 +650,50 @@ fn a_huge_claimed_object_is_streamed_not_held() {
     untouched(&b);
 }
 
+#[test]
+fn a_connection_dropped_inside_a_streamed_frame_is_not_called_damage() {
+    let Some(reg) = Reg::start() else { return };
+    // As above, but the 206 carries the start of a real zstd frame and then the connection
+    // closes: that is a broken exchange (exit 1, a rerun may succeed), not damaged data.
+    let addr = reg.addr();
+    let claimed = Hash::of(b"never sent either");
+    let mut entries = vec![entry(b"", Node::Dir)];
+    entries.push(entry(b"big", Node::File { size: 1 << 30, hash: claimed }));
+    let (id, snap) = snap_layer(&Manifest { parents: vec![], entries }.encode());
+    let pack = layer(wire::PACK_MEDIA_TYPE, b"another small real blob".to_vec());
+    let index = Index { packs: vec![sha256_digest(&pack.bytes)], entries: vec![(claimed, 0, 0, 1 << 30, 1 << 30)] };
+    let index = layer(wire::INDEX_MEDIA_TYPE, index.encode());
+    let m = artifact(&addr, "hostile/drop", &[snap, index, pack], &id, |i, s| if i == 2 { 2 << 30 } else { s });
+    let start = zstd::stream::encode_all(std::io::repeat(7).take(1 << 20), 3).unwrap();
+    let up = reg.addr();
+    let front = Front::start(Arc::new(move |req, s| {
+        if req.path.contains("/manifests/") {
+            let headers = [("Content-Type".to_string(), wire::MANIFEST_MEDIA_TYPE.to_string())];
+            return respond(s, 200, &headers, &m);
+        }
+        if req.method == "GET" && req.header("range").is_some() {
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                (1u64 << 30) - 1,
+                2u64 << 30,
+                1u64 << 30
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&start[..start.len() - 8]);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        let (status, headers, body) = forward(&up, req);
+        respond(s, status, &headers, &body);
+    }));
+    let b = env();
+    let out = run(&b, &["pull", &format!("{}/hostile/drop:v1", front.addr())]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let msg = parse(&out)["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("GET sha256:"), "{msg}");
+    untouched(&b);
+}
+
 fn limit_address_space(cmd: &mut Command, bytes: u64) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

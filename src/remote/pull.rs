@@ -383,7 +383,14 @@ fn fetch_pack(
             // Spans grow past MAX_HELD only by one object's frame alone: stream it.
             let frame = reg.open_range(digest, *s, *e)?;
             ranges.fetch_add(1, Ordering::Relaxed);
-            stage(store, lease, what, digest, frame, list[0])?;
+            // A connection that fails in the middle is not damaged data: tell them apart, so
+            // that what arrived before is kept for a rerun.
+            let mut dropped = None;
+            let staged = stage(store, lease, what, digest, ErrAt { inner: frame, failed: &mut dropped }, list[0]);
+            if let Some(err) = dropped {
+                return Err(Error::io(std::path::PathBuf::from(format!("GET {digest} bytes {s}..{e}")), err));
+            }
+            staged?;
             continue;
         }
         let bytes = reg.get_range(digest, *s, *e, size)?;
