@@ -846,3 +846,24 @@ fn an_upload_sent_to_another_host_gets_no_credentials() {
     }
     assert!(front.requests().iter().all(|r| !r.path.contains("/manifests/") || r.method != "PUT"));
 }
+
+#[test]
+fn what_a_registry_says_reaches_no_terminal_raw() {
+    // Escape sequences and bidi overrides in a registry's error body and its artifactType are
+    // escaped in execroot's messages (ureq itself refuses control characters in headers).
+    let front = Front::start(Arc::new(|req, s| {
+        let json = [("Content-Type".to_string(), "application/json".to_string())];
+        if req.path.ends_with("/manifests/err") {
+            let body = json!({ "errors": [{ "code": "X\u{1b}[2J", "message": "\u{1b}]0;owned\u{7}\u{202e}txt" }] });
+            return respond(s, 500, &json, body.to_string().as_bytes());
+        }
+        let m = json!({ "schemaVersion": 2, "artifactType": "a\u{1b}[31mb", "config": { "mediaType": "x", "digest": "sha256:00", "size": 0 } });
+        respond(s, 200, &json, m.to_string().as_bytes())
+    }));
+    let b = env();
+    for (tag, code, says) in [("err", 1, "HTTP 500"), ("type", 2, "artifactType")] {
+        let msg = fails(&b, &["pull", &format!("{}/r:{tag}", front.addr())], code, says);
+        assert!(!msg.contains('\u{1b}') && !msg.contains('\u{7}') && !msg.contains('\u{202e}'), "{tag}: {msg:?}");
+    }
+    untouched(&b);
+}

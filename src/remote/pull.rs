@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hash::Hash;
+use crate::pathenc::show;
 use crate::remote::index::Location;
 use crate::remote::reference::Reference;
 use crate::remote::registry::{ClientOptions, Registry};
@@ -135,7 +136,11 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
         };
         // The rule of `--label KEY=VALUE`: no label a local command could not have set.
         if let Some(k) = labels.keys().find(|k| k.is_empty() || k.contains('=')) {
-            return Err(Error::Corrupt(format!("{what}: snapshot {} has an invalid label key {k:?}", s.id)));
+            return Err(Error::Corrupt(format!(
+                "{what}: snapshot {} has an invalid label key {}",
+                s.id,
+                show(k.as_bytes())
+            )));
         }
         match store.load_manifest(&s.id) {
             Ok(m) => {
@@ -204,7 +209,11 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
 
     if let Some(c) = p.annotations.get(wire::ANN_CREATED) {
         if c.len() > 64 || !c.chars().all(|x| x.is_ascii_alphanumeric() || "-:.+".contains(x)) {
-            return Err(Error::Corrupt(format!("{what}: its {} annotation {c:?} is not a time", wire::ANN_CREATED)));
+            return Err(Error::Corrupt(format!(
+                "{what}: its {} annotation {} is not a time",
+                wire::ANN_CREATED,
+                show(c.as_bytes())
+            )));
         }
     }
 

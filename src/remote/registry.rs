@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::pathenc::show;
 use crate::remote::auth::Credentials;
 use crate::remote::reference::Reference;
 use crate::remote::wire;
@@ -169,8 +170,9 @@ impl Registry {
             },
             "bearer" => self.token(&parse_params(params)),
             _ => Err(Error::Forbidden(format!(
-                "registry {} asks for unsupported authentication {challenge:?}",
-                self.base
+                "registry {} asks for unsupported authentication {}",
+                self.base,
+                show(challenge.as_bytes())
             ))),
         }
     }
@@ -185,8 +187,9 @@ impl Registry {
         // HTTPS, whatever realm its challenge names.
         if self.base.starts_with("https://") && !realm.starts_with("https://") {
             return Err(Error::Forbidden(format!(
-                "registry {}: its token service {realm:?} is not HTTPS; credentials are not sent there",
-                self.base
+                "registry {}: its token service {} is not HTTPS; credentials are not sent there",
+                self.base,
+                show(realm.as_bytes())
             )));
         }
         let scope = get("scope").map(str::to_string).unwrap_or_else(|| format!("repository:{}:pull,push", self.repo));
@@ -204,12 +207,13 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let t: Tok = serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::Forbidden(format!("token service {realm}: unexpected answer: {e}")))?;
+        let t: Tok = serde_json::from_slice(&resp.body).map_err(|e| {
+            Error::Forbidden(format!("token service {}: unexpected answer: {e}", show(realm.as_bytes())))
+        })?;
         t.token
             .or(t.access_token)
             .map(|t| format!("Bearer {t}"))
-            .ok_or_else(|| Error::Forbidden(format!("token service {realm} gave no token")))
+            .ok_or_else(|| Error::Forbidden(format!("token service {} gave no token", show(realm.as_bytes()))))
     }
 
     fn send_once(
@@ -314,7 +318,11 @@ impl Registry {
             // A tag goes into URLs (`manifests/TAG`): one no registry could hold (`../x`, `?`)
             // would aim the request elsewhere.
             if let Some(bad) = page.iter().find(|t| !crate::remote::reference::valid_tag(t)) {
-                return Err(Error::Corrupt(format!("tag list of {} holds an invalid tag {bad:?}", self.name)));
+                return Err(Error::Corrupt(format!(
+                    "tag list of {} holds an invalid tag {}",
+                    self.name,
+                    show(bad.as_bytes())
+                )));
             }
             out.extend(page);
             // RFC 5988 pagination: `Link: </v2/...?last=x&n=1000>; rel="next"`.
@@ -471,7 +479,7 @@ impl Registry {
                 if let Some(cr) = resp.header("content-range") {
                     let want = format!("bytes {start}-{}/", end - 1);
                     if !cr.starts_with(&want) {
-                        return Err(bad(format!("the registry answered with Content-Range {cr:?}")));
+                        return Err(bad(format!("the registry answered with Content-Range {}", show(cr.as_bytes()))));
                     }
                 }
                 resp.body
@@ -529,7 +537,7 @@ impl Registry {
         if status == 206 {
             let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
             if !cr.is_empty() && !cr.starts_with(&format!("bytes {start}-{}/", end - 1)) {
-                return Err(bad(format!("the registry answered with Content-Range {cr:?}")));
+                return Err(bad(format!("the registry answered with Content-Range {}", show(cr.as_bytes()))));
             }
             let body = resp.into_body().into_reader().take(end - start);
             return Ok(Counted { inner: body, received: &self.counters.received });
@@ -577,7 +585,11 @@ fn registry_message(body: &[u8]) -> String {
             let parts: Vec<String> = e
                 .errors
                 .iter()
-                .map(|x| format!("{}: {}", x.code.as_deref().unwrap_or("?"), x.message.as_deref().unwrap_or("")))
+                .map(|x| {
+                    // The registry's words, escaped: nothing it sends reaches a terminal raw.
+                    let code = crate::pathenc::escape(x.code.as_deref().unwrap_or("?").as_bytes(), false);
+                    format!("{code}: {}", show(x.message.as_deref().unwrap_or("").as_bytes()))
+                })
                 .collect();
             format!(" ({})", parts.join("; "))
         }
