@@ -867,3 +867,29 @@ fn what_a_registry_says_reaches_no_terminal_raw() {
     }
     untouched(&b);
 }
+
+#[test]
+fn remote_ls_survives_lying_sizes_and_times() {
+    let id = Hash::of(b"x").to_hex();
+    let front = Front::start(Arc::new(move |req, s| {
+        let json = [("Content-Type".to_string(), "application/json".to_string())];
+        if req.path.contains("/tags/list") {
+            return respond(s, 200, &json, br#"{"name":"r","tags":["v1"]}"#);
+        }
+        let pack = |n: u8| json!({ "mediaType": wire::PACK_MEDIA_TYPE, "digest": format!("sha256:{}", format!("{n:02x}").repeat(32)), "size": u64::MAX });
+        let snap = json!({ "mediaType": wire::SNAPSHOT_MEDIA_TYPE, "digest": format!("sha256:{}", "ab".repeat(32)), "size": 1, "annotations": { wire::ANN_SNAPSHOT: id } });
+        let m = json!({
+            "schemaVersion": 2, "mediaType": wire::MANIFEST_MEDIA_TYPE, "artifactType": wire::ARTIFACT_TYPE,
+            "config": { "mediaType": wire::EMPTY_MEDIA_TYPE, "digest": sha256_digest(wire::EMPTY_CONTENT), "size": 2 },
+            "layers": [snap, pack(1), pack(2)],
+            "annotations": { wire::ANN_SNAPSHOT: id, wire::ANN_CREATED: "2026\u{1b}[2J" },
+        });
+        respond(s, 200, &json, m.to_string().as_bytes())
+    }));
+    let b = env();
+    let out = run(&b, &["remote", "ls", &format!("{}/r", front.addr())]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v = parse(&out);
+    assert_eq!(v["tags"][0]["packBytes"], u64::MAX, "{v}");
+    assert_eq!(v["tags"][0]["created"], Value::Null, "{v}");
+}

@@ -208,7 +208,7 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     }
 
     if let Some(c) = p.annotations.get(wire::ANN_CREATED) {
-        if c.len() > 64 || !c.chars().all(|x| x.is_ascii_alphanumeric() || "-:.+".contains(x)) {
+        if !wire::is_time(c) {
             return Err(Error::Corrupt(format!(
                 "{what}: its {} annotation {} is not a time",
                 wire::ANN_CREATED,

@@ -205,6 +205,12 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Parsed> {
     Ok(Parsed { id, parents, snapshots, indexes, packs, annotations: m.annotations })
 }
 
+/// Whether `s` can be the creation-time annotation: RFC 3339 characters, 64 at most (a
+/// registry's value is shown and stored; anything else is refused or dropped).
+pub fn is_time(s: &str) -> bool {
+    s.len() <= 64 && s.chars().all(|x| x.is_ascii_alphanumeric() || "-:.+".contains(x))
+}
+
 /// The items of a comma-separated annotation.
 pub fn split_list(v: Option<&String>) -> impl Iterator<Item = &str> {
     v.map(|s| s.as_str()).unwrap_or("").split(',').filter(|s| !s.is_empty())
