@@ -68,9 +68,10 @@ pub fn list(repo: &Reference, opts: &ClientOptions) -> Result<RemoteList> {
                     Ok(p) => {
                         t.snapshot = Some(p.id);
                         t.parents = p.parents;
-                        t.created = p.annotations.get(wire::ANN_CREATED).cloned();
+                        t.created = p.annotations.get(wire::ANN_CREATED).filter(|c| wire::is_time(c)).cloned();
                         t.packs = p.packs.len() as u64;
-                        t.pack_bytes = p.packs.iter().map(|d| d.size).sum();
+                        // Sizes as the registry claims them: never trusted to add up.
+                        t.pack_bytes = p.packs.iter().fold(0u64, |t, d| t.saturating_add(d.size));
                     }
                     Err(e) => t.error = Some(e.to_string()),
                 }

@@ -35,6 +35,23 @@ use index::{Index, Location};
 use registry::Registry;
 use wire::Descriptor;
 
+/// Largest index blob accepted (1 GiB: some 18 million objects).
+pub const MAX_INDEX: u64 = 1 << 30;
+
+/// Fetch and decode the index blob `d` describes; one that claims more than [`MAX_INDEX`]
+/// bytes is refused before anything is fetched.
+pub(crate) fn fetch_index(reg: &Registry, d: &Descriptor) -> Result<Index> {
+    if d.size > MAX_INDEX {
+        return Err(Error::Corrupt(format!(
+            "index {} of {} claims {} bytes, over the {MAX_INDEX} accepted",
+            d.digest,
+            reg.name(),
+            d.size
+        )));
+    }
+    Index::decode(&reg.get_blob(&d.digest, Some(d.size))?, &d.digest)
+}
+
 /// What a repository already holds, learned from the registry manifests of its tags: where
 /// each object is (index digest, location) and the descriptors of the blobs that say so.
 #[derive(Default)]
@@ -53,6 +70,7 @@ impl Known {
     pub fn learn(reg: &Registry) -> Result<Known> {
         let mut k = Known::default();
         let mut loaded: HashMap<String, Index> = HashMap::new();
+        let mut budget = MAX_INDEX;
         for tag in reg.tags()? {
             let Some((bytes, _)) = reg.get_manifest(&tag)? else { continue };
             let p = match wire::parse(&bytes, &format!("{}:{tag}", reg.name())) {
@@ -70,7 +88,14 @@ impl Known {
                 if loaded.contains_key(&d.digest) {
                     continue;
                 }
-                match reg.get_blob(&d.digest, Some(d.size)).and_then(|b| Index::decode(&b, &d.digest)) {
+                // What a push learns is held at once: past one index budget, later tags are
+                // not learned from (their objects may be sent again; nothing is wrong).
+                if d.size > budget {
+                    damaged = Some(format!("not read: the indexes of the tags before it use up {MAX_INDEX} bytes"));
+                    break;
+                }
+                budget -= d.size;
+                match fetch_index(reg, d) {
                     Ok(idx) => {
                         loaded.insert(d.digest.clone(), idx);
                     }

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hash::Hash;
-use crate::remote::index::{Index, Location};
+use crate::pathenc::show;
+use crate::remote::index::Location;
 use crate::remote::reference::Reference;
 use crate::remote::registry::{ClientOptions, Registry};
 use crate::remote::wire;
@@ -38,8 +39,11 @@ const WHOLE_PACK_PERCENT: u64 = 50;
 const MAX_RANGES: usize = 8;
 /// Packs fetched at once.
 const FETCHERS: usize = 4;
-/// Largest snapshot manifest accepted (decompressed).
+/// Largest snapshot manifest accepted (its blob; and decompressed, all of a stack's together).
 const MAX_SNAPSHOT_MANIFEST: u64 = 1 << 30;
+/// Largest pack fetched whole (packs are 32 MiB at most unless one object is larger); and no
+/// merged range grows past it. So a request holds at most this much, or one object's frame.
+const MAX_HELD: u64 = 64 << 20;
 
 /// An object to fetch: its blake3, size and place.
 type Wanted = (Hash, u64, Location);
@@ -119,25 +123,54 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
 
     // The stack's snapshot manifests, each checked against its id.
     let mut chain: Vec<(Hash, Manifest, bool, BTreeMap<String, String>)> = Vec::new();
+    // All the stack's fetched manifests are held at once: they share one budget.
+    let mut budget = MAX_SNAPSHOT_MANIFEST;
     for s in &p.snapshots {
-        let labels: BTreeMap<String, String> = match s.desc.annotations.get(wire::ANN_LABELS) {
+        if chain.iter().any(|c| c.0 == s.id) {
+            return Err(Error::Corrupt(format!("{what}: it carries snapshot {} twice", s.id)));
+        }
+        let mut labels: BTreeMap<String, String> = match s.desc.annotations.get(wire::ANN_LABELS) {
             Some(j) => serde_json::from_str(j)
                 .map_err(|e| Error::Corrupt(format!("{what}: labels of snapshot {}: {e}", s.id)))?,
             None => BTreeMap::new(),
         };
+        // The rule of `--label KEY=VALUE`: no label a local command could not have set.
+        if let Some(k) = labels.keys().find(|k| k.is_empty() || k.contains('=')) {
+            return Err(Error::Corrupt(format!(
+                "{what}: snapshot {} has an invalid label key {}",
+                s.id,
+                show(k.as_bytes())
+            )));
+        }
         match store.load_manifest(&s.id) {
             Ok(m) => {
+                // A registry adds labels to a snapshot the store has, but never changes one
+                // the store already has: local metadata wins over a remote's.
+                let local = store.snapshot_meta(&s.id)?.labels;
+                labels.retain(|k, _| !local.contains_key(k));
                 chain.push((s.id, m, false, labels));
                 continue;
             }
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        if s.desc.size > MAX_SNAPSHOT_MANIFEST {
+            return Err(Error::Corrupt(format!(
+                "{what}: snapshot manifest {} claims {} bytes, over the {MAX_SNAPSHOT_MANIFEST} accepted",
+                s.desc.digest, s.desc.size
+            )));
+        }
         let blob = reg.get_blob(&s.desc.digest, Some(s.desc.size))?;
         let mut raw = Vec::new();
-        zstd::stream::read::Decoder::new(&blob[..])
-            .and_then(|d| d.take(MAX_SNAPSHOT_MANIFEST).read_to_end(&mut raw))
-            .map_err(|e| Error::Corrupt(format!("{what}: snapshot manifest {} does not decompress: {e}", s.desc.digest)))?;
+        zstd::stream::read::Decoder::new(&blob[..]).and_then(|d| d.take(budget + 1).read_to_end(&mut raw)).map_err(
+            |e| Error::Corrupt(format!("{what}: snapshot manifest {} does not decompress: {e}", s.desc.digest)),
+        )?;
+        if raw.len() as u64 > budget {
+            return Err(Error::Corrupt(format!(
+                "{what}: the stack's snapshot manifests decompress to more than {MAX_SNAPSHOT_MANIFEST} bytes"
+            )));
+        }
+        budget -= raw.len() as u64;
         if Hash::of(&raw) != s.id {
             return Err(Error::Corrupt(format!(
                 "{what}: snapshot manifest {} is not snapshot {}",
@@ -158,6 +191,30 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     }
     if p.parents != chain.last().map(|c| c.1.parents.clone()).unwrap_or_default() {
         return Err(Error::Corrupt(format!("{what}: its parents annotation does not match snapshot {}", p.id)));
+    }
+    // Only the snapshot's own stack is published: a layer that the top does not stand on
+    // (directly or through another) would smuggle an unasked-for snapshot into the store.
+    let mut below: BTreeSet<Hash> = BTreeSet::from([p.id]);
+    for (id, m, _, _) in chain.iter().rev() {
+        if below.contains(id) {
+            below.extend(m.parents.iter().copied());
+        }
+    }
+    if let Some((stray, ..)) = chain.iter().find(|c| !below.contains(&c.0)) {
+        return Err(Error::Corrupt(format!(
+            "{what}: it carries snapshot {stray}, which snapshot {} does not stand on",
+            p.id
+        )));
+    }
+
+    if let Some(c) = p.annotations.get(wire::ANN_CREATED) {
+        if !wire::is_time(c) {
+            return Err(Error::Corrupt(format!(
+                "{what}: its {} annotation {} is not a time",
+                wire::ANN_CREATED,
+                show(c.as_bytes())
+            )));
+        }
     }
 
     // The objects the store lacks.
@@ -183,8 +240,20 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
     if !need.is_empty() {
         let packs: BTreeMap<&str, u64> = p.packs.iter().map(|d| (d.digest.as_str(), d.size)).collect();
         let mut at: HashMap<Hash, Location> = HashMap::new();
-        for d in &p.indexes {
-            let idx = Index::decode(&reg.get_blob(&d.digest, Some(d.size))?, &d.digest)?;
+        // Their locations are held together: one budget for all of them (checked before any is
+        // fetched), each index read once.
+        let mut seen_index = BTreeSet::new();
+        let distinct: Vec<&wire::Descriptor> =
+            p.indexes.iter().filter(|d| seen_index.insert(d.digest.as_str())).collect();
+        let total = distinct.iter().fold(0u64, |t, d| t.saturating_add(d.size));
+        if total > crate::remote::MAX_INDEX {
+            return Err(Error::Corrupt(format!(
+                "{what}: its indexes claim {total} bytes together, over the {} accepted",
+                crate::remote::MAX_INDEX
+            )));
+        }
+        for d in distinct {
+            let idx = crate::remote::fetch_index(&reg, d)?;
             for (h, loc) in idx.locations() {
                 if packs.contains_key(loc.pack.as_str()) {
                     at.entry(h).or_insert(loc);
@@ -200,6 +269,14 @@ pub fn pull(store: &Store, source: &Reference, opts: &PullOptions) -> Result<Pul
                 return Err(Error::Corrupt(format!(
                     "{what}: the index gives object {h} {} bytes, the manifest {size}",
                     loc.rlen
+                )));
+            }
+            // A frame is never much longer than its object (zstd's bound): a longer one would
+            // only make the pull hold more than the object needs.
+            if loc.clen > size.saturating_add(size / 128).saturating_add(1024) {
+                return Err(Error::Corrupt(format!(
+                    "{what}: the index gives object {h} ({size} bytes) a frame of {} bytes",
+                    loc.clen
                 )));
             }
             if loc.offset + loc.clen > packs[loc.pack.as_str()] {
@@ -291,7 +368,7 @@ fn fetch_pack(
     for o in objs {
         let (s, e) = (o.2.offset, o.2.offset + o.2.clen);
         match spans.last_mut() {
-            Some(last) if s <= last.1 + RANGE_GAP => {
+            Some(last) if s <= last.1.saturating_add(RANGE_GAP) && e.saturating_sub(last.0) <= MAX_HELD => {
                 last.1 = last.1.max(e);
                 last.2.push(o);
             }
@@ -299,7 +376,8 @@ fn fetch_pack(
         }
     }
     let needed: u64 = spans.iter().map(|s| s.1 - s.0).sum();
-    if spans.len() > MAX_RANGES || needed * 100 >= size * WHOLE_PACK_PERCENT {
+    let mostly = needed as u128 * 100 >= size as u128 * WHOLE_PACK_PERCENT as u128;
+    if size <= MAX_HELD && (spans.len() > MAX_RANGES || mostly) {
         let blob = reg.get_blob(digest, Some(size))?;
         whole.fetch_add(1, Ordering::Relaxed);
         for (_, _, list) in &spans {
@@ -310,7 +388,21 @@ fn fetch_pack(
         return Ok(());
     }
     for (s, e, list) in &spans {
-        let bytes = reg.get_range(digest, *s, *e)?;
+        if e - s > MAX_HELD {
+            // Spans grow past MAX_HELD only by one object's frame alone: stream it.
+            let frame = reg.open_range(digest, *s, *e)?;
+            ranges.fetch_add(1, Ordering::Relaxed);
+            // A connection that fails in the middle is not damaged data: tell them apart, so
+            // that what arrived before is kept for a rerun.
+            let mut dropped = None;
+            let staged = stage(store, lease, what, digest, ErrAt { inner: frame, failed: &mut dropped }, list[0]);
+            if let Some(err) = dropped {
+                return Err(Error::io(std::path::PathBuf::from(format!("GET {digest} bytes {s}..{e}")), err));
+            }
+            staged?;
+            continue;
+        }
+        let bytes = reg.get_range(digest, *s, *e, size)?;
         ranges.fetch_add(1, Ordering::Relaxed);
         for o in list {
             let from = (o.2.offset - s) as usize;
@@ -321,7 +413,7 @@ fn fetch_pack(
 }
 
 /// Decompress one frame into the staging lease; its content must be the object it is listed as.
-fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: &[u8], o: &Wanted) -> Result<()> {
+fn stage(store: &Store, lease: &Lease, what: &str, pack: &str, frame: impl Read, o: &Wanted) -> Result<()> {
     let damaged = |why: String| Error::Corrupt(format!("{what}: object {} in pack {pack} {why}", o.0));
     let dec = zstd::stream::read::Decoder::new(frame).map_err(|e| damaged(format!("does not decompress: {e}")))?;
     let mut failed = None;

@@ -160,12 +160,13 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Parsed> {
     let m: ImageManifest = serde_json::from_slice(bytes).map_err(|_| not_ours("not an OCI image manifest"))?;
     if m.artifact_type.as_deref() != Some(ARTIFACT_TYPE) {
         return Err(not_ours(&match &m.artifact_type {
-            Some(t) => format!("artifactType {t}"),
-            None => format!("no artifactType, config {}", m.config.media_type),
+            Some(t) => format!("artifactType {}", crate::pathenc::show(t.as_bytes())),
+            None => format!("no artifactType, config {}", crate::pathenc::show(m.config.media_type.as_bytes())),
         }));
     }
     if m.media_type.as_deref().is_some_and(|t| t != MANIFEST_MEDIA_TYPE) {
-        return Err(corrupt(format!("mediaType {:?} is not {MANIFEST_MEDIA_TYPE}", m.media_type)));
+        let t = m.media_type.as_deref().unwrap_or_default();
+        return Err(corrupt(format!("mediaType {} is not {MANIFEST_MEDIA_TYPE}", crate::pathenc::show(t.as_bytes()))));
     }
     let mut snapshots = Vec::new();
     let mut indexes = Vec::new();
@@ -185,7 +186,9 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Parsed> {
             }
             INDEX_MEDIA_TYPE => indexes.push(d.clone()),
             PACK_MEDIA_TYPE => packs.push(d.clone()),
-            other => return Err(corrupt(format!("unknown layer media type {other:?}"))),
+            other => {
+                return Err(corrupt(format!("unknown layer media type {}", crate::pathenc::show(other.as_bytes()))))
+            }
         }
     }
     let id = m
@@ -200,6 +203,12 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Parsed> {
         .map(|s| Hash::from_hex(s).map_err(|_| corrupt(format!("bad parent id {s:?}"))))
         .collect::<Result<Vec<_>>>()?;
     Ok(Parsed { id, parents, snapshots, indexes, packs, annotations: m.annotations })
+}
+
+/// Whether `s` can be the creation-time annotation: RFC 3339 characters, 64 at most (a
+/// registry's value is shown and stored; anything else is refused or dropped).
+pub fn is_time(s: &str) -> bool {
+    s.len() <= 64 && s.chars().all(|x| x.is_ascii_alphanumeric() || "-:.+".contains(x))
 }
 
 /// The items of a comma-separated annotation.
