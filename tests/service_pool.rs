@@ -23,12 +23,16 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// The skeletons in the service's lease, once there are some.
+/// The service's pool size (src/service/mod.rs, `POOL_SIZE`).
+const POOL: usize = 16;
+
+/// The skeletons in the service's lease, once the pool is full: its thread makes them one by
+/// one, so a listing taken earlier can hold a half-made one, and a create takes the newest.
 fn skeletons(env: &Env) -> Vec<PathBuf> {
     let t0 = Instant::now();
     loop {
         let found: Vec<PathBuf> = entries(&env.store().join("tmp")).iter().flat_map(|l| entries(l)).collect();
-        if !found.is_empty() {
+        if found.len() >= POOL && found.iter().all(|sk| sk.join("creating.json").is_file()) {
             return found;
         }
         assert!(t0.elapsed() < Duration::from_secs(60), "the service made no root skeleton");
