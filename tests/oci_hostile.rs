@@ -8,11 +8,13 @@
 //! In CI (`CI=true`) a missing registry fails the tests; elsewhere they skip with a message.
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,63 +23,8 @@ use execroot::hash::Hash;
 use execroot::remote::index::Index;
 use execroot::remote::wire::{self, sha256_digest};
 use execroot::store::{Entry, Manifest, Node};
+use registry::*;
 use serde_json::{json, Value};
-
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-/// One registry process (no auth); killed by its pid when dropped.
-struct Reg {
-    _dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-impl Reg {
-    fn start() -> Option<Reg> {
-        if !Path::new(REGISTRY).exists() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true but {REGISTRY} is missing: install docker-registry (.ci/run does)");
-            }
-            eprintln!("skipped: {REGISTRY} is missing (apt-get install docker-registry)");
-            return None;
-        }
-        let dir = tempfile::Builder::new().prefix("execroot-registry-").tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let reg = Reg { _dir: dir, port, child };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(reg);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("registry did not listen on {port}");
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Reg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into()
