@@ -180,6 +180,12 @@ class Bench:
             path = node_dir + ":" + path
         # The worktree install gets the environment the provision command gets.
         self.env = {"PATH": path, "HOME": home}
+        # Where the registry is reached through a proxy or with a CA of the machine's own (Node
+        # reads no system CA store by itself), the installs need to know it too.
+        for k in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "https_proxy",
+                  "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+            if k in os.environ:
+                self.env[k] = os.environ[k]
         pm_cmd = os.path.basename(self.npm) if os.path.dirname(self.npm) in path.split(":") else self.npm
         prefix = "" if path == CLEAN_PATH else f"PATH={path} "
         if args.pm == "npm":

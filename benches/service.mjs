@@ -493,9 +493,12 @@ async function main() {
   res.machine.phases.lifecycle = await machine();
   res.lifecycle = await lifecycle(plugin);
   // Every root made was destroyed: none may be left in the store, nor any mount (before the
-  // cleanup, which would remove them).
+  // cleanup, which would remove them) but the roots the running service mounted ahead in its
+  // lease of tmp/ (docs/format.md, "Root skeletons"), which it unmounts when it stops: the
+  // cleanup's own check after the stop counts every mount left.
   res.rootsLeft = (await svc.client.list()).length;
-  res.mountsLeft = mountsUnder(svc.dir);
+  const ahead = path.join(svc.store, "tmp") + "/";
+  res.mountsLeft = mountsUnder(svc.dir).filter((m) => !m.startsWith(ahead));
   res.machine.after = await machine();
   res.goals = goals(res);
   return res;

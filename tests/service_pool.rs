@@ -105,3 +105,133 @@ fn skeletons_are_claimed_by_creates_and_swept_after_a_crash() {
     let c = s.req("POST", "/v1/roots", Some(body)).expect(201);
     s.req("DELETE", &format!("/v1/roots/{}", c["id"].as_str().unwrap()), None).expect(200);
 }
+
+/// The skeletons of the service's lease that have an overlay mounted (root::pool mounts a few
+/// ahead for the snapshots of the last create), once there are `n`.
+fn mounted_ahead(env: &Env, n: usize) -> Vec<PathBuf> {
+    let t0 = Instant::now();
+    loop {
+        let found: Vec<PathBuf> = mounts_below(&env.store().join("tmp"));
+        if found.len() >= n {
+            return found;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the service mounted no root ahead: {found:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An ordinary user's uid for the idmapped case (no such user needs to exist).
+const USER: u32 = 40011;
+
+#[test]
+fn roots_mounted_ahead_are_exact_and_never_outlive_their_layers_or_the_service() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.with_base();
+    let base = env.ok(&["snapshot", "show", "base"])["id"].as_str().unwrap().to_string();
+    env.ok(&["ref", "set", "base", &base, "--shared"]);
+    let body = json!({ "class": "routine", "from": "base", "backend": "overlay" });
+    let mut s = Server::start(&env, &["--socket-group", CALLERS]);
+    // The first create teaches the pool the shape; the next ones take a root mounted ahead.
+    let first = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    for _ in 0..3 {
+        let ahead = mounted_ahead(&env, 4);
+        let c = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+        let id = c["id"].as_str().unwrap().to_string();
+        assert!(ahead.iter().any(|p| p.parent().unwrap().ends_with(&id)), "root {id} was not mounted ahead: {ahead:?}");
+        let root = cwd(&c);
+        // Exactly what a create mounts: the snapshot's tree, an empty upper, writable, its own.
+        same_content(&src, &root);
+        assert!(mounts_below(&env.store().join("roots").join(&id)).contains(&root), "not mounted at its cwd");
+        std::fs::write(root.join("new"), "x").unwrap();
+        let d = s.req("GET", &format!("/v1/roots/{id}/diff"), None).expect(200);
+        assert_eq!(d["added"][0]["path"], "new", "{d}");
+        assert_eq!((d["added"].as_array().unwrap().len(), d["modified"].as_array().unwrap().len()), (1, 0), "{d}");
+        let shown = env.ok(&["root", "show", &id]);
+        assert_eq!((shown["state"].as_str(), shown["mounted"].as_bool()), (Some("ready"), Some(true)), "{shown}");
+        s.req("DELETE", &format!("/v1/roots/{id}"), None).expect(200);
+        assert!(!env.store().join("roots").join(&id).exists());
+    }
+    // The mounts ahead are the running service's: doctor lets them be, and finds nothing.
+    mounted_ahead(&env, 4);
+    let d = env.ok(&["doctor", "--repair"]);
+    assert_eq!(d["findings"], json!([]), "{d}");
+    assert!(mounts_below(&env.store().join("tmp")).len() >= 4, "doctor unmounted the service's mounts ahead");
+
+    // Another owner is another mount (the upper's owner, idmapped lowers): its own, as made.
+    let c = s.req_as(USER, "POST", "/v1/roots", Some(body.clone())).expect(201);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(cwd(&c)).unwrap()), USER);
+    s.req_as(USER, "DELETE", &format!("/v1/roots/{}", c["id"].as_str().unwrap()), None).expect(200);
+    let c = s.req_as(USER, "POST", "/v1/roots", Some(body.clone())).expect(201);
+    let root = cwd(&c);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&root).unwrap()), USER);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root.join("bin/run.sh")).unwrap()),
+        USER,
+        "the lowers are not idmapped for the caller"
+    );
+    same_content(&src, &root);
+    s.req_as(USER, "DELETE", &format!("/v1/roots/{}", c["id"].as_str().unwrap()), None).expect(200);
+
+    // A layer removed by a gc and made again at the same path: the mounts ahead of the old one
+    // show an empty tree, and must never become a root.
+    s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    mounted_ahead(&env, 4);
+    let roots = s.req("GET", "/v1/roots", None).expect(200);
+    for r in roots["roots"].as_array().unwrap() {
+        s.req("DELETE", &format!("/v1/roots/{}?force=true", r["id"].as_str().unwrap()), None).expect(200);
+    }
+    env.ok(&["ref", "rm", "base"]);
+    let g = env.ok(&["gc", "--grace", "0"]);
+    assert!(!env.store().join("layers").join(&base).exists(), "gc kept the layer: {g}");
+    env.ok(&["snapshot", "create", src.to_str().unwrap(), "--name", "base"]);
+    env.ok(&["ref", "set", "base", &base, "--shared"]);
+    let c = s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    same_content(&src, &cwd(&c));
+    s.req("DELETE", &format!("/v1/roots/{}", c["id"].as_str().unwrap()), None).expect(200);
+    drop(first);
+
+    // Stopped, the service unmounts them and removes its lease.
+    s.stop();
+    assert_store_clean(&env);
+
+    // Killed, it leaves them mounted in a dead lease: doctor unmounts them (never deleting
+    // through an overlay) and removes the lease.
+    let mut s = Server::start(&env, &[]);
+    s.req("POST", "/v1/roots", Some(body.clone())).expect(201);
+    mounted_ahead(&env, 4);
+    s.kill9();
+    let r = s_roots(&env);
+    let d = env.ok(&["doctor", "--repair"]);
+    assert!(
+        d["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "dead-lease" || f["kind"] == "stray-mount"),
+        "{d}"
+    );
+    assert_eq!(mounts_below(&env.store().join("tmp")), Vec::<PathBuf>::new());
+    for id in r {
+        env.ok(&["root", "destroy", &id, "--force"]);
+    }
+    assert_store_clean(&env);
+    // The layers the mounts ahead used are intact: a root of the snapshot shows it whole.
+    let c = env.ok(&["root", "create", "--class", "routine", "--from", "base", "--backend", "overlay"]);
+    same_content(&src, &cwd(&c));
+    env.ok(&["root", "destroy", c["id"].as_str().unwrap()]);
+}
+
+fn s_roots(env: &Env) -> Vec<String> {
+    env.ok(&["root", "list"])["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Content, modes and symlink targets (layers normalize mtimes, so those are not compared).
+fn same_content(a: &Path, b: &Path) {
+    let diffs: Vec<String> =
+        fixture::compare_trees(a, b, false).unwrap().into_iter().filter(|d| !d.ends_with("mtime differs")).collect();
+    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
+}

@@ -301,6 +301,8 @@ impl Store {
                 || owned.contains(&m.target)
                 || m.target.starts_with(&shared_views)
                 || protected.iter().any(|p| m.target.starts_with(p))
+                // A running service's roots mounted ahead (root::pool); a dead lease's go with it.
+                || crate::store::lock::in_live_lease(self, &m.target)
             {
                 continue;
             }

@@ -216,7 +216,9 @@ impl Store {
         timings.insert("resolve".into(), elapsed_ms(t0));
 
         // An overlay root made ahead, if a pool keeps some: its id is the root's.
-        let skeleton = pool.filter(|_| kind == backend::BackendKind::Overlay).and_then(pool::RootPool::take);
+        // Mounted already when one was mounted ahead exactly as this create would mount it.
+        let key = pool::MountKey { snapshots: snapshots.clone(), owner, volatile: !req.durable };
+        let mut skeleton = pool.filter(|_| kind == backend::BackendKind::Overlay).and_then(|p| p.take(&key));
         let id = skeleton.as_ref().map_or_else(|| format!("{:016x}", rand::random::<u64>()), |s| s.id.clone());
         let mut spec = RootSpec {
             id: id.clone(),
@@ -273,12 +275,18 @@ impl Store {
         // From here on the root is visible to doctor, pins its snapshots, and records where
         // everything will be: a create killed at any later point is undone from this alone.
         // Its directory is the store owner's, 0700, until opened to the owner below.
-        let intent = match skeleton.map(|s| s.claim(&mut rec, &spec.dir)) {
-            Some(Ok(json)) => json,
+        let mut premounted = None;
+        let intent = match skeleton.as_mut().map(|s| s.claim(&mut rec, &spec.dir)) {
+            Some(Ok(json)) => {
+                premounted = skeleton.as_mut().and_then(|s| s.mounted.take());
+                json
+            }
             claim => {
                 if let Some(Err(e)) = claim {
                     tracing::warn!(id = %id, "root skeleton not claimed, making the root's directory: {e}");
                 }
+                // Unmounted, then removed, before its directory is made anew.
+                drop(skeleton.take());
                 crate::store::perms::new_dir(&spec.dir, 0o700)?;
                 rec.save_creating(self)?
             }
@@ -292,7 +300,22 @@ impl Store {
         let result = (|| -> Result<()> {
             rec.warnings.extend(access::secure_root_dir(self, &spec.dir, &reach)?);
             // Mounts are held until the root is recorded ready: dropped on any error below.
-            let made = rec.backend.create(self, &spec)?;
+            let made = match premounted.take() {
+                // The plan's lower directories are the ones mounted: the mount is the root's.
+                Some((lowers, guard)) if matches!(&rec.backend, backend::BackendState::Overlay(o) if o.dirs.lowers == lowers) => {
+                    backend::Made { mounts: vec![guard], ..backend::Made::default() }
+                }
+                other => {
+                    if other.is_some() {
+                        drop(other);
+                        // Mounted once (volatile, it would refuse a second mount): made anew.
+                        if let backend::BackendState::Overlay(o) = &rec.backend {
+                            std::fs::remove_dir_all(&o.dirs.work).at(&o.dirs.work)?;
+                        }
+                    }
+                    rec.backend.create(self, &spec)?
+                }
+            };
             let mut guards = made.mounts;
             rec.warnings.extend(made.warnings);
             if let Some(s) = made.snapshots {

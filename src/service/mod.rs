@@ -45,7 +45,7 @@ pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
     // After doctor (which sweeps the skeletons a killed service left): creates on the request
     // path then make no directory of their own. Without it creates still work, making them.
     let pool = match execroot::root::pool::RootPool::start(&store, POOL_SIZE) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(Arc::new(p)),
         Err(e) => {
             tracing::warn!("no root skeletons made ahead: {e}");
             None
@@ -58,9 +58,10 @@ pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
         .thread_name("execroot-serve")
         .build()
         .map_err(|e| Error::io(&path, e))?;
+    let served = pool.clone();
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io(&path, e))?;
-        let app = routes::App { store: Arc::new(store), pool: pool.map(Arc::new) };
+        let app = routes::App { store: Arc::new(store), pool: served };
         let router = routes::router(app);
         tracing::info!(socket = %path.display(), "serving");
         axum::serve(listener, router.into_make_service_with_connect_info::<socket::Peer>())
@@ -70,6 +71,11 @@ pub fn serve(store: Store, opts: ServeOptions) -> Result<()> {
     })?;
     // Requests still on the blocking pool have been answered; nothing else is waited for.
     rt.shutdown_background();
+    // A connection task shut down in the background may still hold the pool: its mounts ahead
+    // are unmounted now, not left to a drop that may never come before the process exits.
+    if let Some(p) = &pool {
+        p.close();
+    }
     Ok(())
 }
 

@@ -105,6 +105,26 @@ pub fn remove_old_lock_files(store: &Store) -> Result<usize> {
     Ok(removed)
 }
 
+/// Unmount everything mounted below `dir`, deepest first; false when one is busy.
+fn unmount_below(dir: &Path) -> Result<bool> {
+    use crate::sys::mount;
+    for m in mount::mounts_under(dir)? {
+        if mount::unmount(&m.target)? == mount::Unmounted::Busy {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// True when `path`, a directory of `tmp/` or anything below one, is in a lease that its
+/// process still holds (a live operation's, or a running service's root pool).
+pub fn in_live_lease(store: &Store, path: &Path) -> bool {
+    let tmp = store.tmp_dir();
+    let Some(first) = path.strip_prefix(&tmp).ok().and_then(|r| r.components().next()) else { return false };
+    let Ok(file) = File::open(tmp.join(first)) else { return false };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
+}
+
 /// A live operation's scratch directory; removed on drop.
 #[derive(Debug)]
 pub struct Lease {
@@ -332,6 +352,12 @@ pub fn sweep_dead_leases(store: &Store) -> Result<usize> {
         }
         let Ok(file) = File::open(&path) else { continue };
         if let Ok(_dead) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // A service's pool mounts roots ahead in its lease (root::pool): their overlays are
+            // unmounted first, never deleted through. One still in use keeps its lease.
+            if !unmount_below(&path)? {
+                tracing::warn!(lease = %path.display(), "a dead lease holds a busy mount; kept");
+                continue;
+            }
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
