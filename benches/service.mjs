@@ -12,11 +12,13 @@
 // Prints a markdown table on stdout (progress on stderr) and writes the figures as JSON.
 //
 //   node benches/service.mjs [--quick] [--out FILE] [--iterations N] [--cli-every K]
-//     [--clients N] [--pairs N] [--rounds N] [--scale F] [--baseline BIN]
+//     [--clients N] [--pairs N] [--rounds N] [--scale F] [--baseline BIN] [--baseline-client FILE]
 //
 // --baseline BIN: phase 1 also runs on a second service of another build (an earlier commit's
 // binary), on its own store and fixture, in alternating blocks of 50 pairs, so that the two are
-// measured side by side under the same load.
+// measured side by side under the same load. --baseline-client FILE: the baseline is called
+// through that Node client module (an earlier commit's clients/node/index.js) instead of this
+// one, so that a change of the client is measured side by side too.
 //
 // Needs root (overlay mounts), Node >= 24.11 (the SDK) and the plugin's dependencies (`npm ci`
 // in clients/paperclip-plugin). The binary is $EXECROOT_BIN, else the release build. Everything
@@ -45,6 +47,7 @@ const { values: opt } = parseArgs({
     rounds: { type: "string" },
     scale: { type: "string" },
     baseline: { type: "string" },
+    "baseline-client": { type: "string" },
   },
 });
 const num = (v, d) => {
@@ -476,7 +479,8 @@ async function main() {
   svc = await startServe();
   if (opt.baseline) {
     log(`baseline ${opt.baseline}, starting its service`);
-    base = await startBaseline(path.resolve(opt.baseline), ExecrootClient);
+    const BaseClient = opt["baseline-client"] ? (await import(path.resolve(opt["baseline-client"]))).ExecrootClient : ExecrootClient;
+    base = await startBaseline(path.resolve(opt.baseline), BaseClient);
   }
   const health = await svc.client.health();
   if (!health.overlay.available) throw new Error(`overlay roots are unavailable: ${health.overlay.reason}`);

@@ -1,8 +1,9 @@
 // execroot's Node client: talks HTTP/1.1 + JSON to `execroot serve` over its unix socket and
 // returns the caller's own shapes (Paperclip's RealizedExecutionWorkspace, its cleanup result,
-// its close-readiness fields). No dependencies: node:http only. Types: index.d.ts.
+// its close-readiness fields). No dependencies: HTTP/1.1 by hand on node:net (transport.js,
+// which says why). Types: index.d.ts.
 
-import http from "node:http";
+import { ProtocolError, Transport } from "./transport.js";
 
 /** The default socket: `$EXECROOT_SOCKET`, else the root store's `execroot.sock`. */
 export const DEFAULT_SOCKET = process.env.EXECROOT_SOCKET || "/var/lib/execroot/execroot.sock";
@@ -30,60 +31,37 @@ export class ExecrootClient {
     this.timeoutMs = options.timeoutMs ?? 120_000;
     // Connections are kept and reused (HTTP/1.1 keep-alive): a new unix connection per call
     // costs about a tenth of a millisecond. Idle ones do not keep the process alive.
-    this.agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
+    this.transport = new Transport(this.socketPath);
   }
 
   /** Close the kept connections (the client stays usable: later calls open new ones). */
   close() {
-    this.agent.destroy();
-    this.agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
+    this.transport.close();
   }
 
   /**
    * One request; resolves `{ status, body }` for every status in `accept`, throws
    * ExecrootError otherwise (and on a connection that fails or times out).
    */
-  request(method, path, body, accept = [200, 201]) {
+  async request(method, path, body, accept = [200, 201]) {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          socketPath: this.socketPath,
-          agent: this.agent,
-          method,
-          path,
-          headers: payload
-            ? { "content-type": "application/json", "content-length": payload.length }
-            : {},
-          timeout: this.timeoutMs,
-        },
-        (res) => {
-          const chunks = [];
-          res.on("data", (c) => chunks.push(c));
-          res.on("error", reject);
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            let parsed = null;
-            try {
-              parsed = text ? JSON.parse(text) : null;
-            } catch {
-              return reject(new ExecrootError(res.statusCode, "bad-answer", `execroot answered ${res.statusCode} with a body that is not JSON: ${text.slice(0, 200)}`, text));
-            }
-            if (accept.includes(res.statusCode)) {
-              return resolve({ status: res.statusCode, body: parsed });
-            }
-            const err = parsed && parsed.error ? parsed.error : {};
-            reject(new ExecrootError(res.statusCode, err.code || "http-" + res.statusCode, err.message || `execroot answered ${res.statusCode} to ${method} ${path}`, parsed));
-          });
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error(`execroot did not answer ${method} ${path} within ${this.timeoutMs} ms`)));
-      req.on("error", (e) =>
-        reject(e instanceof ExecrootError ? e : new ExecrootError(0, "unreachable", `cannot reach execroot at ${this.socketPath}: ${e.message}`, null)),
-      );
-      if (payload) req.write(payload);
-      req.end();
-    });
+    let res;
+    try {
+      res = await this.transport.send(method, path, payload, this.timeoutMs, () => new Error(`execroot did not answer ${method} ${path} within ${this.timeoutMs} ms`));
+    } catch (e) {
+      if (e instanceof ProtocolError) throw new ExecrootError(0, "bad-answer", `execroot's answer to ${method} ${path} is not HTTP: ${e.message}`, null);
+      throw new ExecrootError(0, "unreachable", `cannot reach execroot at ${this.socketPath}: ${e.message}`, null);
+    }
+    const text = res.body.toString("utf8");
+    let parsed = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      throw new ExecrootError(res.status, "bad-answer", `execroot answered ${res.status} with a body that is not JSON: ${text.slice(0, 200)}`, text);
+    }
+    if (accept.includes(res.status)) return { status: res.status, body: parsed };
+    const err = parsed && parsed.error ? parsed.error : {};
+    throw new ExecrootError(res.status, err.code || "http-" + res.status, err.message || `execroot answered ${res.status} to ${method} ${path}`, parsed);
   }
 
   /** `{ ok, version, overlay: { available, reason } }`. */
