@@ -149,11 +149,13 @@ export class Transport {
           buf = buf.length ? Buffer.concat([buf, c]) : c;
           finish(false);
         };
-        // A kept connection the server closed while it was idle (its keep-alive ran out): the
-        // request never reached it, so it is sent once more on a new one.
+        // A kept connection the server closed while it was idle: the request is sent once more
+        // on a new one, when nothing of an answer came back and sending it twice is harmless
+        // (GET, DELETE: a create or commit the service may have read before it went down is
+        // never repeated behind the caller's back).
         const lost = (e) => {
           if (done) return;
-          if (reused && !got) {
+          if (reused && !got && (method === "GET" || method === "DELETE")) {
             detach(s);
             s.destroy();
             return attempt(null);

@@ -99,6 +99,22 @@ test("a kept connection the server closed while idle: the next call succeeds on 
   client.close();
 });
 
+test("a POST on a kept connection that dies before any answer is not sent again", async () => {
+  let posts = 0;
+  const { client } = await fake((head, sock) => {
+    if (head.startsWith("POST")) {
+      posts++;
+      return sock.destroy();
+    }
+    sock.write(json(200, { ok: true, version: "k", overlay: {} }));
+  });
+  await client.health();
+  await assert.rejects(client.request("POST", "/v1/roots", { class: "routine" }), (e) => e instanceof ExecrootError && e.code === "unreachable");
+  assert.equal(posts, 1);
+  assert.equal((await client.health()).ok, true, "the client is usable after");
+  client.close();
+});
+
 test("Connection: close is honoured, and an answer running to the close is read whole", async () => {
   const { client, server } = await fake((head, sock) => {
     sock.end(`HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n${JSON.stringify({ ok: true, version: "eof", overlay: {} })}`);
