@@ -145,6 +145,14 @@ fn roots_mounted_ahead_are_exact_and_never_outlive_their_layers_or_the_service()
         // Exactly what a create mounts: the snapshot's tree, an empty upper, writable, its own.
         same_content(&src, &root);
         assert!(mounts_below(&env.store().join("roots").join(&id)).contains(&root), "not mounted at its cwd");
+        // The very mount made ahead (its options name the lease's upper), not one made again.
+        let m = execroot::sys::mount::mounts_under(&root).unwrap().into_iter().find(|m| m.target == root).unwrap();
+        let lease = env.store().join("tmp");
+        assert!(
+            m.option("upperdir").unwrap().starts_with(lease.to_str().unwrap()),
+            "mounted again by the create: {}",
+            m.options
+        );
         std::fs::write(root.join("new"), "x").unwrap();
         let d = s.req("GET", &format!("/v1/roots/{id}/diff"), None).expect(200);
         assert_eq!(d["added"][0]["path"], "new", "{d}");

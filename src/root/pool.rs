@@ -180,6 +180,18 @@ impl RootPool {
     }
 }
 
+/// Remove skeleton `dir` whose mount ahead was just dropped, unless something is still mounted
+/// below it (a guard's unmount found it busy): then it is kept, never deleted through, for the
+/// sweep of dead leases once the pool is gone.
+fn remove_unmounted(dir: &Path) {
+    let clear = crate::sys::mount::mounts_under(dir).map(|m| m.is_empty()).unwrap_or(false);
+    if clear {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        tracing::warn!(dir = %dir.display(), "a root mounted ahead is still mounted (busy?); its skeleton is kept");
+    }
+}
+
 /// Who the directory at `p` is: `(dev, ino, birth time)`, so that one removed and made again
 /// at the same path (an inode number can be reused) is told apart.
 fn identity(p: &Path) -> std::io::Result<(u64, u64, Option<std::time::SystemTime>)> {
@@ -233,7 +245,7 @@ impl Shared {
                     // Never a plain skeleton again: a volatile overlay's work directory is not
                     // mounted twice. Another is made in its place.
                     drop(m.guard);
-                    let _ = std::fs::remove_dir_all(self.lease.path().join(&m.id));
+                    remove_unmounted(&self.lease.path().join(&m.id));
                 }
             }
         }
@@ -299,7 +311,7 @@ impl RootPool {
         for m in mounted {
             // Unmounted before its directory is removed: never deleted through.
             drop(m.guard);
-            let _ = std::fs::remove_dir_all(self.shared.lease.path().join(&m.id));
+            remove_unmounted(&self.shared.lease.path().join(&m.id));
         }
         for id in ids {
             let _ = std::fs::remove_dir_all(self.shared.lease.path().join(&id));
@@ -338,9 +350,13 @@ impl Drop for Skeleton {
     /// One a create took but did not claim goes now rather than with the lease (its mount
     /// first).
     fn drop(&mut self) {
-        self.mounted = None;
+        let was_mounted = self.mounted.take().is_some();
         if !self.claimed {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            if was_mounted {
+                remove_unmounted(&self.dir);
+            } else {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
 }

@@ -354,9 +354,17 @@ pub fn sweep_dead_leases(store: &Store) -> Result<usize> {
         if let Ok(_dead) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             // A service's pool mounts roots ahead in its lease (root::pool): their overlays are
             // unmounted first, never deleted through. One still in use keeps its lease.
-            if !unmount_below(&path)? {
-                tracing::warn!(lease = %path.display(), "a dead lease holds a busy mount; kept");
-                continue;
+            match unmount_below(&path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(lease = %path.display(), "a dead lease holds a busy mount; kept");
+                    continue;
+                }
+                // One lease that cannot be unmounted keeps only itself, not the others.
+                Err(e) => {
+                    tracing::warn!(lease = %path.display(), "a dead lease's mounts could not be undone, kept: {e}");
+                    continue;
+                }
             }
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => removed += 1,
