@@ -95,6 +95,8 @@ fn checkout_equals_git_worktree_add() {
         assert_eq!(git(&wt, &["diff-files", "--name-only"]), "", "{name}: the index needs a refresh");
         // git status is clean from the start, and git knows the worktree, locked.
         assert_eq!(git(&wt, &["status", "--porcelain"]), "", "{name}");
+        // The index's cache-tree (which git trusts without looking) is the commit's own tree.
+        assert_eq!(git(&wt, &["write-tree"]), git(&wt, &["rev-parse", "HEAD^{tree}"]), "{name}: cache-tree");
         let list = git(&repo, &["worktree", "list", "--porcelain"]);
         let wt_s = wt.to_str().unwrap();
         let rec = list.split("\n\n").find(|r| r.contains(wt_s)).unwrap_or_else(|| panic!("{list}"));
@@ -380,6 +382,7 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     assert!(!wt.join("gone").exists());
     assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
     assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    assert_eq!(git(&wt, &["write-tree"]), git(&wt, &["rev-parse", "HEAD^{tree}"]), "cache-tree");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::hash::Hash;
 use crate::store::ingest::{IngestOptions, NoProgress};
 use crate::sys::beneath::{Kind, Tree};
 use crate::sys::failpoint::hit;
-use crate::sys::gitindex::{parse_ls_tree, TreeEntry};
+use crate::sys::gitindex::{parse_ls_tree, TreeEntry, Trees, TREE_MODE};
 use crate::sys::mount::{self, OverlayDirs, Place, Unmounted};
 use crate::Store;
 
@@ -431,11 +431,12 @@ fn incremental(
         // SHA-256 repository gets git's read-tree.
         match listing.get()? {
             Some(all) => {
-                let attrs = all.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
+                let attrs =
+                    all.blobs.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
                 let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
                 let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
                 let index = admin_dir(ctx, tmp, &link)?.join("index");
-                std::fs::write(&index, crate::sys::gitindex::encode(entries)).at(&index)?;
+                std::fs::write(&index, crate::sys::gitindex::encode(entries, None)).at(&index)?;
             }
             None => {
                 ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
@@ -516,13 +517,20 @@ fn remove_trash(trash: &Path) -> Result<()> {
     }
 }
 
-/// The blobs of a commit's tree (`git ls-tree -r`), listed in a thread from the start of a
-/// create and joined where first needed: by an incremental ingest (for the `.gitattributes`
-/// files), else by the root's index. `None` inside for a repository whose objects are not
-/// SHA-1 (git's own read-tree serves those).
+/// The blobs and trees of a commit's tree (`git ls-tree -r -t`), listed in a thread from the
+/// start of a create and joined where first needed: by an incremental ingest (for the
+/// `.gitattributes` files), else by the root's index. `None` inside for a repository whose
+/// objects are not SHA-1 (git's own read-tree serves those).
 struct Listing {
-    handle: Option<std::thread::JoinHandle<Result<Vec<TreeEntry>>>>,
-    tree: Option<Vec<TreeEntry>>,
+    handle: Option<std::thread::JoinHandle<Result<Listed>>>,
+    tree: Option<Listed>,
+}
+
+/// What [`list_tree`] lists: the commit's blobs (every entry that is not a tree) and its
+/// trees, each in `git ls-tree` order.
+struct Listed {
+    blobs: Vec<TreeEntry>,
+    trees: Vec<TreeEntry>,
 }
 
 impl Listing {
@@ -531,7 +539,7 @@ impl Listing {
     }
 
     /// The listing, waiting for it if need be.
-    fn get(&mut self) -> Result<Option<&Vec<TreeEntry>>> {
+    fn get(&mut self) -> Result<Option<&Listed>> {
         if let Some(h) = self.handle.take() {
             let t = h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
             self.tree = Some(t);
@@ -540,7 +548,7 @@ impl Listing {
     }
 
     /// The listing, taken.
-    fn take(mut self) -> Result<Option<Vec<TreeEntry>>> {
+    fn take(mut self) -> Result<Option<Listed>> {
         self.get()?;
         Ok(self.tree)
     }
@@ -678,14 +686,16 @@ pub fn cached_checkout(store: &Store, repo: &Path, rev: &str, tree: &str) -> Res
     cached(store, &cache_ref(&ctx, &facts, tree)?)
 }
 
-/// The tree of `commit` as `git ls-tree -r` lists it, read in a thread of its own so that it
-/// runs while the worktree is registered and mounted (it writes nothing, so it holds no lock
-/// of the root: see [`Ctx::git`]).
-fn list_tree(ctx: &Ctx, commit: &str) -> std::thread::JoinHandle<Result<Vec<TreeEntry>>> {
+/// The tree of `commit` as `git ls-tree -r -t` lists it, read in a thread of its own so that
+/// it runs while the worktree is registered and mounted (it writes nothing, so it holds no
+/// lock of the root: see [`Ctx::git`]).
+fn list_tree(ctx: &Ctx, commit: &str) -> std::thread::JoinHandle<Result<Listed>> {
     let (ctx, commit) = (ctx.unheld(), commit.to_string());
     std::thread::spawn(move || {
-        let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", &commit])?;
-        parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))
+        let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-t", "-z", "--full-tree", "--end-of-options", &commit])?;
+        let all = parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))?;
+        let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
+        Ok(Listed { blobs, trees })
     })
 }
 
@@ -702,18 +712,23 @@ fn admin_dir(ctx: &Ctx, wt: &Path, link: &[u8]) -> Result<PathBuf> {
 }
 
 /// Write the index of worktree `wt` (whose files are the checkout of the commit whose tree is
-/// `tree`, as the overlay shows them) into its administrative directory `dir`, from the
-/// tree's blob ids and lstat of each file in `wt`, as the repository's owner. Entries at or
+/// `top`, as the overlay shows them, and whose blobs and trees `tree` lists) into its
+/// administrative directory `dir`, from the tree's blob ids and lstat of each file in `wt`,
+/// with the commit's trees as its cache-tree, as the repository's owner. Entries at or
 /// below a path of `stale` get no stat data (size 0, as `git read-tree` writes them), so that
 /// git compares their content: a layer above the checkout replaced or deleted them. Never
 /// cached across roots: the ctime of a shared layer inode changes whenever another layer
 /// links it.
-fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, tree: Vec<TreeEntry>, stale: &BTreeSet<Vec<u8>>) -> Result<()> {
+fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, top: &str, tree: Listed, stale: &BTreeSet<Vec<u8>>) -> Result<()> {
     use crate::sys::gitindex::IndexEntry;
-    let (old, tree): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.into_iter().partition(|e| is_stale(stale, &e.path));
-    let mut entries = crate::sys::gitindex::stat_entries(wt, tree).map_err(|e| Error::io(wt, e))?;
+    let (old, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.blobs.into_iter().partition(|e| is_stale(stale, &e.path));
+    let mut entries = crate::sys::gitindex::stat_entries(wt, blobs).map_err(|e| Error::io(wt, e))?;
+    // A stale entry keeps the commit's blob id: the index is still exactly the commit's tree,
+    // so its cache-tree holds.
     entries.extend(old.iter().map(IndexEntry::unstat));
-    let bytes = crate::sys::gitindex::encode(entries);
+    let top = crate::sys::gitindex::parse_oid(top.as_bytes())
+        .ok_or_else(|| Error::Corrupt(format!("git rev-parse: {top:?} is not a SHA-1 tree id")))?;
+    let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }));
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
     let (i, t) = (index.clone(), tmp.clone());
@@ -836,7 +851,7 @@ impl Backend for GitOverlay {
         let wt = &st.worktree.worktree_path;
         let stale = above_checkout(store, &root.snapshots)?;
         match listing.take()? {
-            Some(tree) => write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, tree, &stale)?,
+            Some(tree) => write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, &facts.tree, tree, &stale)?,
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
                 ctx.check(wt, &["update-index", "-q", "--refresh"])?;

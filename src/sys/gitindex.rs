@@ -4,7 +4,14 @@
 //!
 //! Format (git's `Documentation/gitformat-index.txt`): `DIRC`, version 2, the entry count;
 //! entries sorted by path bytes, each 62 bytes of stat data, mode, id and flags, then the path
-//! and 1 to 8 NULs padding the entry to a multiple of 8; no extensions; the SHA-1 of all that.
+//! and 1 to 8 NULs padding the entry to a multiple of 8; then, when the commit's trees are
+//! known, the cache-tree extension (`TREE`); the SHA-1 of all that.
+//!
+//! The cache-tree is what lets git compare the index with `HEAD` without reading a tree object
+//! (a fresh root's first `git status` otherwise reads every tree of the commit), and what
+//! `git commit` reuses for every directory it did not touch. git trusts it blindly, so it is
+//! written only from the commit's own tree ids, for an index that holds exactly that commit's
+//! blobs, and not at all when the listing is not a whole tree.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -177,8 +184,85 @@ fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::i
     Ok(out)
 }
 
-/// The index file's bytes for `entries` (sorted here; stage 0 only, no duplicates expected).
-pub fn encode(mut entries: Vec<IndexEntry>) -> Vec<u8> {
+/// Git's mode of a tree in `git ls-tree` output.
+pub const TREE_MODE: u32 = 0o40000;
+
+/// The trees of the commit whose blobs an index holds exactly: its top tree's id and every
+/// subtree, as `git ls-tree -r -t` lists them (entries of mode [`TREE_MODE`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Trees<'a> {
+    /// The commit's tree.
+    pub top: [u8; 20],
+    /// Every tree below it.
+    pub subtrees: &'a [TreeEntry],
+}
+
+/// The cache-tree extension's payload for the sorted `entries`, which must be exactly the
+/// blobs of the trees `trees`; `None` when they cannot be (a subtree without a parent listed,
+/// or one that covers no entry: git would not write such a tree, so the listing is not what
+/// it seems and git is left to compute the cache-tree itself).
+///
+/// Each tree, top first then depth first: its name relative to its parent (the top's is
+/// empty), NUL, the number of index entries below it in ASCII decimal, a space, the number of
+/// its subtrees, LF, its 20-byte id. Subtrees in git's own order (shorter names first, then by
+/// bytes), so that the bytes are those `git read-tree` writes.
+fn cache_tree(entries: &[IndexEntry], trees: Trees<'_>) -> Option<Vec<u8>> {
+    use std::collections::HashMap;
+    let mut children: HashMap<&[u8], Vec<&TreeEntry>> = HashMap::new();
+    let known: std::collections::HashSet<&[u8]> = trees.subtrees.iter().map(|t| &t.path[..]).collect();
+    for t in trees.subtrees {
+        let parent = match t.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &t.path[..i],
+            None => &t.path[..0],
+        };
+        if !parent.is_empty() && !known.contains(parent) {
+            return None;
+        }
+        children.entry(parent).or_default().push(t);
+    }
+    // The entries below directory `dir`: a contiguous run of the sorted paths (those that start
+    // with `dir/`; `dir-x` sorts before them, `dir0` after).
+    let below = |dir: &[u8]| {
+        let prefix = [dir, b"/"].concat();
+        let start = entries.partition_point(|e| e.path < prefix);
+        entries[start..].partition_point(|e| e.path.starts_with(&prefix))
+    };
+    let mut out = Vec::new();
+    // (path, name, id), depth first with an explicit stack: trees nest as deep as paths do.
+    let mut stack: Vec<(&[u8], &[u8], [u8; 20])> = vec![(&[], &[], trees.top)];
+    while let Some((path, name, oid)) = stack.pop() {
+        let count = if path.is_empty() { entries.len() } else { below(path) };
+        if count == 0 {
+            return None;
+        }
+        let mut subs = children.get(path).cloned().unwrap_or_default();
+        subs.sort_by(|a, b| {
+            let (x, y) = (base(&a.path), base(&b.path));
+            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+        });
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(format!("{count} {}\n", subs.len()).as_bytes());
+        out.extend_from_slice(&oid);
+        // Pushed in reverse: popped in order.
+        for t in subs.iter().rev() {
+            stack.push((&t.path, base(&t.path), t.oid));
+        }
+    }
+    Some(out)
+}
+
+/// The last component of `path`.
+fn base(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// The index file's bytes for `entries` (sorted here; stage 0 only, no duplicates expected),
+/// with a cache-tree extension when `trees` are the trees whose blobs `entries` are.
+pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>) -> Vec<u8> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::with_capacity(12 + entries.len() * 96 + 20);
     out.extend_from_slice(b"DIRC");
@@ -197,6 +281,11 @@ pub fn encode(mut entries: Vec<IndexEntry>) -> Vec<u8> {
         let len = out.len() - start;
         let padded = (len + 8) & !7;
         out.resize(start + padded, 0);
+    }
+    if let Some(ext) = trees.and_then(|t| cache_tree(&entries, t)) {
+        out.extend_from_slice(b"TREE");
+        out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
+        out.extend_from_slice(&ext);
     }
     let sum = sha1_smol::Sha1::from(&out).digest().bytes();
     out.extend_from_slice(&sum);
@@ -262,10 +351,74 @@ mod tests {
         let tree = parse_ls_tree(tree.as_bytes()).unwrap();
         assert_eq!(tree.len(), 5);
         let entries = stat_entries(r, tree).unwrap();
-        std::fs::write(r.join(".git/index"), encode(entries)).unwrap();
+        std::fs::write(r.join(".git/index"), encode(entries, None)).unwrap();
         assert_eq!(git(r, &["diff-files", "--name-only"]), "", "stat data not as git would record it");
         assert_eq!(git(r, &["diff-index", "--cached", "--name-only", "HEAD"]), "");
         assert_eq!(git(r, &["status", "--porcelain"]), "");
+    }
+
+    /// The extension named `sig` of the index file `bytes`, if it has one.
+    fn extension(bytes: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
+        let n = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let mut at = 12;
+        for _ in 0..n {
+            let name_len = bytes[at + 62..].iter().position(|&b| b == 0).unwrap();
+            at += (62 + name_len + 8) & !7;
+        }
+        while at + 8 <= bytes.len() - 20 {
+            let size = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            if &bytes[at..at + 4] == sig {
+                return Some(bytes[at + 8..at + 8 + size].to_vec());
+            }
+            at += 8 + size;
+        }
+        None
+    }
+
+    /// The cache-tree written here is byte for byte the one `git read-tree` writes for the same
+    /// commit (nested trees, names of different lengths, a sibling `a-b` that sorts between
+    /// `a` and `a/`), `git write-tree` reproduces the commit's tree from it, and a commit made
+    /// on top of it after a change has the tree a fresh index would give.
+    #[test]
+    fn cache_tree_is_gits_own() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in ["a/b/c.txt", "a/bb/d", "a/z", "a-b", "a0/e", "zz/y/x/w", "top"] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        git(r, &["init", "-q"]);
+        git(r, &["add", "-A"]);
+        git(r, &["commit", "-qm", "x"]);
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(r)
+            .env("GIT_INDEX_FILE", r.join(".git/index.git"))
+            .args(["read-tree", "HEAD"])
+            .status()
+            .unwrap();
+        assert!(out.success());
+        let theirs = extension(&std::fs::read(r.join(".git/index.git")).unwrap(), b"TREE").expect("git wrote a TREE");
+        let all = parse_ls_tree(git(r, &["ls-tree", "-r", "-t", "-z", "--full-tree", "HEAD"]).as_bytes()).unwrap();
+        let (trees, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
+        let top = parse_oid(git(r, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
+        let entries = stat_entries(r, blobs.clone()).unwrap();
+        let bytes = encode(entries, Some(Trees { top, subtrees: &trees }));
+        assert_eq!(extension(&bytes, b"TREE").expect("a TREE written"), theirs);
+        std::fs::write(r.join(".git/index"), &bytes).unwrap();
+        assert_eq!(git(r, &["status", "--porcelain"]), "");
+        assert_eq!(git(r, &["write-tree"]).trim(), git(r, &["rev-parse", "HEAD^{tree}"]).trim());
+        std::fs::write(r.join("a/bb/d"), "changed").unwrap();
+        git(r, &["commit", "-qam", "y"]);
+        let committed = git(r, &["rev-parse", "HEAD^{tree}"]);
+        std::fs::remove_file(r.join(".git/index")).unwrap();
+        git(r, &["add", "-A"]);
+        assert_eq!(git(r, &["write-tree"]), committed);
+        // A listing that is not a whole tree (a subtree without its parent) gets no TREE.
+        let partial: Vec<TreeEntry> = trees.iter().filter(|t| t.path != b"zz").cloned().collect();
+        let entries: Vec<IndexEntry> = blobs.iter().map(IndexEntry::unstat).collect();
+        assert!(extension(&encode(entries.clone(), Some(Trees { top, subtrees: &trees })), b"TREE").is_some());
+        assert!(extension(&encode(entries, Some(Trees { top, subtrees: &partial })), b"TREE").is_none());
     }
 
     /// What cannot be stat-ed beneath the top is an error naming it, and a directory swapped
