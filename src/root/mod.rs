@@ -367,9 +367,6 @@ impl Store {
                 crate::sys::procs::users_of(&rec.cwd).join(", ")
             )],
         };
-        if rec.backend.repository().is_some() {
-            crate::sys::procs::wait_out_git(&rec.cwd, std::time::Duration::from_secs(2));
-        }
         // Sub-mounts go first: nothing inspects a tree with foreign mounts in it. Whatever
         // this call takes away it puts back if the destroy does not go on.
         let mut taken = submount::Taken::default();
@@ -398,7 +395,15 @@ impl Store {
         let was = rec.state;
         let marked = rec.mark_destroying(self)?;
         crate::sys::failpoint::hit("root.destroy.recorded");
-        let detached = match rec.backend.detach(self, &spec) {
+        let mut detached = rec.backend.detach(self, &spec);
+        // A commit made in a worktree leaves git's detached maintenance in it for a moment:
+        // waited out (only when the root turned out to be busy, so that a destroy of an idle
+        // root never scans every process), then tried once more.
+        if matches!(detached, Ok(false)) && rec.backend.repository().is_some() {
+            crate::sys::procs::wait_out_git(&rec.cwd, std::time::Duration::from_secs(2));
+            detached = rec.backend.detach(self, &spec);
+        }
+        let detached = match detached {
             Ok(d) => d,
             Err(e) => {
                 // Nothing was taken down for good: the root stays as it was.

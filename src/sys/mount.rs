@@ -310,11 +310,15 @@ pub fn unmount(target: &Path) -> Result<Unmounted> {
 
 /// [`unmount`], returning as soon as the mount has left the mount table: the kernel's teardown
 /// of the filesystem, which evicts every inode it cached (some microseconds each: 60-100 ms for
-/// an overlay whose 22k files were looked at, as git does), goes on in a thread of its own. A
-/// process that exits waits for it; a long-running one (the service, the bench) does not, and
-/// meanwhile the directory is an ordinary one again. Never lazy either: a busy mount is
-/// reported, as by [`unmount`].
+/// an overlay whose 22k files were looked at, as git does) before `umount2` returns, goes on in
+/// a child process forked for it. Not a thread: a process waits at its exit for its threads'
+/// system calls, so a CLI's destroy would still pay for the teardown (and so would a caller
+/// reading its output to the end). The child keeps no descriptor but the mount point's parent
+/// (so it holds none of the caller's pipes or locks) and is reaped by a thread, or by init once
+/// a short-lived caller has exited. Never lazy either: a busy mount is reported, as by
+/// [`unmount`].
 pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     if !is_mounted(target)? {
         return Ok(Unmounted::NotMounted);
     }
@@ -323,28 +327,53 @@ pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Unmounted::NotMounted),
         Err(e) => return Err(resolve_error(target, e)),
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("unmount".into())
-        .spawn(move || {
-            let _ = tx.send(umount2(&at.proc_path(), MntFlags::UMOUNT_NOFOLLOW));
-        })
-        .map_err(|e| Error::io(target, e))?;
+    let path = std::ffi::CString::new(at.proc_path().into_os_string().into_vec())
+        .map_err(|_| Error::io(target, io::Error::other("a NUL in the mount point's path")))?;
+    let keep = at.parent.as_raw_fd() as libc::c_uint;
+    // SAFETY: the child calls only async-signal-safe functions (raw system calls and _exit) and
+    // touches no memory but `path`, made before the fork.
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            if keep > 0 {
+                libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, keep - 1, 0 as libc::c_uint);
+            }
+            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+            let code = match libc::umount2(path.as_ptr(), libc::UMOUNT_NOFOLLOW) {
+                0 => 0,
+                _ => *libc::__errno_location() & 0xff,
+            };
+            libc::_exit(code)
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Err(e) => return Err(Error::io(target, io::Error::other(format!("fork for the unmount: {e}")))),
+    };
     loop {
-        match rx.recv_timeout(std::time::Duration::from_micros(200)) {
-            Ok(Ok(())) => return Ok(Unmounted::Done),
-            Ok(Err(nix::errno::Errno::EINVAL)) | Ok(Err(nix::errno::Errno::ENOENT)) => {
-                return Ok(Unmounted::NotMounted)
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(Unmounted::Done),
+            Ok(WaitStatus::Exited(_, code)) => {
+                return match nix::errno::Errno::from_raw(code) {
+                    nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT => Ok(Unmounted::NotMounted),
+                    nix::errno::Errno::EBUSY => Ok(Unmounted::Busy),
+                    e => Err(Error::io(target, e.into())),
+                }
             }
-            Ok(Err(nix::errno::Errno::EBUSY)) => return Ok(Unmounted::Busy),
-            Ok(Err(e)) => return Err(Error::io(target, e.into())),
-            // The table loses the mount before the kernel tears its filesystem down.
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !is_mounted(target)? => return Ok(Unmounted::Done),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(Error::io(target, io::Error::other("the unmounting thread ended without a word")))
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(other) => {
+                return Err(Error::io(target, io::Error::other(format!("the unmounting process ended: {other:?}"))))
             }
+            Err(e) => return Err(Error::io(target, e.into())),
         }
+        // The table loses the mount before the kernel tears its filesystem down.
+        if !is_mounted(target)? {
+            std::thread::Builder::new()
+                .name("unmount-reaper".into())
+                .spawn(move || {
+                    let _ = waitpid(pid, None);
+                })
+                .map_err(|e| Error::io(target, e))?;
+            return Ok(Unmounted::Done);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
 
@@ -464,5 +493,28 @@ mod tests {
         assert!(found[0].options.split(',').any(|o| o == "size=1024k"), "{}", found[0].options);
         assert!(mounted.unwrap());
         assert!(!is_mounted(&target).unwrap());
+    }
+
+    /// The forked unmount reports a busy mount and leaves it mounted, unmounts an idle one (gone
+    /// from the table when it returns), and says when nothing was mounted.
+    #[test]
+    fn unmount_no_wait_reports_busy_done_and_not_mounted() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("EXECROOT_REQUIRE_MOUNT").is_none(), "EXECROOT_REQUIRE_MOUNT=1 but not root");
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m");
+        std::fs::create_dir(&target).unwrap();
+        mount(Some("execroot-test"), &target, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+        let open = std::fs::File::create(target.join("f")).unwrap();
+        assert_eq!(unmount_no_wait(&target).unwrap(), Unmounted::Busy);
+        assert!(is_mounted(&target).unwrap());
+        drop(open);
+        assert_eq!(unmount_no_wait(&target).unwrap(), Unmounted::Done);
+        assert!(!is_mounted(&target).unwrap());
+        assert!(!target.join("f").exists());
+        assert_eq!(unmount_no_wait(&target).unwrap(), Unmounted::NotMounted);
     }
 }
