@@ -43,6 +43,38 @@ pub struct GitOverlayState {
     pub worktree: WorktreeState,
     /// The overlay mounted on the worktree's path.
     pub overlay: OverlayDirs,
+    /// What the plan read of the repository, for the create that follows in the same process
+    /// (never recorded).
+    #[serde(skip)]
+    pub planned: Planned,
+}
+
+/// What [`plan_or_fallback`] read of the repository (the revision's facts, and the tree's
+/// listing when it had to list it), handed to the create that follows it in the same process
+/// so that it does not run the same git commands again a few milliseconds later. A state read
+/// back from disk has none, and its create reads everything anew.
+#[derive(Clone, Default)]
+pub struct Planned(Option<std::sync::Arc<PlanRead>>);
+
+/// See [`Planned`].
+struct PlanRead {
+    facts: Facts,
+    listing: Option<Listed>,
+}
+
+impl PartialEq for Planned {
+    /// A cache: it never makes two states differ.
+    fn eq(&self, _: &Planned) -> bool {
+        true
+    }
+}
+
+impl Eq for Planned {}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Planned(read)" } else { "Planned(none)" })
+    }
 }
 
 /// The reason execroot gives `git worktree lock`, so that git's own `prune` and `remove`
@@ -68,7 +100,8 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
     // An existing branch is used as is: its tip is what the worktree shows.
     let rev = if p.state.created_branch { p.state.base_ref.clone() } else { p.state.branch_name.clone() };
     let facts = Facts::of(&ctx, &rev)?;
-    if let Some(why) = unreproducible(store, &ctx, &facts)? {
+    let (why, listing) = unreproducible(store, &ctx, &facts)?;
+    if let Some(why) = why {
         let mut warnings = p.warnings;
         warnings.push(format!("using the worktree backend: git-overlay cannot reproduce this checkout ({why})"));
         return Ok(Plan { cwd: p.cwd, owner: p.owner, state: BackendState::Worktree(p.state), warnings });
@@ -76,7 +109,12 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
     Ok(Plan {
         cwd: p.cwd,
         owner: p.owner,
-        state: BackendState::GitOverlay(GitOverlayState { worktree: p.state, overlay: overlay::fresh_dirs(&root.dir) }),
+        state: BackendState::GitOverlay(GitOverlayState {
+            // An existing branch is read again under the repository's lock by the create.
+            planned: Planned(p.state.created_branch.then(|| std::sync::Arc::new(PlanRead { facts, listing }))),
+            worktree: p.state,
+            overlay: overlay::fresh_dirs(&root.dir),
+        }),
         warnings: p.warnings,
     })
 }
@@ -84,6 +122,7 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
 /// What a create needs to know of a revision and of the repository's settings, read with
 /// one `git rev-parse` and one `git config` (each git process costs milliseconds, and a warm
 /// create is meant to take few of them).
+#[derive(Clone)]
 struct Facts {
     /// The commit the revision names.
     commit: String,
@@ -99,7 +138,7 @@ struct Facts {
 
 /// Every setting a create reads: those that change the checked-out bytes (part of the cache
 /// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
-const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile)|filter\..+\.(smudge|process))$";
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath)|filter\..+\.(smudge|process))$";
 
 /// The settings of [`CONFIG_READ`] that are part of the checkout's key.
 const KEY_SETTINGS: [&str; 5] =
@@ -191,51 +230,53 @@ impl Facts {
 /// it cannot: sparse checkout, submodules (gitlinks), or a smudge or process filter configured
 /// for a path of the tree (git LFS and the like run per checkout, and may fetch). A tree whose
 /// checkout is cached has no gitlink (none is ever cached), so with no filter configured a
-/// warm create lists nothing.
-fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<Option<String>> {
+/// warm create lists nothing. The listing, when one was made (and the tree can be
+/// reproduced), goes with the answer: the create needs it too.
+fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<(Option<String>, Option<Listed>)> {
     let repo = &ctx.repo;
     if facts.sparse() {
-        return Ok(Some("the repository uses sparse checkout (core.sparseCheckout)".into()));
+        return Ok((Some("the repository uses sparse checkout (core.sparseCheckout)".into()), None));
     }
     let names = facts.filters();
     if names.is_empty() && cached(store, &cache_ref(ctx, facts, &facts.tree)?)?.is_some() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let commit = &facts.commit;
-    let out = ctx.check(repo, &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit])?;
-    let mut paths = Vec::new();
-    for rec in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let Some(tab) = rec.iter().position(|&b| b == b'\t') else { continue };
-        let path = String::from_utf8_lossy(&rec[tab + 1..]).into_owned();
-        if rec.starts_with(b"160000 ") {
-            return Ok(Some(format!("the tree has a submodule at {path}")));
-        }
-        paths.push(path);
+    let listed = list(ctx, commit)?;
+    if let Some(g) = listed.blobs.iter().find(|e| e.mode == 0o160000) {
+        return Ok((Some(format!("the tree has a submodule at {}", String::from_utf8_lossy(&g.path))), None));
     }
     if names.is_empty() {
-        return Ok(None);
+        return Ok((None, facts.sha1.then_some(listed)));
     }
+    let paths: Vec<String> = listed.blobs.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();
     for chunk in paths.chunks(500) {
         let source = format!("--source={commit}");
         let mut args = vec!["check-attr", "-z", source.as_str(), "filter", "--"];
         args.extend(chunk.iter().map(String::as_str));
         let out = ctx.git(repo, &args)?;
         if !out.ok() {
-            return Ok(Some(format!("cannot tell which paths use the smudge filters configured: {}", out.stderr)));
+            return Ok((
+                Some(format!("cannot tell which paths use the smudge filters configured: {}", out.stderr)),
+                None,
+            ));
         }
         // "<path> NUL <attribute> NUL <value> NUL"
         let f: Vec<&[u8]> = out.stdout.split(|&b| b == 0).collect();
         for t in f.chunks(3).filter(|t| t.len() == 3) {
             let value = String::from_utf8_lossy(t[2]);
             if names.contains(value.as_ref()) {
-                return Ok(Some(format!(
-                    "{} uses the smudge filter {value} (filter.{value}.smudge or .process)",
-                    String::from_utf8_lossy(t[0])
-                )));
+                return Ok((
+                    Some(format!(
+                        "{} uses the smudge filter {value} (filter.{value}.smudge or .process)",
+                        String::from_utf8_lossy(t[0])
+                    )),
+                    None,
+                ));
             }
         }
     }
-    Ok(None)
+    Ok((None, facts.sha1.then_some(listed)))
 }
 
 /// The key of `tree`'s checkout: the repository owner's uid, its tree id and every setting that changes the bytes git
@@ -528,14 +569,18 @@ struct Listing {
 
 /// What [`list_tree`] lists: the commit's blobs (every entry that is not a tree) and its
 /// trees, each in `git ls-tree` order.
+#[derive(Clone)]
 struct Listed {
     blobs: Vec<TreeEntry>,
     trees: Vec<TreeEntry>,
 }
 
 impl Listing {
-    fn start(ctx: &Ctx, facts: &Facts) -> Listing {
-        Listing { handle: facts.sha1.then(|| list_tree(ctx, &facts.commit)), tree: None }
+    fn start(ctx: &Ctx, facts: &Facts, listed: Option<Listed>) -> Listing {
+        match listed {
+            Some(l) => Listing { handle: None, tree: Some(l) },
+            None => Listing { handle: facts.sha1.then(|| list_tree(ctx, &facts.commit)), tree: None },
+        }
     }
 
     /// The listing, waiting for it if need be.
@@ -691,12 +736,15 @@ pub fn cached_checkout(store: &Store, repo: &Path, rev: &str, tree: &str) -> Res
 /// lock of the root: see [`Ctx::git`]).
 fn list_tree(ctx: &Ctx, commit: &str) -> std::thread::JoinHandle<Result<Listed>> {
     let (ctx, commit) = (ctx.unheld(), commit.to_string());
-    std::thread::spawn(move || {
-        let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-t", "-z", "--full-tree", "--end-of-options", &commit])?;
-        let all = parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))?;
-        let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
-        Ok(Listed { blobs, trees })
-    })
+    std::thread::spawn(move || list(&ctx, &commit))
+}
+
+/// The blobs and trees of `commit` (`git ls-tree -r -t`).
+fn list(ctx: &Ctx, commit: &str) -> Result<Listed> {
+    let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-t", "-z", "--full-tree", "--end-of-options", commit])?;
+    let all = parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))?;
+    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
+    Ok(Listed { blobs, trees })
 }
 
 /// The administrative directory of the worktree at `wt`, from its `.git` link (`link`, which
@@ -754,9 +802,16 @@ fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, top: &str, tree: Listed, stale:
 /// arguments `<null id> <commit> 1`, in the worktree, as the repository's owner, with the
 /// clean environment and timeout of every git command. git makes the hook's exit status its
 /// own; here the root is made all the same and a failure is a warning (docs/roots.md).
-fn post_checkout(store: &Store, ctx: &Ctx, wt: &Path, commit: &str) -> Result<Vec<String>> {
-    let out = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-path", "hooks/post-checkout"])?;
-    let hook = PathBuf::from(std::ffi::OsStr::from_bytes(out.trim_ascii_end()));
+fn post_checkout(store: &Store, ctx: &Ctx, facts: &Facts, wt: &Path, commit: &str) -> Result<Vec<String>> {
+    // Without core.hooksPath, the hooks of every worktree are the common directory's (what
+    // rev-parse --git-path says then); with it, git expands the setting.
+    let hook = match facts.get("core.hookspath") {
+        None => facts.common_dir.join("hooks/post-checkout"),
+        Some(_) => {
+            let out = ctx.check(wt, &["rev-parse", "--path-format=absolute", "--git-path", "hooks/post-checkout"])?;
+            PathBuf::from(std::ffi::OsStr::from_bytes(out.trim_ascii_end()))
+        }
+    };
     match std::fs::metadata(&hook) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
         _ => return Ok(vec![]),
@@ -786,7 +841,11 @@ impl Backend for GitOverlay {
         Ok(Plan {
             cwd: p.cwd,
             owner: p.owner,
-            state: GitOverlayState { worktree: p.state, overlay: overlay::fresh_dirs(&root.dir) },
+            state: GitOverlayState {
+                worktree: p.state,
+                overlay: overlay::fresh_dirs(&root.dir),
+                planned: Planned::default(),
+            },
             warnings: p.warnings,
         })
     }
@@ -802,28 +861,48 @@ impl Backend for GitOverlay {
         std::os::unix::fs::lchown(&parent, Some(ctx.git_owner.uid), Some(ctx.git_owner.gid)).at(&parent)?;
         hit("git-overlay.create.dir-made");
         let mut made = Made::default();
-        let existing = worktree::branch_exists(&ctx, &repo, &branch)?;
-        let facts = Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?;
+        // The plan's reading when it had the branch to make (a branch made meanwhile fails
+        // `git worktree add -b` below), else read now.
+        let planned = st.planned.0.take().map(|p| {
+            std::sync::Arc::try_unwrap(p)
+                .unwrap_or_else(|p| PlanRead { facts: p.facts.clone(), listing: p.listing.clone() })
+        });
+        let wst = &mut st.worktree;
+        let (existing, facts, listed) = match planned {
+            Some(p) => (false, p.facts, p.listing),
+            None => {
+                let existing = worktree::branch_exists(&ctx, &repo, &branch)?;
+                (existing, Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?, None)
+            }
+        };
         let commit = facts.commit.clone();
         // The blob ids, listed while the snapshot is found and the worktree registered.
-        let mut listing = Listing::start(&ctx, &facts);
+        let mut listing = Listing::start(&ctx, &facts, listed);
         // Dropped last: a temporary checkout is removed while the root is made.
         let mut pending = None;
         let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &mut listing, &mut pending)?;
         let path_s = wst.worktree_path.to_string_lossy().into_owned();
+        // Registered locked at once where git can (`--reason` with `--lock`: git 2.36), so
+        // that git's prune never sees it unlocked; else locked right after.
+        let reason = lock_reason(&root.id);
+        let lock_too = crate::sys::git::version()? >= (2, 36);
+        let mut args = vec!["worktree", "add", "--no-checkout"];
+        if lock_too {
+            args.extend(["--lock", "--reason", &reason]);
+        }
         if existing {
             wst.created_branch = false;
-            ctx.check(&repo, &["worktree", "add", "--no-checkout", "--end-of-options", &path_s, &branch])?;
+            args.extend(["--end-of-options", &path_s, &branch]);
             made.warnings.push(format!("branch {branch} already existed; it is used as is and will be kept"));
         } else {
             wst.created_branch = true;
-            ctx.check(
-                &repo,
-                &["worktree", "add", "--no-checkout", "-b", &branch, "--end-of-options", &path_s, &commit],
-            )?;
+            args.extend(["-b", &branch, "--end-of-options", &path_s, &commit]);
         }
+        ctx.check(&repo, &args)?;
         hit("git-overlay.create.added");
-        ctx.check(&repo, &["worktree", "lock", "--reason", &lock_reason(&root.id), "--end-of-options", &path_s])?;
+        if !lock_too {
+            ctx.check(&repo, &["worktree", "lock", "--reason", &reason, "--end-of-options", &path_s])?;
+        }
         hit("git-overlay.create.locked");
         // The link to the worktree's admin directory, which the overlay is about to cover.
         let link_path = wst.worktree_path.join(".git");
@@ -858,7 +937,7 @@ impl Backend for GitOverlay {
             }
         }
         hit("git-overlay.create.indexed");
-        made.warnings.extend(post_checkout(store, &ctx, wt, &commit)?);
+        made.warnings.extend(post_checkout(store, &ctx, &facts, wt, &commit)?);
         made.mounts.push(guard);
         made.snapshots = Some(stack);
         Ok(made)

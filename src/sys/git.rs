@@ -158,7 +158,13 @@ pub const MIN_VERSION: (u32, u32) = (2, 24);
 /// Fail as bad input (naming the version found) unless `git` is at least [`MIN_VERSION`];
 /// asked once per process.
 fn require_version() -> Result<()> {
-    static FOUND: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    version().map(|_| ())
+}
+
+/// The `(major, minor)` version of the `git` execroot runs, asked once per process; bad input
+/// (naming the version found) unless it is at least [`MIN_VERSION`].
+pub fn version() -> Result<(u32, u32)> {
+    static FOUND: std::sync::OnceLock<std::result::Result<(u32, u32), String>> = std::sync::OnceLock::new();
     let found = FOUND.get_or_init(|| {
         let out = Command::new("git").arg("--version").env("LC_ALL", "C").output();
         let text = match out {
@@ -167,7 +173,7 @@ fn require_version() -> Result<()> {
             Err(e) => return Err(format!("cannot run git: {e}")),
         };
         match parse_version(&text) {
-            Some(v) if v >= MIN_VERSION => Ok(()),
+            Some(v) if v >= MIN_VERSION => Ok(v),
             Some((a, b)) => Err(format!(
                 "git {a}.{b} is too old: execroot needs git >= {}.{} (for --end-of-options)",
                 MIN_VERSION.0, MIN_VERSION.1
