@@ -398,10 +398,18 @@ impl Store {
         let mut detached = rec.backend.detach(self, &spec);
         // A commit made in a worktree leaves git's detached maintenance in it for a moment:
         // waited out (only when the root turned out to be busy, so that a destroy of an idle
-        // root never scans every process), then tried once more.
+        // root never scans every process), then judged again (a git that was still running,
+        // say a `stash pop`, may have written work the first judgement did not see), then
+        // tried once more.
         if matches!(detached, Ok(false)) && rec.backend.repository().is_some() {
             crate::sys::procs::wait_out_git(&rec.cwd, std::time::Duration::from_secs(2));
-            detached = rec.backend.detach(self, &spec);
+            detached = match rec.backend.check_destroy(self, &spec, force) {
+                Ok(w) => {
+                    warnings = w;
+                    rec.backend.detach(self, &spec)
+                }
+                Err(e) => Err(e),
+            };
         }
         let detached = match detached {
             Ok(d) => d,

@@ -330,14 +330,28 @@ pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
     let path = std::ffi::CString::new(at.proc_path().into_os_string().into_vec())
         .map_err(|_| Error::io(target, io::Error::other("a NUL in the mount point's path")))?;
     let keep = at.parent.as_raw_fd() as libc::c_uint;
+    // For a kernel without close_range (before 5.9, or refused by a seccomp filter): every
+    // descriptor below the limit is closed one by one.
+    let limit = {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes only the struct it is given.
+        match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } {
+            0 => rl.rlim_cur.min(1 << 20) as libc::c_int,
+            _ => 1024,
+        }
+    };
     // SAFETY: the child calls only async-signal-safe functions (raw system calls and _exit) and
     // touches no memory but `path`, made before the fork.
     let pid = match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
-            if keep > 0 {
-                libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, keep - 1, 0 as libc::c_uint);
+            let below =
+                keep == 0 || libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, keep - 1, 0 as libc::c_uint) == 0;
+            let above = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint) == 0;
+            if !(below && above) {
+                for fd in (0..limit).filter(|&fd| fd != keep as libc::c_int) {
+                    libc::close(fd);
+                }
             }
-            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
             let code = match libc::umount2(path.as_ptr(), libc::UMOUNT_NOFOLLOW) {
                 0 => 0,
                 _ => *libc::__errno_location() & 0xff,
@@ -346,6 +360,19 @@ pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
         },
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Err(e) => return Err(Error::io(target, io::Error::other(format!("fork for the unmount: {e}")))),
+    };
+    // The child is reaped whatever happens from here, by a thread when it may still be
+    // tearing the filesystem down (or here, waiting, when no thread can be started).
+    let reap_later = move || {
+        if std::thread::Builder::new()
+            .name("unmount-reaper".into())
+            .spawn(move || {
+                let _ = waitpid(pid, None);
+            })
+            .is_err()
+        {
+            let _ = waitpid(pid, None);
+        }
     };
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -361,17 +388,22 @@ pub fn unmount_no_wait(target: &Path) -> Result<Unmounted> {
             Ok(other) => {
                 return Err(Error::io(target, io::Error::other(format!("the unmounting process ended: {other:?}"))))
             }
-            Err(e) => return Err(Error::io(target, e.into())),
+            Err(e) => {
+                reap_later();
+                return Err(Error::io(target, e.into()));
+            }
         }
         // The table loses the mount before the kernel tears its filesystem down.
-        if !is_mounted(target)? {
-            std::thread::Builder::new()
-                .name("unmount-reaper".into())
-                .spawn(move || {
-                    let _ = waitpid(pid, None);
-                })
-                .map_err(|e| Error::io(target, e))?;
-            return Ok(Unmounted::Done);
+        match is_mounted(target) {
+            Ok(true) => {}
+            Ok(false) => {
+                reap_later();
+                return Ok(Unmounted::Done);
+            }
+            Err(e) => {
+                reap_later();
+                return Err(e);
+            }
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
