@@ -408,3 +408,33 @@ fn a_destroy_right_after_a_commit_waits_out_gits_detached_maintenance() {
         assert_eq!(d["cleaned"], true, "{d}");
     }
 }
+
+/// A git still running in the root when the destroy first judges it is waited out, and what it
+/// wrote meanwhile is judged too: the destroy is refused, the work kept. (A program named `git`
+/// stands in for, say, a `git stash pop` that writes a moment later.)
+#[test]
+fn work_written_by_a_git_still_running_at_destroy_is_kept() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let r = create(&env, &repo, "late");
+    let wt = cwd(&r);
+    // Both the shell and the sleep it starts are named `git`.
+    let (bin, sleeper) = (env.path("fakegit"), env.path("fakegit-sleep"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&sleeper).unwrap();
+    std::fs::copy("/bin/sh", bin.join("git")).unwrap();
+    std::fs::copy("/bin/sleep", sleeper.join("git")).unwrap();
+    let script = format!("{} 1; echo work > late-work.txt", sleeper.join("git").display());
+    let mut late = std::process::Command::new(bin.join("git")).args(["-c", &script]).current_dir(&wt).spawn().unwrap();
+    // The stand-in is inside the root before the destroy looks.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let d = env.fails(&["root", "destroy", r["id"].as_str().unwrap()], 5);
+    assert!(d.to_string().contains("late-work.txt"), "{d}");
+    assert!(late.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(wt.join("late-work.txt")).unwrap(), "work\n");
+    let d = env.ok(&["root", "destroy", "--force", r["id"].as_str().unwrap()]);
+    assert_eq!(d["cleaned"], true, "{d}");
+}
