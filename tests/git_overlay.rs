@@ -438,3 +438,80 @@ fn work_written_by_a_git_still_running_at_destroy_is_kept() {
     let d = env.ok(&["root", "destroy", "--force", r["id"].as_str().unwrap()]);
     assert_eq!(d["cleaned"], true, "{d}");
 }
+
+/// `git status --porcelain ARGS` in `wt`, with git's untracked cache in use or turned off.
+fn status(wt: &Path, cache: bool, args: &[&str]) -> String {
+    let mut c = std::process::Command::new("git");
+    c.arg("-C").arg(wt).args(["-c", "safe.directory=*", "status", "--porcelain"]).args(args);
+    if !cache {
+        c.env("GIT_DISABLE_UNTRACKED_CACHE", "1");
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    // git warns when it finds a cache it cannot use here ("disabled on this system or location").
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Whether the index of the worktree at `wt` carries an untracked cache (`UNTR`).
+fn has_untracked_cache(wt: &Path) -> bool {
+    let index = git(wt, &["rev-parse", "--path-format=absolute", "--git-path", "index"]);
+    let bytes = std::fs::read(index.trim()).unwrap();
+    bytes.windows(4).any(|w| w == b"UNTR")
+}
+
+/// The untracked cache a root's index starts with makes the first `git status` skip reading
+/// directories, and never hides anything: after each change (a new file deep down, a new
+/// directory, an empty one, an ignored file, a `.gitignore` added, a tracked file removed, an
+/// untracked one renamed, a directory removed), `git status` says what it says with the cache
+/// turned off, in the default mode, with `-uall` and with `--ignored`. A repository that turns
+/// the cache off (`core.untrackedCache=false`) gets none.
+#[test]
+fn the_untracked_cache_never_hides_a_file() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    let r = create(&env, &repo, "u");
+    let wt = cwd(&r);
+    assert!(has_untracked_cache(&wt), "no untracked cache written");
+    assert_eq!(status(&wt, true, &[]), "");
+    let same = |what: &str| {
+        for args in [&[][..], &["-uall"], &["--ignored"]] {
+            assert_eq!(status(&wt, true, args), status(&wt, false, args), "after {what}, status {args:?}");
+        }
+    };
+    type Step = (&'static str, fn(&Path));
+    let steps: [Step; 9] = [
+        ("a new file deep down", |wt| std::fs::write(wt.join("src/deep/new"), "n").unwrap()),
+        ("a new directory", |wt| {
+            std::fs::create_dir_all(wt.join("src/fresh/sub")).unwrap();
+            std::fs::write(wt.join("src/fresh/sub/f"), "f").unwrap();
+        }),
+        ("an empty directory", |wt| std::fs::create_dir(wt.join("src/deep/empty")).unwrap()),
+        ("an ignored file", |wt| std::fs::write(wt.join("src/x.log"), "log").unwrap()),
+        ("a .gitignore added", |wt| std::fs::write(wt.join("src/deep/.gitignore"), "new\n").unwrap()),
+        ("a tracked file removed", |wt| std::fs::remove_file(wt.join("src/lib.rs")).unwrap()),
+        ("an untracked file renamed", |wt| {
+            std::fs::rename(wt.join("src/fresh/sub/f"), wt.join("src/fresh/g")).unwrap()
+        }),
+        ("a directory removed", |wt| std::fs::remove_dir_all(wt.join("src/fresh")).unwrap()),
+        ("a file at the top", |wt| std::fs::write(wt.join("top-new"), "t").unwrap()),
+    ];
+    for (what, step) in steps {
+        step(&wt);
+        same(what);
+    }
+    let now = status(&wt, true, &[]);
+    for line in [" D src/lib.rs", "?? src/deep/.gitignore", "?? top-new"] {
+        assert!(now.lines().any(|l| l == line), "{line:?} missing from {now:?}");
+    }
+    assert!(!now.contains("src/deep/new"), "ignored by the .gitignore added: {now:?}");
+
+    let off = attr_repo(&env, "off", "");
+    git(&off, &["config", "core.untrackedCache", "false"]);
+    let r = create(&env, &off, "u");
+    assert!(!has_untracked_cache(&cwd(&r)), "written although the repository turns it off");
+    assert_eq!(status(&cwd(&r), true, &[]), "");
+}

@@ -138,7 +138,9 @@ struct Facts {
 
 /// Every setting a create reads: those that change the checked-out bytes (part of the cache
 /// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
-const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath)|filter\..+\.(smudge|process))$";
+/// Also what decides whether and how the root's index gets an untracked cache
+/// ([`untracked_header`]).
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile)|status\.showuntrackedfiles|filter\..+\.(smudge|process))$";
 
 /// The settings of [`CONFIG_READ`] that are part of the checkout's key.
 const KEY_SETTINGS: [&str; 5] =
@@ -477,7 +479,7 @@ fn incremental(
                 let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
                 let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
                 let index = admin_dir(ctx, tmp, &link)?.join("index");
-                std::fs::write(&index, crate::sys::gitindex::encode(entries, None)).at(&index)?;
+                std::fs::write(&index, crate::sys::gitindex::encode(entries, None, None)).at(&index)?;
             }
             None => {
                 ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
@@ -767,8 +769,25 @@ fn admin_dir(ctx: &Ctx, wt: &Path, link: &[u8]) -> Result<PathBuf> {
 /// git compares their content: a layer above the checkout replaced or deleted them. Never
 /// cached across roots: the ctime of a shared layer inode changes whenever another layer
 /// links it.
-fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, top: &str, tree: Listed, stale: &BTreeSet<Vec<u8>>) -> Result<()> {
+fn write_index(
+    ctx: &Ctx,
+    wt: &Path,
+    dir: &Path,
+    top: &str,
+    tree: Listed,
+    stale: &BTreeSet<Vec<u8>>,
+    untracked: Option<crate::sys::gituntracked::Header>,
+) -> Result<()> {
     use crate::sys::gitindex::IndexEntry;
+    // The directories' stat data after the `.git` link went into the upper (which changed
+    // the top's), before any other write.
+    let untracked = match untracked {
+        Some(h) => {
+            let dirs = crate::sys::gituntracked::dirs_of(wt, &tree.trees, &tree.blobs).map_err(|e| Error::io(wt, e))?;
+            crate::sys::gituntracked::extension(&h, dirs)
+        }
+        None => None,
+    };
     let (old, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.blobs.into_iter().partition(|e| is_stale(stale, &e.path));
     let mut entries = crate::sys::gitindex::stat_entries(wt, blobs).map_err(|e| Error::io(wt, e))?;
     // A stale entry keeps the commit's blob id: the index is still exactly the commit's tree,
@@ -776,7 +795,7 @@ fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, top: &str, tree: Listed, stale:
     entries.extend(old.iter().map(IndexEntry::unstat));
     let top = crate::sys::gitindex::parse_oid(top.as_bytes())
         .ok_or_else(|| Error::Corrupt(format!("git rev-parse: {top:?} is not a SHA-1 tree id")))?;
-    let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }));
+    let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }), untracked.as_deref());
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
     let (i, t) = (index.clone(), tmp.clone());
@@ -794,6 +813,53 @@ fn write_index(ctx: &Ctx, wt: &Path, dir: &Path, top: &str, tree: Listed, stale:
         .and_then(|r| r)
         .map_err(|e| Error::io(&index, e))?;
     Ok(())
+}
+
+/// The untracked cache header for a root's index, or `None` when the root gets none: when
+/// layers are stacked above the checkout or trees mounted into it (it then holds files that
+/// are not the commit's), or when the repository's settings turn the cache off
+/// (`core.untrackedCache` false) or status away from the default scan
+/// (`status.showUntrackedFiles` other than `normal` or `all`). git keeps and uses an
+/// untracked cache it finds while `core.untrackedCache` is unset (docs/roots.md).
+fn untracked_header(facts: &Facts, root: &RootSpec, wt: &Path) -> Option<crate::sys::gituntracked::Header> {
+    use crate::sys::gituntracked::{Header, NORMAL_FLAGS};
+    if !root.snapshots.is_empty() || !root.mount_subdirs.is_empty() {
+        return None;
+    }
+    let lower = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+    match facts.get("core.untrackedcache") {
+        None | Some(None) => {}
+        Some(v) if matches!(lower(v).as_deref(), Some("keep" | "true" | "yes" | "on" | "1")) => {}
+        Some(_) => return None,
+    }
+    let flags = match facts.get("status.showuntrackedfiles") {
+        None => NORMAL_FLAGS,
+        Some(v) => match lower(v).as_deref() {
+            None | Some("normal" | "true" | "yes" | "on" | "1") => NORMAL_FLAGS,
+            Some("all") => 0,
+            Some(_) => return None,
+        },
+    };
+    // The excludes file git will read for the root's owner; a guess that is wrong costs one
+    // full scan (git then drops the cache), never a hidden file.
+    let home = nix::unistd::User::from_uid(root.owner.uid.into()).ok().flatten().map(|u| u.dir);
+    let excludes = match facts.get("core.excludesfile") {
+        Some(Some(v)) => {
+            let v = std::ffi::OsStr::from_bytes(v);
+            match v.as_bytes().strip_prefix(b"~/") {
+                Some(rest) => home.as_ref().map(|h| h.join(std::ffi::OsStr::from_bytes(rest))),
+                None if v.as_bytes().starts_with(b"~") => None,
+                None => Some(wt.join(v)),
+            }
+        }
+        _ => {
+            let xdg = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|x| !x.is_empty() && root.owner == crate::sys::Owner::current())
+                .map(PathBuf::from);
+            xdg.or_else(|| home.map(|h| h.join(".config"))).map(|c| c.join("git/ignore"))
+        }
+    };
+    Header::new(wt, &facts.common_dir, excludes.as_deref(), flags).ok()
 }
 
 /// Run the repository's `post-checkout` hook in worktree `wt` as `git worktree add` runs it
@@ -930,7 +996,10 @@ impl Backend for GitOverlay {
         let wt = &st.worktree.worktree_path;
         let stale = above_checkout(store, &root.snapshots)?;
         match listing.take()? {
-            Some(tree) => write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, &facts.tree, tree, &stale)?,
+            Some(tree) => {
+                let untracked = untracked_header(&facts, root, wt);
+                write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, &facts.tree, tree, &stale, untracked)?
+            }
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;
                 ctx.check(wt, &["update-index", "-q", "--refresh"])?;

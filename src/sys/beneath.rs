@@ -255,6 +255,15 @@ impl Tree {
         Ok((self.resolve(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?, name))
     }
 
+    /// The full stat data (ctime included) of the directory `rel` (empty: the top), resolved
+    /// beneath the top with no symlink followed.
+    pub fn stat_dir(&self, rel: &[u8]) -> io::Result<rustix::fs::Stat> {
+        if rel.is_empty() {
+            return Ok(rustix::fs::fstat(&self.fd)?);
+        }
+        Ok(rustix::fs::fstat(self.resolve(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?)?)
+    }
+
     /// `lstat` of `rel`; `None` when it (or a directory on the way) does not exist. A symlink
     /// on the way is an error (`ELOOP`), never absence: a diff must not skip what a race hid.
     pub fn lstat(&self, rel: &[u8]) -> io::Result<Option<Meta>> {

@@ -261,8 +261,9 @@ fn base(path: &[u8]) -> &[u8] {
 }
 
 /// The index file's bytes for `entries` (sorted here; stage 0 only, no duplicates expected),
-/// with a cache-tree extension when `trees` are the trees whose blobs `entries` are.
-pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>) -> Vec<u8> {
+/// with a cache-tree extension when `trees` are the trees whose blobs `entries` are, and the
+/// untracked cache extension `untracked` (see [`crate::sys::gituntracked`]) if given.
+pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, untracked: Option<&[u8]>) -> Vec<u8> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::with_capacity(12 + entries.len() * 96 + 20);
     out.extend_from_slice(b"DIRC");
@@ -286,6 +287,11 @@ pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>) -> Vec<u8>
         out.extend_from_slice(b"TREE");
         out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
         out.extend_from_slice(&ext);
+    }
+    if let Some(ext) = untracked {
+        out.extend_from_slice(b"UNTR");
+        out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
+        out.extend_from_slice(ext);
     }
     let sum = sha1_smol::Sha1::from(&out).digest().bytes();
     out.extend_from_slice(&sum);
@@ -311,11 +317,11 @@ pub fn parse_oid(hex: &[u8]) -> Option<[u8; 20]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
-    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    pub(crate) fn git(dir: &std::path::Path, args: &[&str]) -> String {
         let o = Command::new("git")
             .arg("-C")
             .arg(dir)
@@ -351,14 +357,14 @@ mod tests {
         let tree = parse_ls_tree(tree.as_bytes()).unwrap();
         assert_eq!(tree.len(), 5);
         let entries = stat_entries(r, tree).unwrap();
-        std::fs::write(r.join(".git/index"), encode(entries, None)).unwrap();
+        std::fs::write(r.join(".git/index"), encode(entries, None, None)).unwrap();
         assert_eq!(git(r, &["diff-files", "--name-only"]), "", "stat data not as git would record it");
         assert_eq!(git(r, &["diff-index", "--cached", "--name-only", "HEAD"]), "");
         assert_eq!(git(r, &["status", "--porcelain"]), "");
     }
 
     /// The extension named `sig` of the index file `bytes`, if it has one.
-    fn extension(bytes: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn extension(bytes: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
         let n = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
         let mut at = 12;
         for _ in 0..n {
@@ -403,7 +409,7 @@ mod tests {
         let (trees, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
         let top = parse_oid(git(r, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
         let entries = stat_entries(r, blobs.clone()).unwrap();
-        let bytes = encode(entries, Some(Trees { top, subtrees: &trees }));
+        let bytes = encode(entries, Some(Trees { top, subtrees: &trees }), None);
         assert_eq!(extension(&bytes, b"TREE").expect("a TREE written"), theirs);
         std::fs::write(r.join(".git/index"), &bytes).unwrap();
         assert_eq!(git(r, &["status", "--porcelain"]), "");
@@ -417,8 +423,8 @@ mod tests {
         // A listing that is not a whole tree (a subtree without its parent) gets no TREE.
         let partial: Vec<TreeEntry> = trees.iter().filter(|t| t.path != b"zz").cloned().collect();
         let entries: Vec<IndexEntry> = blobs.iter().map(IndexEntry::unstat).collect();
-        assert!(extension(&encode(entries.clone(), Some(Trees { top, subtrees: &trees })), b"TREE").is_some());
-        assert!(extension(&encode(entries, Some(Trees { top, subtrees: &partial })), b"TREE").is_none());
+        assert!(extension(&encode(entries.clone(), Some(Trees { top, subtrees: &trees }), None), b"TREE").is_some());
+        assert!(extension(&encode(entries, Some(Trees { top, subtrees: &partial }), None), b"TREE").is_none());
     }
 
     /// What cannot be stat-ed beneath the top is an error naming it, and a directory swapped

@@ -8,6 +8,7 @@ pub mod creds;
 pub mod failpoint;
 pub mod git;
 pub mod gitindex;
+pub mod gituntracked;
 pub mod idmap;
 pub mod lock;
 pub mod mount;
