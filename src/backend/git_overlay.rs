@@ -779,17 +779,22 @@ fn write_index(
     untracked: Option<crate::sys::gituntracked::Header>,
 ) -> Result<()> {
     use crate::sys::gitindex::IndexEntry;
-    // The directories' stat data after the `.git` link went into the upper (which changed
-    // the top's), before any other write.
+    let (old, fresh): (Vec<TreeEntry>, Vec<TreeEntry>) = match stale.is_empty() {
+        true => (Vec::new(), Vec::new()),
+        false => tree.blobs.iter().cloned().partition(|e| is_stale(stale, &e.path)),
+    };
+    let fresh = if stale.is_empty() { &tree.blobs[..] } else { &fresh[..] };
+    // The directories' stat data come with the files', after the `.git` link went into the
+    // upper (which changed the top's) and before any other write.
+    let (mut entries, dirs) = crate::sys::gitindex::stat_entries_and_dirs(wt, fresh).map_err(|e| Error::io(wt, e))?;
     let untracked = match untracked {
         Some(h) => {
-            let dirs = crate::sys::gituntracked::dirs_of(wt, &tree.trees, &tree.blobs).map_err(|e| Error::io(wt, e))?;
+            let dirs =
+                crate::sys::gituntracked::dirs_of(wt, &tree.trees, &tree.blobs, &dirs).map_err(|e| Error::io(wt, e))?;
             crate::sys::gituntracked::extension(&h, dirs)
         }
         None => None,
     };
-    let (old, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = tree.blobs.into_iter().partition(|e| is_stale(stale, &e.path));
-    let mut entries = crate::sys::gitindex::stat_entries(wt, blobs).map_err(|e| Error::io(wt, e))?;
     // A stale entry keeps the commit's blob id: the index is still exactly the commit's tree,
     // so its cache-tree holds.
     entries.extend(old.iter().map(IndexEntry::unstat));

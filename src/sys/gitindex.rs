@@ -119,11 +119,20 @@ pub fn parse_ls_tree(out: &[u8]) -> std::result::Result<Vec<TreeEntry>, String> 
 /// at every step, so no symlink in the tree is followed), not by its full path, and the
 /// entries are split between a few threads. An entry that cannot be stat-ed is an error
 /// naming its path.
-pub fn stat_entries(top: &Path, tree: Vec<TreeEntry>) -> std::io::Result<Vec<IndexEntry>> {
+pub fn stat_entries(top: &Path, tree: &[TreeEntry]) -> std::io::Result<Vec<IndexEntry>> {
+    Ok(stat_entries_and_dirs(top, tree)?.0)
+}
+
+/// [`stat_entries`], and the stat data of every directory it went through on the way (`top`
+/// as the empty path): the handle it opens for each one is all it takes, where a second walk
+/// to each directory would cost as much again as the files' lookups through an overlay.
+pub fn stat_entries_and_dirs(top: &Path, tree: &[TreeEntry]) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
     let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut dirs = DirStats::new();
+    dirs.insert(Vec::new(), rustix::fs::fstat(&top_fd)?);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
     let per = tree.len().div_ceil(threads).max(1);
-    let parts: Vec<std::io::Result<Vec<IndexEntry>>> = std::thread::scope(|s| {
+    let parts: Vec<std::io::Result<(Vec<IndexEntry>, DirStats)>> = std::thread::scope(|s| {
         let handles: Vec<_> =
             tree.chunks(per).map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), chunk))).collect();
         handles
@@ -133,16 +142,25 @@ pub fn stat_entries(top: &Path, tree: Vec<TreeEntry>) -> std::io::Result<Vec<Ind
     });
     let mut out = Vec::with_capacity(tree.len());
     for p in parts {
-        out.extend(p?);
+        let (entries, seen) = p?;
+        out.extend(entries);
+        // A directory split between two runs was opened by both; either's data will do.
+        for (d, st) in seen {
+            dirs.entry(d).or_insert(st);
+        }
     }
-    Ok(out)
+    Ok((out, dirs))
 }
+
+/// The stat data of directories by path relative to the top (the top's is empty).
+pub type DirStats = std::collections::HashMap<Vec<u8>, rustix::fs::Stat>;
 
 /// [`stat_entries`] of one run of entries, keeping the handles of the directories on the way
 /// to the current one (a stack: the entries come directory by directory, depth first).
-fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::io::Result<Vec<IndexEntry>> {
+fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
     let mut stack: Vec<(Vec<u8>, OwnedFd)> = Vec::new();
     let mut out = Vec::with_capacity(chunk.len());
+    let mut dirs = DirStats::new();
     let err = |rel: &[u8], e: rustix::io::Errno| {
         std::io::Error::new(
             std::io::Error::from(e).kind(),
@@ -173,6 +191,7 @@ fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::i
                 Mode::empty(),
             )
             .map_err(|x| err(&dir[..end], x))?;
+            dirs.insert(dir[..end].to_vec(), rustix::fs::fstat(&fd).map_err(|x| err(&dir[..end], x))?);
             stack.push((dir[..end].to_vec(), fd));
             have = end;
         }
@@ -181,7 +200,7 @@ fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::i
             rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW).map_err(|x| err(&e.path, x))?;
         out.push(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st));
     }
-    Ok(out)
+    Ok((out, dirs))
 }
 
 /// Git's mode of a tree in `git ls-tree` output.
@@ -356,7 +375,7 @@ pub(crate) mod tests {
         std::fs::remove_file(r.join(".git/index")).unwrap();
         let tree = parse_ls_tree(tree.as_bytes()).unwrap();
         assert_eq!(tree.len(), 5);
-        let entries = stat_entries(r, tree).unwrap();
+        let entries = stat_entries(r, &tree).unwrap();
         std::fs::write(r.join(".git/index"), encode(entries, None, None)).unwrap();
         assert_eq!(git(r, &["diff-files", "--name-only"]), "", "stat data not as git would record it");
         assert_eq!(git(r, &["diff-index", "--cached", "--name-only", "HEAD"]), "");
@@ -408,7 +427,7 @@ pub(crate) mod tests {
         let all = parse_ls_tree(git(r, &["ls-tree", "-r", "-t", "-z", "--full-tree", "HEAD"]).as_bytes()).unwrap();
         let (trees, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
         let top = parse_oid(git(r, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
-        let entries = stat_entries(r, blobs.clone()).unwrap();
+        let entries = stat_entries(r, &blobs).unwrap();
         let bytes = encode(entries, Some(Trees { top, subtrees: &trees }), None);
         assert_eq!(extension(&bytes, b"TREE").expect("a TREE written"), theirs);
         std::fs::write(r.join(".git/index"), &bytes).unwrap();
@@ -438,12 +457,12 @@ pub(crate) mod tests {
         std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
         std::fs::write(d.path().join("elsewhere/f"), "other").unwrap();
         let entry = |p: &str| TreeEntry { path: p.as_bytes().to_vec(), mode: 0o100644, oid: [0; 20] };
-        let got = stat_entries(&r, vec![entry("a/f")]).unwrap();
+        let got = stat_entries(&r, &[entry("a/f")]).unwrap();
         assert_eq!(got[0].size, 1);
-        let missing = stat_entries(&r, vec![entry("a/f"), entry("a/g")]).unwrap_err();
+        let missing = stat_entries(&r, &[entry("a/f"), entry("a/g")]).unwrap_err();
         assert!(missing.to_string().contains("a/g"), "{missing}");
         std::fs::remove_dir_all(r.join("a")).unwrap();
         std::os::unix::fs::symlink(d.path().join("elsewhere"), r.join("a")).unwrap();
-        assert!(stat_entries(&r, vec![entry("a/f")]).is_err(), "followed a symlinked directory");
+        assert!(stat_entries(&r, &[entry("a/f")]).is_err(), "followed a symlinked directory");
     }
 }

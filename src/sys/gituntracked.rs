@@ -151,15 +151,18 @@ impl Header {
 }
 
 /// The directories of a checkout at `top` of a commit whose trees and blobs `git ls-tree -r
-/// -t` listed: the top and each tree, with its stat data in the working tree (resolved
-/// beneath `top`, no symlink followed) and the id of its `.gitignore` when that is a regular
-/// file (git does not follow a symlinked one).
+/// -t` listed: the top and each tree, with its stat data in the working tree (from `known`,
+/// what [`crate::sys::gitindex::stat_entries_and_dirs`] saw on its way, else resolved beneath
+/// `top` with no symlink followed) and the id of its `.gitignore` when that is a regular file
+/// (git does not follow a symlinked one). Every tree is listed: a directory missing from the
+/// cache under a valid parent would never be scanned, so none may be left out.
 pub fn dirs_of(
     top: &Path,
     trees: &[crate::sys::gitindex::TreeEntry],
     blobs: &[crate::sys::gitindex::TreeEntry],
+    known: &crate::sys::gitindex::DirStats,
 ) -> std::io::Result<Vec<Dir>> {
-    let tree = crate::sys::beneath::Tree::open(top)?;
+    let mut tree = None;
     let mut ignores: std::collections::HashMap<&[u8], [u8; 20]> = std::collections::HashMap::new();
     for b in blobs.iter().filter(|b| b.mode == 0o100644 || b.mode == 0o100755) {
         match b.path.strip_suffix(b".gitignore") {
@@ -171,9 +174,17 @@ pub fn dirs_of(
     let paths = std::iter::once(&[][..]).chain(trees.iter().map(|t| &t.path[..]));
     paths
         .map(|p| {
-            let st = tree
-                .stat_dir(p)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tree.display(p).display())))?;
+            let st = match known.get(p) {
+                Some(st) => *st,
+                None => {
+                    let tree = match &mut tree {
+                        Some(t) => t,
+                        None => tree.insert(crate::sys::beneath::Tree::open(top)?),
+                    };
+                    tree.stat_dir(p)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", tree.display(p).display())))?
+                }
+            };
             Ok(Dir { path: p.to_vec(), stat: StatData::of(&st), exclude: ignores.get(p).copied() })
         })
         .collect()
@@ -449,8 +460,17 @@ mod tests {
         let all = parse_ls_tree(git(r, &["ls-tree", "-r", "-t", "-z", "--full-tree", "HEAD"]).as_bytes()).unwrap();
         let (trees, blobs): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
         let header = Header::new(r, &r.join(".git"), Some(&home.join(".config/git/ignore")), NORMAL_FLAGS).unwrap();
-        let ours = extension(&header, dirs_of(r, &trees, &blobs).unwrap()).unwrap();
+        let ours = extension(&header, dirs_of(r, &trees, &blobs, &Default::default()).unwrap()).unwrap();
         assert_eq!(ours, theirs);
+        // The same from the directories the index's lstat pass went through, whether it saw
+        // all of them or (entries left out, as stale ones are) only some.
+        let (_, seen) = crate::sys::gitindex::stat_entries_and_dirs(r, &blobs).unwrap();
+        assert_eq!(seen.len(), trees.len() + 1);
+        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap()).unwrap(), theirs);
+        let some: Vec<_> = blobs.iter().filter(|b| !b.path.starts_with(b"z/")).cloned().collect();
+        let (_, seen) = crate::sys::gitindex::stat_entries_and_dirs(r, &some).unwrap();
+        assert!(seen.len() < trees.len() + 1);
+        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap()).unwrap(), theirs);
         // Not one tree: no extension.
         let orphan = vec![Dir { path: b"x/y".to_vec(), stat: StatData::default(), exclude: None }];
         assert!(extension(&header, orphan).is_none());
