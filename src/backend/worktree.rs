@@ -484,10 +484,7 @@ fn blob_sha1(tree: &Tree, rel: &[u8]) -> std::io::Result<String> {
     let mut f = tree.open_file(rel)?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
-    let mut h = sha1_smol::Sha1::new();
-    h.update(format!("blob {}\0", data.len()).as_bytes());
-    h.update(&data);
-    Ok(h.digest().to_string())
+    Ok(crate::sys::gitindex::blob_oid(&data).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Why repository `repo` is gone, if it is: its path is not there (deleted or moved) or,

@@ -13,6 +13,7 @@
 //! written only from the commit's own tree ids, for an index that holds exactly that commit's
 //! blobs, and not at all when the listing is not a whole tree.
 
+use sha1::Digest;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -312,9 +313,18 @@ pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, untracked:
         out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
         out.extend_from_slice(ext);
     }
-    let sum = sha1_smol::Sha1::from(&out).digest().bytes();
+    // SHA-1 with the CPU's SHA extensions where it has them: an index is megabytes.
+    let sum: [u8; 20] = sha1::Sha1::digest(&out).into();
     out.extend_from_slice(&sum);
     out
+}
+
+/// The SHA-1 id git gives a blob holding `data` (`git hash-object`, no filters).
+pub fn blob_oid(data: &[u8]) -> [u8; 20] {
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {}\0", data.len()));
+    h.update(data);
+    h.finalize().into()
 }
 
 /// A hexadecimal SHA-1 object id as bytes; `None` unless it is 40 hex digits.

@@ -82,10 +82,7 @@ impl ExcludeFile {
         if !bytes.is_empty() {
             bytes.push(b'\n');
         }
-        let mut h = sha1_smol::Sha1::new();
-        h.update(format!("blob {}\0", bytes.len()).as_bytes());
-        h.update(&bytes);
-        ExcludeFile { stat: StatData::of(&st), oid: h.digest().bytes() }
+        ExcludeFile { stat: StatData::of(&st), oid: crate::sys::gitindex::blob_oid(&bytes) }
     }
 }
 
