@@ -454,6 +454,22 @@ fn status(wt: &Path, cache: bool, args: &[&str]) -> String {
 }
 
 /// Whether the index of the worktree at `wt` carries an untracked cache (`UNTR`).
+/// How many directories a `git status` in `wt` opened (git's trace2 `read_directory/opendir`).
+fn dirs_opened(wt: &Path) -> usize {
+    let trace = wt.parent().unwrap().join("trace2.txt");
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(wt)
+        .args(["-c", "safe.directory=*", "status", "--porcelain"])
+        .env("GIT_TRACE2_PERF", &trace)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    std::fs::remove_file(&trace).unwrap();
+    text.lines().filter_map(|l| l.split("opendir:").nth(1)).map(|n| n.trim().parse::<usize>().unwrap()).sum()
+}
+
 fn has_untracked_cache(wt: &Path) -> bool {
     let index = git(wt, &["rev-parse", "--path-format=absolute", "--git-path", "index"]);
     let bytes = std::fs::read(index.trim()).unwrap();
@@ -465,7 +481,8 @@ fn has_untracked_cache(wt: &Path) -> bool {
 /// directory, an empty one, an ignored file, a `.gitignore` added, a tracked file removed, an
 /// untracked one renamed, a directory removed), `git status` says what it says with the cache
 /// turned off, in the default mode, with `-uall` and with `--ignored`. A repository that turns
-/// the cache off (`core.untrackedCache=false`) gets none.
+/// the cache off (`core.untrackedCache=false`) gets none, nor does one with an fsmonitor; a
+/// file written in the second the root was made is found after git rewrote the index.
 #[test]
 fn the_untracked_cache_never_hides_a_file() {
     if !can_mount() {
@@ -473,15 +490,32 @@ fn the_untracked_cache_never_hides_a_file() {
     }
     let env = Env::new();
     let repo = attr_repo(&env, "repo", "");
+    // Made at the start of a second, so that a file written right after falls in the second
+    // the root's directories were stat-ed in (below).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(std::time::Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
     let r = create(&env, &repo, "u");
     let wt = cwd(&r);
+    std::fs::write(wt.join("same-second"), "s").unwrap();
     assert!(has_untracked_cache(&wt), "no untracked cache written");
-    assert_eq!(status(&wt, true, &[]), "");
+    // git uses it: of the root's directories it opens only the top, written unscanned.
+    assert_eq!(dirs_opened(&wt), 1, "the untracked cache was not used");
     let same = |what: &str| {
         for args in [&[][..], &["-uall"], &["--ignored"]] {
             assert_eq!(status(&wt, true, args), status(&wt, false, args), "after {what}, status {args:?}");
         }
     };
+    // A file written in the second the root was made (git compares whole seconds), then the
+    // index rewritten by git a second later, which ends its racy-ness: the top directory was
+    // written unscanned, so git still reads it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(wt.join("src/lib.rs"), "changed\n").unwrap();
+    git(&wt, &["add", "src/lib.rs"]);
+    same("a file written in the create's second");
+    assert!(status(&wt, true, &[]).lines().any(|l| l == "?? same-second"));
+    git(&wt, &["reset", "-q", "--hard"]);
+    std::fs::remove_file(wt.join("same-second")).unwrap();
+    assert_eq!(status(&wt, true, &[]), "");
     type Step = (&'static str, fn(&Path));
     let steps: [Step; 9] = [
         ("a new file deep down", |wt| std::fs::write(wt.join("src/deep/new"), "n").unwrap()),
@@ -514,4 +548,10 @@ fn the_untracked_cache_never_hides_a_file() {
     let r = create(&env, &off, "u");
     assert!(!has_untracked_cache(&cwd(&r)), "written although the repository turns it off");
     assert_eq!(status(&cwd(&r), true, &[]), "");
+    // An fsmonitor would make git trust the cache without its stat data from its first
+    // question on ("nothing changed since now"): none is written.
+    let watched = attr_repo(&env, "watched", "");
+    git(&watched, &["config", "core.fsmonitor", "/bin/false"]);
+    let r = create(&env, &watched, "u");
+    assert!(!has_untracked_cache(&cwd(&r)), "written although the repository has an fsmonitor");
 }

@@ -140,7 +140,7 @@ struct Facts {
 /// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
 /// Also what decides whether and how the root's index gets an untracked cache
 /// ([`untracked_header`]).
-const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile)|status\.showuntrackedfiles|filter\..+\.(smudge|process))$";
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile|fsmonitor)|status\.showuntrackedfiles|filter\..+\.(smudge|process))$";
 
 /// The settings of [`CONFIG_READ`] that are part of the checkout's key.
 const KEY_SETTINGS: [&str; 5] =
@@ -785,13 +785,19 @@ fn write_index(
     };
     let fresh = if stale.is_empty() { &tree.blobs[..] } else { &fresh[..] };
     // The directories' stat data come with the files', after the `.git` link went into the
-    // upper (which changed the top's) and before any other write.
+    // upper (which changed the top's) and before any other write. What changed in the
+    // second the pass starts in may change again unseen within it (git compares whole
+    // seconds): such a directory goes in unscanned.
+    // The coarse clock, which file times come from: a later change is never stamped earlier.
+    let started = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE)
+        .map(|t| t.tv_sec())
+        .map_err(|e| Error::io(wt, e.into()))?;
     let (mut entries, dirs) = crate::sys::gitindex::stat_entries_and_dirs(wt, fresh).map_err(|e| Error::io(wt, e))?;
     let untracked = match untracked {
         Some(h) => {
             let dirs =
                 crate::sys::gituntracked::dirs_of(wt, &tree.trees, &tree.blobs, &dirs).map_err(|e| Error::io(wt, e))?;
-            crate::sys::gituntracked::extension(&h, dirs)
+            crate::sys::gituntracked::extension(&h, dirs, started)
         }
         None => None,
     };
@@ -832,6 +838,14 @@ fn untracked_header(facts: &Facts, root: &RootSpec, wt: &Path) -> Option<crate::
         return None;
     }
     let lower = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+    // An fsmonitor makes git trust the cache's valid bits without the directories' stat data,
+    // from its first question on ("nothing changed since now"): whatever the root got between
+    // its create and that question would never be seen.
+    match facts.get("core.fsmonitor") {
+        None => {}
+        Some(v) if matches!(lower(v).as_deref(), Some("false" | "no" | "off" | "0" | "")) => {}
+        Some(_) => return None,
+    }
     match facts.get("core.untrackedcache") {
         None | Some(None) => {}
         Some(v) if matches!(lower(v).as_deref(), Some("keep" | "true" | "yes" | "on" | "1")) => {}

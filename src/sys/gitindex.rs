@@ -21,20 +21,15 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-/// One stage-0 entry.
-#[derive(Clone, Debug)]
-pub struct IndexEntry {
-    /// Path relative to the top of the working tree (raw bytes, `/`-separated).
-    pub path: Vec<u8>,
-    /// Git's mode: `0o100644`, `0o100755` or `0o120000`.
-    pub mode: u32,
-    /// The blob id (SHA-1).
-    pub oid: [u8; 20],
+/// Stat data as git records it (`ce_stat_data`: each field's low 32 bits), in an index entry
+/// and in the untracked cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatData {
     /// ctime seconds, nanoseconds.
     pub ctime: (u32, u32),
     /// mtime seconds, nanoseconds.
     pub mtime: (u32, u32),
-    /// Device, inode, uid, gid and size, as git records them (truncated to 32 bits).
+    /// Device.
     pub dev: u32,
     /// Inode number.
     pub ino: u32,
@@ -46,15 +41,10 @@ pub struct IndexEntry {
     pub size: u32,
 }
 
-impl IndexEntry {
-    /// An entry for `path` with blob `oid` and git mode `mode`, its stat data from `st` (the
-    /// lstat of the file in the working tree).
-    pub fn new(path: Vec<u8>, mode: u32, oid: [u8; 20], st: &rustix::fs::Stat) -> IndexEntry {
-        // git keeps the low 32 bits of each (`ce_stat_data` is 32-bit on disk).
-        IndexEntry {
-            path,
-            mode,
-            oid,
+impl StatData {
+    /// The stat data of `st`.
+    pub fn of(st: &rustix::fs::Stat) -> StatData {
+        StatData {
             ctime: (st.st_ctime as u32, st.st_ctime_nsec as u32),
             mtime: (st.st_mtime as u32, st.st_mtime_nsec as u32),
             dev: st.st_dev as u32,
@@ -66,22 +56,31 @@ impl IndexEntry {
     }
 }
 
+/// One entry of a git index (version 2, stage 0).
+#[derive(Clone, Debug)]
+pub struct IndexEntry {
+    /// Path relative to the top of the working tree (raw bytes, `/`-separated).
+    pub path: Vec<u8>,
+    /// Git's mode: `0o100644`, `0o100755` or `0o120000`.
+    pub mode: u32,
+    /// The blob id (SHA-1).
+    pub oid: [u8; 20],
+    /// The file's stat data in the working tree; all zero for none (git then compares the
+    /// content).
+    pub stat: StatData,
+}
+
 impl IndexEntry {
+    /// An entry for `path` with blob `oid` and git mode `mode`, its stat data from `st` (the
+    /// lstat of the file in the working tree).
+    pub fn new(path: Vec<u8>, mode: u32, oid: [u8; 20], st: &rustix::fs::Stat) -> IndexEntry {
+        IndexEntry { path, mode, oid, stat: StatData::of(st) }
+    }
+
     /// An entry for a tree's blob without stat data: git takes the file as changed until it
     /// looks (for an index that only serves `git checkout-index`).
     pub fn unstat(e: &TreeEntry) -> IndexEntry {
-        IndexEntry {
-            path: e.path.clone(),
-            mode: e.mode,
-            oid: e.oid,
-            ctime: (0, 0),
-            mtime: (0, 0),
-            dev: 0,
-            ino: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-        }
+        IndexEntry { path: e.path.clone(), mode: e.mode, oid: e.oid, stat: StatData::default() }
     }
 }
 
@@ -291,7 +290,8 @@ pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, untracked:
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for e in &entries {
         let start = out.len();
-        for v in [e.ctime.0, e.ctime.1, e.mtime.0, e.mtime.1, e.dev, e.ino, e.mode, e.uid, e.gid, e.size] {
+        let st = &e.stat;
+        for v in [st.ctime.0, st.ctime.1, st.mtime.0, st.mtime.1, st.dev, st.ino, e.mode, st.uid, st.gid, st.size] {
             out.extend_from_slice(&v.to_be_bytes());
         }
         out.extend_from_slice(&e.oid);
@@ -468,7 +468,7 @@ pub(crate) mod tests {
         std::fs::write(d.path().join("elsewhere/f"), "other").unwrap();
         let entry = |p: &str| TreeEntry { path: p.as_bytes().to_vec(), mode: 0o100644, oid: [0; 20] };
         let got = stat_entries(&r, &[entry("a/f")]).unwrap();
-        assert_eq!(got[0].size, 1);
+        assert_eq!(got[0].stat.size, 1);
         let missing = stat_entries(&r, &[entry("a/f"), entry("a/g")]).unwrap_err();
         assert!(missing.to_string().contains("a/g"), "{missing}");
         std::fs::remove_dir_all(r.join("a")).unwrap();

@@ -20,45 +20,12 @@
 
 use std::path::Path;
 
-/// Stat data as the untracked cache records it: the index entry's, without the mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatData {
-    /// ctime seconds, nanoseconds (low 32 bits, as git keeps them).
-    pub ctime: (u32, u32),
-    /// mtime seconds, nanoseconds.
-    pub mtime: (u32, u32),
-    /// Device.
-    pub dev: u32,
-    /// Inode number.
-    pub ino: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Size in bytes.
-    pub size: u32,
-}
+pub use crate::sys::gitindex::StatData;
 
-impl StatData {
-    /// The stat data of `st`.
-    pub fn of(st: &rustix::fs::Stat) -> StatData {
-        StatData {
-            ctime: (st.st_ctime as u32, st.st_ctime_nsec as u32),
-            mtime: (st.st_mtime as u32, st.st_mtime_nsec as u32),
-            dev: st.st_dev as u32,
-            ino: st.st_ino as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: st.st_size as u32,
-        }
-    }
-
-    fn put(&self, out: &mut Vec<u8>) {
-        for v in
-            [self.ctime.0, self.ctime.1, self.mtime.0, self.mtime.1, self.dev, self.ino, self.uid, self.gid, self.size]
-        {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
+/// Stat data as the untracked cache writes it: the index entry's fields without the mode.
+fn put_stat(st: &StatData, out: &mut Vec<u8>) {
+    for v in [st.ctime.0, st.ctime.1, st.mtime.0, st.mtime.1, st.dev, st.ino, st.uid, st.gid, st.size] {
+        out.extend_from_slice(&v.to_be_bytes());
     }
 }
 
@@ -189,8 +156,11 @@ pub fn dirs_of(
 
 /// The extension's payload for `dirs` (the top and every directory below it, in any order),
 /// each holding no untracked file; `None` when they are not one tree (a directory whose parent
-/// is not listed, or no top).
-pub fn extension(h: &Header, mut dirs: Vec<Dir>) -> Option<Vec<u8>> {
+/// is not listed, or no top). A directory whose mtime is not before `settled` (seconds since
+/// the epoch, read before its stat data were) is written unscanned, and git reads it: a name
+/// added in the same second would leave its mtime's second, all git compares, unchanged, and a
+/// later rewrite of the index by git would no longer mark it racy.
+pub fn extension(h: &Header, mut dirs: Vec<Dir>, settled: i64) -> Option<Vec<u8>> {
     // Depth first with each directory's subdirectories in byte order of their names is the
     // order of the full paths sorted with '/' counting as lower than any other byte.
     let key = |p: &[u8]| p.iter().map(|&b| if b == b'/' { 0 } else { b }).collect::<Vec<u8>>();
@@ -224,8 +194,8 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>) -> Option<Vec<u8>> {
     ident.push(0);
     varint(ident.len() as u64, &mut out);
     out.extend_from_slice(&ident);
-    h.info_exclude.stat.put(&mut out);
-    h.excludes_file.stat.put(&mut out);
+    put_stat(&h.info_exclude.stat, &mut out);
+    put_stat(&h.excludes_file.stat, &mut out);
     out.extend_from_slice(&h.dir_flags.to_be_bytes());
     out.extend_from_slice(&h.info_exclude.oid);
     out.extend_from_slice(&h.excludes_file.oid);
@@ -238,7 +208,9 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>) -> Option<Vec<u8>> {
         let name = d.path.iter().rposition(|&b| b == b'/').map(|i| &d.path[i + 1..]).unwrap_or(&d.path[..]);
         out.extend_from_slice(name);
         out.push(0);
-        valid.set(i);
+        if i64::from(d.stat.mtime.0) < settled {
+            valid.set(i);
+        }
         if d.exclude.is_some() {
             has_exclude.set(i);
         }
@@ -246,8 +218,8 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>) -> Option<Vec<u8>> {
     valid.serialize(&mut out);
     check_only.serialize(&mut out);
     has_exclude.serialize(&mut out);
-    for d in &dirs {
-        d.stat.put(&mut out);
+    for d in dirs.iter().filter(|d| i64::from(d.stat.mtime.0) < settled) {
+        put_stat(&d.stat, &mut out);
     }
     for oid in dirs.iter().filter_map(|d| d.exclude) {
         out.extend_from_slice(&oid);
@@ -423,7 +395,9 @@ mod tests {
     use crate::sys::gitindex::{parse_ls_tree, TREE_MODE};
 
     /// The extension written here for a checkout is byte for byte the one `git status` writes
-    /// there with `core.untrackedCache=true`: nested directories, names that sort differently
+    /// there with `core.untrackedCache=true` (where each `.gitignore` is in a directory with
+    /// subdirectories: git records the id of a leaf directory's only once it has tested a
+    /// pattern there, execroot always): nested directories, names that sort differently
     /// as paths and as names (`a`, `a-b`, `a0`), a name with a space and one that is not ASCII,
     /// `.gitignore` files (one empty, one a symlink, which git does not read), an
     /// `info/exclude` and a `core.excludesFile`.
@@ -457,20 +431,38 @@ mod tests {
         let all = parse_ls_tree(git(r, &["ls-tree", "-r", "-t", "-z", "--full-tree", "HEAD"]).as_bytes()).unwrap();
         let (trees, blobs): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
         let header = Header::new(r, &r.join(".git"), Some(&home.join(".config/git/ignore")), NORMAL_FLAGS).unwrap();
-        let ours = extension(&header, dirs_of(r, &trees, &blobs, &Default::default()).unwrap()).unwrap();
+        let ours = extension(&header, dirs_of(r, &trees, &blobs, &Default::default()).unwrap(), i64::MAX).unwrap();
         assert_eq!(ours, theirs);
         // The same from the directories the index's lstat pass went through, whether it saw
         // all of them or (entries left out, as stale ones are) only some.
         let (_, seen) = crate::sys::gitindex::stat_entries_and_dirs(r, &blobs).unwrap();
         assert_eq!(seen.len(), trees.len() + 1);
-        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap()).unwrap(), theirs);
+        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap(), i64::MAX).unwrap(), theirs);
         let some: Vec<_> = blobs.iter().filter(|b| !b.path.starts_with(b"z/")).cloned().collect();
         let (_, seen) = crate::sys::gitindex::stat_entries_and_dirs(r, &some).unwrap();
         assert!(seen.len() < trees.len() + 1);
-        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap()).unwrap(), theirs);
+        assert_eq!(extension(&header, dirs_of(r, &trees, &blobs, &seen).unwrap(), i64::MAX).unwrap(), theirs);
         // Not one tree: no extension.
         let orphan = vec![Dir { path: b"x/y".to_vec(), stat: StatData::default(), exclude: None }];
-        assert!(extension(&header, orphan).is_none());
+        assert!(extension(&header, orphan, i64::MAX).is_none());
+        // Directories whose mtime is not before the pass's start go in unscanned (no valid bit,
+        // no stat data), and git, reading them again, finds what was added since.
+        let racy = extension(&header, dirs_of(r, &trees, &blobs, &Default::default()).unwrap(), 0).unwrap();
+        assert_eq!(theirs.len() - racy.len(), (trees.len() + 1) * 36 + 16 - 8, "stat data or valid bits left in");
+        let entries = crate::sys::gitindex::stat_entries(r, &blobs).unwrap();
+        std::fs::write(r.join(".git/index"), crate::sys::gitindex::encode(entries, None, Some(&racy))).unwrap();
+        std::fs::write(r.join("new"), "n").unwrap();
+        std::fs::write(r.join("a/b/new"), "n").unwrap();
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(r)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .args(["-c", "safe.directory=*", "status", "--porcelain"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "?? a/b/new\n?? new\n", "{o:?}");
+        assert!(o.stderr.is_empty(), "{o:?}");
     }
 
     fn ewah(bits: impl IntoIterator<Item = usize>) -> Vec<u8> {
