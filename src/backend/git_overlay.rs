@@ -785,10 +785,10 @@ fn write_index(
     };
     let fresh = if stale.is_empty() { &tree.blobs[..] } else { &fresh[..] };
     // The directories' stat data come with the files', after the `.git` link went into the
-    // upper (which changed the top's) and before any other write. What changed in the
+    // upper (which changed the top's) and before any other write. A directory changed in the
     // second the pass starts in may change again unseen within it (git compares whole
-    // seconds): such a directory goes in unscanned.
-    // The coarse clock, which file times come from: a later change is never stamped earlier.
+    // seconds), so it goes in unscanned; that second is read from the coarse clock file
+    // times come from, which never stamps a later change earlier.
     let started = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE)
         .map(|t| t.tv_sec())
         .map_err(|e| Error::io(wt, e.into()))?;
