@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-pub use crate::sys::gitindex::StatData;
+use crate::sys::gitindex::StatData;
 
 /// Stat data as the untracked cache writes it: the index entry's fields without the mode.
 fn put_stat(st: &StatData, out: &mut Vec<u8>) {
@@ -201,6 +201,7 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>, settled: i64) -> Option<Vec<u8>
     out.extend_from_slice(&h.excludes_file.oid);
     out.extend_from_slice(b".gitignore\0");
     varint(dirs.len() as u64, &mut out);
+    let scanned = |d: &Dir| i64::from(d.stat.mtime.0) < settled;
     let (mut valid, check_only, mut has_exclude) = (Ewah::new(), Ewah::new(), Ewah::new());
     for (i, d) in dirs.iter().enumerate() {
         varint(0, &mut out);
@@ -208,7 +209,7 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>, settled: i64) -> Option<Vec<u8>
         let name = d.path.iter().rposition(|&b| b == b'/').map(|i| &d.path[i + 1..]).unwrap_or(&d.path[..]);
         out.extend_from_slice(name);
         out.push(0);
-        if i64::from(d.stat.mtime.0) < settled {
+        if scanned(d) {
             valid.set(i);
         }
         if d.exclude.is_some() {
@@ -218,7 +219,7 @@ pub fn extension(h: &Header, mut dirs: Vec<Dir>, settled: i64) -> Option<Vec<u8>
     valid.serialize(&mut out);
     check_only.serialize(&mut out);
     has_exclude.serialize(&mut out);
-    for d in dirs.iter().filter(|d| i64::from(d.stat.mtime.0) < settled) {
+    for d in dirs.iter().filter(|d| scanned(d)) {
         put_stat(&d.stat, &mut out);
     }
     for oid in dirs.iter().filter_map(|d| d.exclude) {
