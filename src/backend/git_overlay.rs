@@ -761,24 +761,38 @@ fn admin_dir(ctx: &Ctx, wt: &Path, link: &[u8]) -> Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(dir.trim_ascii_end())))
 }
 
+/// Where a root's index takes its stat data from.
+enum StatFrom<'a> {
+    /// The checkout's own layers (top first): nothing is stacked above them but the upper,
+    /// which holds the `.git` link alone, so their files are what the overlay shows.
+    Layers(&'a [PathBuf]),
+    /// The overlay, except for the entries at or below a path of the set: a layer stacked
+    /// above the checkout replaced or deleted them.
+    Overlay(BTreeSet<Vec<u8>>),
+}
+
 /// Write the index of worktree `wt` (whose files are the checkout of the commit whose tree is
 /// `top`, as the overlay shows them, and whose blobs and trees `tree` lists) into its
-/// administrative directory `dir`, from the tree's blob ids and lstat of each file in `wt`,
-/// with the commit's trees as its cache-tree, as the repository's owner. Entries at or
-/// below a path of `stale` get no stat data (size 0, as `git read-tree` writes them), so that
-/// git compares their content: a layer above the checkout replaced or deleted them. Never
-/// cached across roots: the ctime of a shared layer inode changes whenever another layer
-/// links it.
+/// administrative directory `dir`, from the tree's blob ids and the stat data of each file
+/// (`from`), with the commit's trees as its cache-tree, as the repository's owner. Stale
+/// entries ([`StatFrom::Overlay`]) get no stat data (size 0, as `git read-tree` writes them),
+/// so that git compares their content. Never cached across roots: the ctime of a shared
+/// layer inode changes whenever another layer links it.
 fn write_index(
     ctx: &Ctx,
     wt: &Path,
     dir: &Path,
     top: &str,
     tree: Listed,
-    stale: &BTreeSet<Vec<u8>>,
+    from: &StatFrom,
     untracked: Option<crate::sys::gituntracked::Header>,
 ) -> Result<()> {
     use crate::sys::gitindex::IndexEntry;
+    let none = BTreeSet::new();
+    let (stale, lowers) = match from {
+        StatFrom::Layers(l) => (&none, Some(*l)),
+        StatFrom::Overlay(stale) => (stale, None),
+    };
     let (old, fresh): (Vec<TreeEntry>, Vec<TreeEntry>) = match stale.is_empty() {
         true => (Vec::new(), Vec::new()),
         false => tree.blobs.iter().cloned().partition(|e| is_stale(stale, &e.path)),
@@ -792,7 +806,8 @@ fn write_index(
     let started = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE)
         .map(|t| t.tv_sec())
         .map_err(|e| Error::io(wt, e.into()))?;
-    let (mut entries, dirs) = crate::sys::gitindex::stat_entries_and_dirs(wt, fresh).map_err(|e| Error::io(wt, e))?;
+    let (mut entries, dirs) = stat_of(wt, lowers, fresh).map_err(|e| Error::io(wt, e))?;
+    tracing::trace!(step = "git-overlay.index.stat-read", "reached");
     let untracked = match untracked {
         Some(h) => {
             let dirs =
@@ -806,7 +821,9 @@ fn write_index(
     entries.extend(old.iter().map(IndexEntry::unstat));
     let top = crate::sys::gitindex::parse_oid(top.as_bytes())
         .ok_or_else(|| Error::Corrupt(format!("git rev-parse: {top:?} is not a SHA-1 tree id")))?;
+    tracing::trace!(step = "git-overlay.index.untracked-read", "reached");
     let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }), untracked.as_deref());
+    tracing::trace!(step = "git-overlay.index.encoded", "reached");
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
     let (i, t) = (index.clone(), tmp.clone());
@@ -824,6 +841,35 @@ fn write_index(
         .and_then(|r| r)
         .map_err(|e| Error::io(&index, e))?;
     Ok(())
+}
+
+/// The stat data of `tree`'s entries in the worktree `wt` and of the directories on their
+/// way: from the layers `lowers` (top first) when given (the checkout's own layers, nothing
+/// stacked above them), where a lookup costs a fraction of the overlay's first one; through
+/// the overlay otherwise, or when one entry shows that the overlay reports other data than
+/// its layer (a filesystem or option under which it maps inode numbers).
+fn stat_of(
+    wt: &Path,
+    lowers: Option<&[PathBuf]>,
+    tree: &[TreeEntry],
+) -> std::io::Result<(Vec<crate::sys::gitindex::IndexEntry>, crate::sys::gitindex::DirStats)> {
+    use crate::sys::gitindex::{stat_entries_and_dirs, stat_entries_in_layers, StatData};
+    let Some(lowers) = lowers.filter(|l| !l.is_empty()) else { return stat_entries_and_dirs(wt, tree) };
+    let (entries, dirs) = stat_entries_in_layers(wt, lowers, tree)?;
+    let agrees = match entries.first() {
+        None => true,
+        Some(e) => {
+            let seen = rustix::fs::lstat(wt.join(std::ffi::OsStr::from_bytes(&e.path)))?;
+            // git compares no device number (without USE_STDEV, which no build sets).
+            StatData { dev: e.stat.dev, ..StatData::of(&seen) } == e.stat
+        }
+    };
+    if agrees {
+        Ok((entries, dirs))
+    } else {
+        tracing::debug!(wt = %wt.display(), "the overlay reports other stat data than its layer: lstat through it");
+        stat_entries_and_dirs(wt, tree)
+    }
 }
 
 /// The untracked cache header for a root's index, or `None` when the root gets none: when
@@ -1013,11 +1059,16 @@ impl Backend for GitOverlay {
         // index written here is SHA-1's), git's read-tree and one refresh (which hashes every
         // file once).
         let wt = &st.worktree.worktree_path;
-        let stale = above_checkout(store, &root.snapshots)?;
+        let from = match root.snapshots.is_empty() {
+            true => StatFrom::Layers(&st.overlay.lowers),
+            false => StatFrom::Overlay(above_checkout(store, &root.snapshots)?),
+        };
         match listing.take()? {
             Some(tree) => {
+                tracing::trace!(step = "git-overlay.index.listed", "reached");
                 let untracked = untracked_header(&facts, root, wt);
-                write_index(&ctx, wt, &admin_dir(&ctx, wt, &link)?, &facts.tree, tree, &stale, untracked)?
+                let dir = admin_dir(&ctx, wt, &link)?;
+                write_index(&ctx, wt, &dir, &facts.tree, tree, &from, untracked)?
             }
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;

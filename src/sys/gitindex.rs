@@ -127,20 +127,72 @@ pub fn stat_entries(top: &Path, tree: &[TreeEntry]) -> std::io::Result<Vec<Index
 /// as the empty path): the handle it opens for each one is all it takes, where a second walk
 /// to each directory would cost as much again as the files' lookups through an overlay.
 pub fn stat_entries_and_dirs(top: &Path, tree: &[TreeEntry]) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
-    let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    stat_entries_in_layers(top, &[top], tree)
+}
+
+/// [`stat_entries_and_dirs`] of the overlay mounted at `top`, read from its lower directories
+/// `layers` (top first, as `lowerdir=` lists them) instead of through it: each entry from the
+/// first layer that has it, each directory likewise, the top directory from `top` itself.
+///
+/// An overlay whose layers are all on one filesystem shows a lower file's or directory's own
+/// stat data but for the device number (which git does not compare), and its first lookup of
+/// each name costs far more than a lookup in the layer, whose dentries every root shares. The
+/// layers must hold exactly what the overlay shows at these paths (nothing above them: an
+/// upper that changed a path would be missed).
+pub fn stat_entries_in_layers<P: AsRef<Path>>(
+    top: &Path,
+    layers: &[P],
+    tree: &[TreeEntry],
+) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
+    let mut found: Vec<Option<IndexEntry>> = vec![None; tree.len()];
+    let mut pending: Vec<usize> = (0..tree.len()).collect();
     let mut dirs = DirStats::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let last = i + 1 == layers.len();
+        let (got, seen) = stat_pass(layer.as_ref(), tree, &pending, !last)?;
+        // A directory in several layers shows the topmost one's data.
+        for (d, st) in seen {
+            dirs.entry(d).or_insert(st);
+        }
+        let mut rest = Vec::new();
+        for (k, e) in pending.into_iter().zip(got) {
+            match e {
+                Some(e) => found[k] = Some(e),
+                None => rest.push(k),
+            }
+        }
+        pending = rest;
+    }
+    let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     dirs.insert(Vec::new(), rustix::fs::fstat(&top_fd)?);
+    // Only without layers can an entry be left: then none was looked up.
+    let out: Option<Vec<IndexEntry>> = found.into_iter().collect();
+    Ok((out.unwrap_or_default(), dirs))
+}
+
+/// lstat of the entries `which` of `tree` beneath `top`, split between a few threads; `None`
+/// for an entry absent there when `missing_ok`, else an absent entry is an error.
+fn stat_pass(
+    top: &Path,
+    tree: &[TreeEntry],
+    which: &[usize],
+    missing_ok: bool,
+) -> std::io::Result<(Vec<Option<IndexEntry>>, DirStats)> {
+    let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
-    let per = tree.len().div_ceil(threads).max(1);
-    let parts: Vec<std::io::Result<(Vec<IndexEntry>, DirStats)>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            tree.chunks(per).map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), chunk))).collect();
+    let per = which.len().div_ceil(threads).max(1);
+    let parts: Vec<std::io::Result<(Vec<Option<IndexEntry>>, DirStats)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = which
+            .chunks(per)
+            .map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), tree, chunk, missing_ok)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("lstat thread panicked"))))
             .collect()
     });
-    let mut out = Vec::with_capacity(tree.len());
+    let mut out = Vec::with_capacity(which.len());
+    let mut dirs = DirStats::new();
     for p in parts {
         let (entries, seen) = p?;
         out.extend(entries);
@@ -155,26 +207,43 @@ pub fn stat_entries_and_dirs(top: &Path, tree: &[TreeEntry]) -> std::io::Result<
 /// The stat data of directories by path relative to the top (the top's is empty).
 pub type DirStats = std::collections::HashMap<Vec<u8>, rustix::fs::Stat>;
 
-/// [`stat_entries`] of one run of entries, keeping the handles of the directories on the way
-/// to the current one (a stack: the entries come directory by directory, depth first).
-fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
+/// [`stat_pass`] of one run of entries, keeping the handles of the directories on the way
+/// to the current one (a stack: the entries come directory by directory, depth first), and
+/// with `missing_ok`, the directory found absent last (every entry below it is too).
+fn stat_chunk(
+    top: &Path,
+    top_fd: BorrowedFd<'_>,
+    tree: &[TreeEntry],
+    which: &[usize],
+    missing_ok: bool,
+) -> std::io::Result<(Vec<Option<IndexEntry>>, DirStats)> {
+    use rustix::io::Errno;
     let mut stack: Vec<(Vec<u8>, OwnedFd)> = Vec::new();
-    let mut out = Vec::with_capacity(chunk.len());
+    let mut absent: Option<Vec<u8>> = None;
+    let mut out = Vec::with_capacity(which.len());
     let mut dirs = DirStats::new();
-    let err = |rel: &[u8], e: rustix::io::Errno| {
+    let err = |rel: &[u8], e: Errno| {
         std::io::Error::new(
             std::io::Error::from(e).kind(),
             format!("{}: {e}", top.join(OsStr::from_bytes(rel)).display()),
         )
     };
-    for e in chunk {
+    let below = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
+    // In a layer, a name that is not there, or not a directory where one is needed.
+    let missing = |e: Errno| missing_ok && matches!(e, Errno::NOENT | Errno::NOTDIR);
+    'entries: for &k in which {
+        let e = &tree[k];
         let (dir, name) = match e.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&e.path[..i], &e.path[i + 1..]),
             None => (&e.path[..0], &e.path[..]),
         };
+        if absent.as_deref().is_some_and(|a| below(dir, a)) {
+            out.push(None);
+            continue;
+        }
         // Keep the handles of the directories that hold this one; open the rest below them.
         while let Some((d, _)) = stack.last() {
-            if dir == &d[..] || (dir.starts_with(d) && dir.get(d.len()) == Some(&b'/')) {
+            if below(dir, d) {
                 break;
             }
             stack.pop();
@@ -184,21 +253,30 @@ fn stat_chunk(top: &Path, top_fd: BorrowedFd<'_>, chunk: &[TreeEntry]) -> std::i
             let start = if stack.is_empty() { 0 } else { have + 1 };
             let end = dir[start..].iter().position(|&b| b == b'/').map(|i| start + i).unwrap_or(dir.len());
             let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
-            let fd = rustix::fs::openat(
+            let fd = match rustix::fs::openat(
                 at,
                 OsStr::from_bytes(&dir[start..end]),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
-            )
-            .map_err(|x| err(&dir[..end], x))?;
+            ) {
+                Ok(fd) => fd,
+                Err(x) if missing(x) => {
+                    absent = Some(dir[..end].to_vec());
+                    out.push(None);
+                    continue 'entries;
+                }
+                Err(x) => return Err(err(&dir[..end], x)),
+            };
             dirs.insert(dir[..end].to_vec(), rustix::fs::fstat(&fd).map_err(|x| err(&dir[..end], x))?);
             stack.push((dir[..end].to_vec(), fd));
             have = end;
         }
         let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
-        let st =
-            rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW).map_err(|x| err(&e.path, x))?;
-        out.push(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st));
+        match rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => out.push(Some(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st))),
+            Err(x) if missing(x) => out.push(None),
+            Err(x) => return Err(err(&e.path, x)),
+        }
     }
     Ok((out, dirs))
 }
@@ -348,6 +426,7 @@ pub fn parse_oid(hex: &[u8]) -> Option<[u8; 20]> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::process::Command;
 
     pub(crate) fn git(dir: &std::path::Path, args: &[&str]) -> String {
@@ -474,5 +553,37 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(r.join("a")).unwrap();
         std::os::unix::fs::symlink(d.path().join("elsewhere"), r.join("a")).unwrap();
         assert!(stat_entries(&r, &[entry("a/f")]).is_err(), "followed a symlinked directory");
+    }
+    /// Read from layers, each entry and directory comes from the topmost layer that has it
+    /// (as an overlay of them shows it), the top directory from the merged top itself, and
+    /// an entry no layer has is an error naming it.
+    #[test]
+    fn stat_entries_in_layers_takes_the_topmost_layers_data() {
+        let d = tempfile::tempdir().unwrap();
+        let (merged, upper, lower) = (d.path().join("merged"), d.path().join("upper"), d.path().join("lower"));
+        for (dir, files) in [(&lower, &["a/f", "a/g", "b/c/h", "t"][..]), (&upper, &["a/f", "n/x"][..])] {
+            for f in files {
+                let p = dir.join(f);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, dir.file_name().unwrap().as_encoded_bytes()).unwrap();
+            }
+        }
+        std::fs::create_dir_all(&merged).unwrap();
+        let entry = |p: &str| TreeEntry { path: p.as_bytes().to_vec(), mode: 0o100644, oid: [0; 20] };
+        let tree: Vec<TreeEntry> = ["a/f", "a/g", "b/c/h", "n/x", "t"].iter().map(|p| entry(p)).collect();
+        let (got, dirs) = stat_entries_in_layers(&merged, &[&upper, &lower], &tree).unwrap();
+        let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino() as u32;
+        let paths: Vec<&[u8]> = got.iter().map(|e| &e.path[..]).collect();
+        assert_eq!(paths, [&b"a/f"[..], b"a/g", b"b/c/h", b"n/x", b"t"]);
+        assert_eq!(got[0].stat.ino, ino(&upper.join("a/f")));
+        assert_eq!(got[0].stat.size, 5, "upper's a/f");
+        assert_eq!(got[1].stat.ino, ino(&lower.join("a/g")));
+        assert_eq!(got[2].stat.ino, ino(&lower.join("b/c/h")));
+        assert_eq!(got[3].stat.ino, ino(&upper.join("n/x")));
+        assert_eq!(dirs[&b"a"[..]].st_ino, std::fs::metadata(upper.join("a")).unwrap().ino());
+        assert_eq!(dirs[&b"b/c"[..]].st_ino, std::fs::metadata(lower.join("b/c")).unwrap().ino());
+        assert_eq!(dirs[&b""[..]].st_ino, std::fs::metadata(&merged).unwrap().ino());
+        let err = stat_entries_in_layers(&merged, &[&upper, &lower], &[entry("a/f"), entry("z/q")]).unwrap_err();
+        assert!(err.to_string().contains("lower/z"), "{err}");
     }
 }
