@@ -456,6 +456,12 @@ fn status(wt: &Path, cache: bool, args: &[&str]) -> String {
 /// Whether the index of the worktree at `wt` carries an untracked cache (`UNTR`).
 /// How many directories a `git status` in `wt` opened (git's trace2 `read_directory/opendir`).
 fn dirs_opened(wt: &Path) -> usize {
+    let text = status_trace(wt);
+    text.lines().filter_map(|l| l.split("opendir:").nth(1)).map(|n| n.trim().parse::<usize>().unwrap()).sum()
+}
+
+/// git's trace2 (perf format) of a `git status` in `wt`.
+fn status_trace(wt: &Path) -> String {
     let trace = wt.parent().unwrap().join("trace2.txt");
     let o = std::process::Command::new("git")
         .arg("-C")
@@ -467,13 +473,109 @@ fn dirs_opened(wt: &Path) -> usize {
     assert!(o.status.success(), "{o:?}");
     let text = std::fs::read_to_string(&trace).unwrap();
     std::fs::remove_file(&trace).unwrap();
-    text.lines().filter_map(|l| l.split("opendir:").nth(1)).map(|n| n.trim().parse::<usize>().unwrap()).sum()
+    text
 }
 
 fn has_untracked_cache(wt: &Path) -> bool {
+    has_extension(wt, b"UNTR")
+}
+
+/// Whether the index of the worktree at `wt` carries the extension `sig`.
+fn has_extension(wt: &Path, sig: &[u8; 4]) -> bool {
     let index = git(wt, &["rev-parse", "--path-format=absolute", "--git-path", "index"]);
     let bytes = std::fs::read(index.trim()).unwrap();
-    bytes.windows(4).any(|w| w == b"UNTR")
+    bytes.windows(4).any(|w| w == sig)
+}
+
+/// `git status --porcelain ARGS` in `wt` with neither fsmonitor nor untracked cache, and
+/// without rewriting the index (which would drop the fsmonitor's extension): the truth.
+fn plain_status(wt: &Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(wt)
+        .args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "status", "--porcelain"])
+        .args(args)
+        .env("GIT_DISABLE_UNTRACKED_CACHE", "1")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// With `extensions.worktreeConfig` on, a root gets execroot's fsmonitor (its index valid as
+/// of the create, its own config naming the hook), its first `git status` reads no file and
+/// no directory but the top, and the hook never hides a change: after each of these steps,
+/// `git status` (default, `-uall`, `--ignored`) says what it says with neither fsmonitor nor
+/// untracked cache. A repository whose `core.fsmonitor` is set keeps its own.
+#[test]
+fn the_fsmonitor_never_hides_a_change() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    let repo = attr_repo(&env, "repo", "");
+    git(&repo, &["config", "extensions.worktreeConfig", "true"]);
+    let r = create(&env, &repo, "f");
+    let wt = cwd(&r);
+    assert!(has_extension(&wt, b"FSMN"), "no fsmonitor extension written");
+    assert!(git(&wt, &["config", "core.fsmonitor"]).contains("git-fsmonitor"));
+    let first = status_trace(&wt);
+    assert!(first.contains("fsm_hook"), "the hook was not asked: {first}");
+    assert!(!first.contains("trivial-response:1"), "the first answer was \"everything\"");
+    let same = |what: &str| {
+        for args in [&[][..], &["-uall"], &["--ignored"]] {
+            assert_eq!(status(&wt, true, args), plain_status(&wt, args), "after {what}, status {args:?}");
+        }
+    };
+    same("nothing");
+    let sh = |wt: &Path, script: &str| {
+        let o = std::process::Command::new("sh").arg("-ec").arg(script).current_dir(wt).output().unwrap();
+        assert!(o.status.success(), "{script}: {o:?}");
+    };
+    type Step = (&'static str, &'static str);
+    let steps: [Step; 17] = [
+        ("a tracked file changed deep down", "echo more >> src/deep/notes.md"),
+        ("a new file deep down", "echo n > src/deep/new"),
+        ("another in the same directory", "echo n > src/deep/new2"),
+        ("a tracked file removed", "rm src/lib.rs"),
+        ("restored by git", "git checkout -- src/lib.rs"),
+        ("a file added to the index, then removed", "echo a > src/added && git add src/added && rm src/added"),
+        ("a new directory", "mkdir -p src/fresh/sub && echo f > src/fresh/sub/f"),
+        ("a tree git has seen", "mkdir -p src/tree/inner && echo u > src/tree/inner/u1"),
+        (
+            "a tree moved in whole over it",
+            "rm -rf src/tree && mkdir -p staging/inner && echo u > staging/inner/u2 && mv staging src/tree",
+        ),
+        ("a .gitignore added", "echo 'u2' > src/tree/inner/.gitignore"),
+        ("an ignored file", "echo l > src/deep/x.log"),
+        ("a directory of the commit renamed", "mv src/deep src/moved"),
+        ("an executable bit set", "chmod +x a.txt"),
+        ("a file replaced by a symlink", "rm bin.dat && ln -s a.txt bin.dat"),
+        ("a file at the top", "echo t > top-new"),
+        ("removed again", "rm top-new"),
+        ("a change with its mtime set back", "echo x >> run.sh && touch -d 2001-01-01 run.sh"),
+    ];
+    for (what, script) in steps {
+        sh(&wt, script);
+        same(what);
+    }
+    let now = status(&wt, true, &["-uall"]);
+    for line in [" M run.sh", " M a.txt", "?? src/tree/inner/.gitignore", "?? src/moved/new"] {
+        assert!(now.lines().any(|l| l == line), "{line:?} missing from {now:?}");
+    }
+    // Quiet again: the answer names nothing, and nothing is read.
+    status(&wt, true, &[]);
+    assert!(!status_trace(&wt).contains("trivial-response:1"), "a quiet worktree answered \"everything\"");
+
+    let own = attr_repo(&env, "own", "");
+    git(&own, &["config", "extensions.worktreeConfig", "true"]);
+    git(&own, &["config", "core.fsmonitor", "false"]);
+    let r = create(&env, &own, "f");
+    assert!(!has_extension(&cwd(&r), b"FSMN"), "written although the repository set core.fsmonitor");
+    let plain = attr_repo(&env, "plain", "");
+    let r = create(&env, &plain, "f");
+    assert!(!has_extension(&cwd(&r), b"FSMN"), "written without extensions.worktreeConfig");
 }
 
 /// The untracked cache a root's index starts with makes the first `git status` skip reading

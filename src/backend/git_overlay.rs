@@ -138,9 +138,9 @@ struct Facts {
 
 /// Every setting a create reads: those that change the checked-out bytes (part of the cache
 /// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
-/// Also what decides whether and how the root's index gets an untracked cache
-/// ([`untracked_header`]).
-const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile|fsmonitor)|status\.showuntrackedfiles|filter\..+\.(smudge|process))$";
+/// Also what decides whether and how the root's index gets an untracked cache and an fsmonitor
+/// ([`untracked_header`], [`fsmonitor_hook`]).
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile|fsmonitor)|status\.showuntrackedfiles|extensions\.worktreeconfig|filter\..+\.(smudge|process))$";
 
 /// The settings of [`CONFIG_READ`] that are part of the checkout's key.
 const KEY_SETTINGS: [&str; 5] =
@@ -215,9 +215,14 @@ impl Facts {
             .collect()
     }
 
-    /// `core.sparseCheckout` is true, read as git reads a boolean.
+    /// `core.sparseCheckout` is true.
     fn sparse(&self) -> bool {
-        match self.get("core.sparsecheckout") {
+        self.is_true("core.sparsecheckout")
+    }
+
+    /// Setting `name` (lower case) is true, read as git reads a boolean.
+    fn is_true(&self, name: &str) -> bool {
+        match self.get(name) {
             None => false,
             Some(None) => true,
             Some(Some(v)) => {
@@ -479,7 +484,7 @@ fn incremental(
                 let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
                 let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
                 let index = admin_dir(ctx, tmp, &link)?.join("index");
-                std::fs::write(&index, crate::sys::gitindex::encode(entries, None, None)).at(&index)?;
+                std::fs::write(&index, crate::sys::gitindex::encode(entries, None, &[])).at(&index)?;
             }
             None => {
                 ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
@@ -761,6 +766,54 @@ fn admin_dir(ctx: &Ctx, wt: &Path, link: &[u8]) -> Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(dir.trim_ascii_end())))
 }
 
+/// What a root's index gets besides its entries and cache-tree.
+struct Extras {
+    /// The untracked cache's header, when it gets one ([`untracked_header`]).
+    untracked: Option<crate::sys::gituntracked::Header>,
+    /// execroot's fsmonitor, when the root gets it ([`fsmonitor_hook`]).
+    fsmonitor: Option<Fsmonitor>,
+}
+
+/// execroot's fsmonitor for a root: the hook's command and the token its index is written
+/// with (every entry valid as of then).
+struct Fsmonitor {
+    cmd: String,
+    since: crate::sys::gitfsmonitor::Instant,
+}
+
+impl Fsmonitor {
+    /// The worktree's `config.worktree`: the hook, in protocol version 2 only (git would
+    /// otherwise retry a failed call in version 1, whose empty answer means "nothing").
+    fn config(&self) -> String {
+        let quoted = self.cmd.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("[core]\n\tfsmonitor = \"{quoted}\"\n\tfsmonitorHookVersion = 2\n")
+    }
+}
+
+/// The `core.fsmonitor` command for a root of the repository of `facts`, or `None` when the
+/// root gets no fsmonitor: unless the repository reads each worktree's own config
+/// (`extensions.worktreeConfig`, which only the user turns on), when `core.fsmonitor` is set
+/// anywhere (the user's choice stands), with a git older than
+/// [`crate::sys::gitfsmonitor::MIN_GIT`], when layers are stacked above the checkout or trees
+/// mounted into it (changes there are in other uppers), or when no execroot program is found
+/// that the root's owner can run (docs/roots.md, "fsmonitor").
+fn fsmonitor_hook(facts: &Facts, root: &RootSpec, upper: &Path) -> Option<String> {
+    if !facts.is_true("extensions.worktreeconfig")
+        || facts.get("core.fsmonitor").is_some()
+        || !root.snapshots.is_empty()
+        || !root.mount_subdirs.is_empty()
+        || crate::sys::git::version().ok()? < crate::sys::gitfsmonitor::MIN_GIT
+    {
+        return None;
+    }
+    let exe = crate::sys::gitfsmonitor::hook_program()?;
+    if root.owner != crate::sys::Owner::current() && !crate::sys::gitfsmonitor::anyone_can_run(&exe) {
+        return None;
+    }
+    let cmd = crate::sys::gitfsmonitor::hook_command(&exe, upper);
+    (!cmd.contains('\n')).then_some(cmd)
+}
+
 /// Where a root's index takes its stat data from.
 enum StatFrom<'a> {
     /// The checkout's own layers (top first): nothing is stacked above them but the upper,
@@ -785,7 +838,7 @@ fn write_index(
     top: &str,
     tree: Listed,
     from: &StatFrom,
-    untracked: Option<crate::sys::gituntracked::Header>,
+    extras: Extras,
 ) -> Result<()> {
     use crate::sys::gitindex::IndexEntry;
     let none = BTreeSet::new();
@@ -808,7 +861,7 @@ fn write_index(
         .map_err(|e| Error::io(wt, e.into()))?;
     let (mut entries, dirs) = stat_of(wt, lowers, fresh).map_err(|e| Error::io(wt, e))?;
     tracing::trace!(step = "git-overlay.index.stat-read", "reached");
-    let untracked = match untracked {
+    let untracked = match extras.untracked {
         Some(h) => {
             let dirs =
                 crate::sys::gituntracked::dirs_of(wt, &tree.trees, &tree.blobs, &dirs).map_err(|e| Error::io(wt, e))?;
@@ -822,14 +875,26 @@ fn write_index(
     let top = crate::sys::gitindex::parse_oid(top.as_bytes())
         .ok_or_else(|| Error::Corrupt(format!("git rev-parse: {top:?} is not a SHA-1 tree id")))?;
     tracing::trace!(step = "git-overlay.index.untracked-read", "reached");
-    let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }), untracked.as_deref());
+    let fsmn = extras.fsmonitor.as_ref().map(|f| crate::sys::gitfsmonitor::extension(&f.since.token()));
+    let mut exts: Vec<(&[u8; 4], &[u8])> = Vec::new();
+    exts.extend(untracked.as_deref().map(|u| (b"UNTR", u)));
+    exts.extend(fsmn.as_deref().map(|f| (b"FSMN", f)));
+    let bytes = crate::sys::gitindex::encode(entries, Some(Trees { top, subtrees: &tree.trees }), &exts);
+    // The worktree's own config names the hook; git reads it with extensions.worktreeConfig.
+    let config = extras.fsmonitor.map(|f| f.config());
     tracing::trace!(step = "git-overlay.index.encoded", "reached");
     let (index, tmp) = (dir.join("index"), dir.join("index.execroot.tmp"));
     // The admin directory is the repository owner's: written with its permissions, no more.
     let (i, t) = (index.clone(), tmp.clone());
+    let config_path = dir.join("config.worktree");
     let done = crate::sys::creds::run_as(ctx.git_owner, vec![], move || -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        if let Some(c) = config {
+            // A fresh worktree has none: one found is refused, never overwritten.
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&config_path)?;
+            f.write_all(c.as_bytes())?;
+        }
         let _ = std::fs::remove_file(&t);
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&t)?;
         f.write_all(&bytes)?;
@@ -1040,25 +1105,32 @@ impl Backend for GitOverlay {
         let link = std::fs::read(&link_path).at(&link_path)?;
         // The root's own snapshots (a provision layer) are stacked above the checkout.
         let stack: Vec<Hash> = std::iter::once(snap).chain(root.snapshots.iter().copied()).collect();
-        // Durable always: a repo-edit root lives for days, across reboots.
-        let guard = overlay::mount_snapshots(
-            store,
-            &stack,
-            &mut st.overlay,
-            Place::at(&st.worktree.worktree_path)?,
-            root.owner,
-            false,
-        )?;
+        overlay::prepare_snapshots(store, &stack, &mut st.overlay, root.owner)?;
+        // The link goes into the upper before the mount: once mounted, every change to the
+        // upper is the run's, and the fsmonitor's token marks where those begin.
         let upper_link = st.overlay.upper.join(".git");
         std::fs::write(&upper_link, &link).at(&upper_link)?;
         std::fs::set_permissions(&upper_link, std::fs::Permissions::from_mode(0o644)).at(&upper_link)?;
         std::os::unix::fs::lchown(&upper_link, Some(root.owner.uid), Some(root.owner.gid)).at(&upper_link)?;
+        let wt = &st.worktree.worktree_path;
+        let fsmonitor = match fsmonitor_hook(&facts, root, &st.overlay.upper) {
+            Some(cmd) => {
+                // overlayfs (6.6 and later) stores a uuid on the upper's top at the first
+                // mount, which changes its ctime after the token: one given ahead is kept.
+                let uuid: [u8; 16] = rand::random();
+                crate::sys::xattr::set(&st.overlay.upper, "trusted.overlay.uuid", &uuid)?;
+                let since = crate::sys::gitfsmonitor::settled_token(&st.overlay.upper).at(&st.overlay.upper)?;
+                Some(Fsmonitor { cmd, since })
+            }
+            None => None,
+        };
+        // Durable always: a repo-edit root lives for days, across reboots.
+        let guard = st.overlay.mount(Place::at(wt)?, false)?;
         hit("git-overlay.create.mounted");
         // The index, so that `git status` is clean: written from the commit's blob ids and
         // the merged view's stat data (no file is hashed); for a SHA-256 repository (the
         // index written here is SHA-1's), git's read-tree and one refresh (which hashes every
         // file once).
-        let wt = &st.worktree.worktree_path;
         let from = match root.snapshots.is_empty() {
             true => StatFrom::Layers(&st.overlay.lowers),
             false => StatFrom::Overlay(above_checkout(store, &root.snapshots)?),
@@ -1066,9 +1138,9 @@ impl Backend for GitOverlay {
         match listing.take()? {
             Some(tree) => {
                 tracing::trace!(step = "git-overlay.index.listed", "reached");
-                let untracked = untracked_header(&facts, root, wt);
+                let extras = Extras { untracked: untracked_header(&facts, root, wt), fsmonitor };
                 let dir = admin_dir(&ctx, wt, &link)?;
-                write_index(&ctx, wt, &dir, &facts.tree, tree, &from, untracked)?
+                write_index(&ctx, wt, &dir, &facts.tree, tree, &from, extras)?
             }
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;

@@ -70,6 +70,14 @@ pub fn mount_snapshots(
     owner: Owner,
     volatile: bool,
 ) -> Result<MountGuard> {
+    prepare_snapshots(store, snapshots, dirs, owner)?;
+    dirs.mount(target, volatile)
+}
+
+/// The first half of [`mount_snapshots`]: everything but the mount (the layers materialized,
+/// the upper and work directories made), for a caller that puts something in the upper
+/// first.
+pub fn prepare_snapshots(store: &Store, snapshots: &[Hash], dirs: &mut OverlayDirs, owner: Owner) -> Result<()> {
     let stack = store.layer_stack(snapshots)?;
     dirs.lowers = lowers_for(store, &stack, owner)?;
     // The merged root directory shows the upper's attributes: give it the top layer's mode.
@@ -88,7 +96,7 @@ pub fn mount_snapshots(
     std::os::unix::fs::lchown(upper, Some(owner.uid), Some(owner.gid)).at(upper)?;
     // The work directory is the kernel's (and root's) alone: the owner never writes in it.
     crate::store::perms::make_dir(&dirs.work, 0o700)?;
-    dirs.mount(target, volatile)
+    Ok(())
 }
 
 /// The lower directory to use for `layer` (a short layer path) in a root owned by `owner`: the

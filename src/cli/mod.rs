@@ -457,6 +457,18 @@ impl Output {
 
 /// Run the CLI with the process arguments; returns the exit status.
 pub fn main() -> i32 {
+    // git runs this as a root's fsmonitor hook on every status: before any parsing, logging
+    // or store (docs/cli.md, "git-fsmonitor").
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "git-fsmonitor") {
+        return match execroot::sys::gitfsmonitor::run_hook(&args[2..], &mut std::io::stdout().lock()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("execroot git-fsmonitor: {e}");
+                1
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -358,9 +358,10 @@ fn base(path: &[u8]) -> &[u8] {
 }
 
 /// The index file's bytes for `entries` (sorted here; stage 0 only, no duplicates expected),
-/// with a cache-tree extension when `trees` are the trees whose blobs `entries` are, and the
-/// untracked cache extension `untracked` (see [`crate::sys::gituntracked`]) if given.
-pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, untracked: Option<&[u8]>) -> Vec<u8> {
+/// with a cache-tree extension when `trees` are the trees whose blobs `entries` are, then
+/// `extensions` in order (signature and payload: the untracked cache of
+/// [`crate::sys::gituntracked`], the fsmonitor's of [`crate::sys::gitfsmonitor`]).
+pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, extensions: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::with_capacity(12 + entries.len() * 96 + 20);
     out.extend_from_slice(b"DIRC");
@@ -386,8 +387,8 @@ pub fn encode(mut entries: Vec<IndexEntry>, trees: Option<Trees<'_>>, untracked:
         out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
         out.extend_from_slice(&ext);
     }
-    if let Some(ext) = untracked {
-        out.extend_from_slice(b"UNTR");
+    for (sig, ext) in extensions {
+        out.extend_from_slice(&sig[..]);
         out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
         out.extend_from_slice(ext);
     }
@@ -465,7 +466,7 @@ pub(crate) mod tests {
         let tree = parse_ls_tree(tree.as_bytes()).unwrap();
         assert_eq!(tree.len(), 5);
         let entries = stat_entries(r, &tree).unwrap();
-        std::fs::write(r.join(".git/index"), encode(entries, None, None)).unwrap();
+        std::fs::write(r.join(".git/index"), encode(entries, None, &[])).unwrap();
         assert_eq!(git(r, &["diff-files", "--name-only"]), "", "stat data not as git would record it");
         assert_eq!(git(r, &["diff-index", "--cached", "--name-only", "HEAD"]), "");
         assert_eq!(git(r, &["status", "--porcelain"]), "");
@@ -517,7 +518,7 @@ pub(crate) mod tests {
         let (trees, blobs): (Vec<TreeEntry>, Vec<TreeEntry>) = all.into_iter().partition(|e| e.mode == TREE_MODE);
         let top = parse_oid(git(r, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
         let entries = stat_entries(r, &blobs).unwrap();
-        let bytes = encode(entries, Some(Trees { top, subtrees: &trees }), None);
+        let bytes = encode(entries, Some(Trees { top, subtrees: &trees }), &[]);
         assert_eq!(extension(&bytes, b"TREE").expect("a TREE written"), theirs);
         std::fs::write(r.join(".git/index"), &bytes).unwrap();
         assert_eq!(git(r, &["status", "--porcelain"]), "");
@@ -531,8 +532,8 @@ pub(crate) mod tests {
         // A listing that is not a whole tree (a subtree without its parent) gets no TREE.
         let partial: Vec<TreeEntry> = trees.iter().filter(|t| t.path != b"zz").cloned().collect();
         let entries: Vec<IndexEntry> = blobs.iter().map(IndexEntry::unstat).collect();
-        assert!(extension(&encode(entries.clone(), Some(Trees { top, subtrees: &trees }), None), b"TREE").is_some());
-        assert!(extension(&encode(entries, Some(Trees { top, subtrees: &partial }), None), b"TREE").is_none());
+        assert!(extension(&encode(entries.clone(), Some(Trees { top, subtrees: &trees }), &[]), b"TREE").is_some());
+        assert!(extension(&encode(entries, Some(Trees { top, subtrees: &partial }), &[]), b"TREE").is_none());
     }
 
     /// What cannot be stat-ed beneath the top is an error naming it, and a directory swapped

@@ -247,6 +247,12 @@ fn varint(mut value: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&buf[pos..]);
 }
 
+/// An EWAH bitmap without a bit, serialized as git serializes one (for the `FSMN` extension
+/// of [`crate::sys::gitfsmonitor`]).
+pub(crate) fn empty_bitmap(out: &mut Vec<u8>) {
+    Ewah::new().serialize(out);
+}
+
 /// An EWAH bitmap built as git's `ewah_set` builds one (bits set in increasing order), so that
 /// the serialized bytes are git's. Words are 64 bits; a run-length word ("RLW") holds the run
 /// bit (bit 0), the run length in words (bits 1 to 32) and the number of literal words that
@@ -451,7 +457,7 @@ mod tests {
         let racy = extension(&header, dirs_of(r, &trees, &blobs, &Default::default()).unwrap(), 0).unwrap();
         assert_eq!(theirs.len() - racy.len(), (trees.len() + 1) * 36 + 16 - 8, "stat data or valid bits left in");
         let entries = crate::sys::gitindex::stat_entries(r, &blobs).unwrap();
-        std::fs::write(r.join(".git/index"), crate::sys::gitindex::encode(entries, None, Some(&racy))).unwrap();
+        std::fs::write(r.join(".git/index"), crate::sys::gitindex::encode(entries, None, &[(b"UNTR", &racy)])).unwrap();
         std::fs::write(r.join("new"), "n").unwrap();
         std::fs::write(r.join("a/b/new"), "n").unwrap();
         let o = std::process::Command::new("git")

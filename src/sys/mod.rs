@@ -1,12 +1,13 @@
 //! System helpers: the lowest layer, knowing nothing of stores or roots. Trees reached through
 //! directory handles, mounts and mountinfo, idmapped views, extended attributes and POSIX ACLs,
-//! flock locks, processes using a directory, running git, writing a git index, and the owner of a run's files.
+//! flock locks, processes using a directory, running git, writing a git index and answering git's fsmonitor, and the owner of a run's files.
 
 pub mod acl;
 pub mod beneath;
 pub mod creds;
 pub mod failpoint;
 pub mod git;
+pub mod gitfsmonitor;
 pub mod gitindex;
 pub mod gituntracked;
 pub mod idmap;
