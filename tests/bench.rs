@@ -84,6 +84,12 @@ fn a_tiny_bench_run_measures_marks_and_reports() {
         assert!(g["coldReadyMs"].as_f64().unwrap() > 0.0);
         assert!(g["bytesBesidesIndex"].as_u64().unwrap() < wt_git["bytesBesidesIndex"].as_u64().unwrap());
         assert!(repo_edit["verdict"]["reason"].as_str().unwrap().contains("Issue 11's targets"));
+        // The same roots with the fixture repository's extensions.worktreeConfig on: each
+        // index carried the fsmonitor's extension (else the bench fails).
+        let f = &g["fsmonitor"];
+        assert!(f["readyMs"]["p50"].as_f64().unwrap() > 0.0, "{g}");
+        assert!(f["newCommitReadyMs"]["p50"].as_f64().unwrap() > 0.0, "{g}");
+        assert!(repo_edit["verdict"]["reason"].as_str().unwrap().contains("with execroot's fsmonitor"));
         // One miss, then hits.
         assert_eq!(pv["correct"], true, "{pv}");
         assert_eq!(pv["provision"]["firstWasMiss"], true, "{pv}");

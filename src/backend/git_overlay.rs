@@ -326,18 +326,19 @@ fn checkout_key(ctx: &Ctx, facts: &Facts, tree: &str) -> Result<Hash> {
 }
 
 /// The snapshot of what `git worktree add` checks out for `commit` (whose tree is `tree`):
-/// from the cache, else made by a real checkout into a temporary detached worktree (hooks
+/// from the cache (whose ref is `name`, [`cache_ref`]), else made by a real checkout into a temporary detached worktree (hooks
 /// off), ingested and cached. True when it was ingested now.
 fn snapshot_of(
     store: &Store,
     ctx: &Ctx,
     st: &WorktreeState,
     facts: &Facts,
+    name: &str,
     listing: &mut Listing,
     pending: &mut Option<Pending>,
 ) -> Result<(Hash, bool)> {
     let (commit, tree) = (facts.commit.as_str(), facts.tree.as_str());
-    let name = cache_ref(ctx, facts, tree)?;
+    let name = name.to_string();
     if let Some(id) = cached(store, &name)? {
         return Ok((id, false));
     }
@@ -570,8 +571,9 @@ fn remove_trash(trash: &Path) -> Result<()> {
 /// `.gitattributes` files), else by the root's index. `None` inside for a repository whose
 /// objects are not SHA-1 (git's own read-tree serves those).
 struct Listing {
-    handle: Option<std::thread::JoinHandle<Result<Listed>>>,
+    handle: Option<std::thread::JoinHandle<Result<(Listed, bool)>>>,
     tree: Option<Listed>,
+    kept: bool,
 }
 
 /// What [`list_tree`] lists: the commit's blobs (every entry that is not a tree) and its
@@ -583,26 +585,29 @@ struct Listed {
 }
 
 impl Listing {
-    fn start(ctx: &Ctx, facts: &Facts, listed: Option<Listed>) -> Listing {
+    /// The listing `listed` when given, else read in a thread: from the file `kept` (a
+    /// cached checkout's [`kept_listing`]) when given and intact, else by `git ls-tree`.
+    fn start(ctx: &Ctx, facts: &Facts, listed: Option<Listed>, kept: Option<PathBuf>) -> Listing {
         match listed {
-            Some(l) => Listing { handle: None, tree: Some(l) },
-            None => Listing { handle: facts.sha1.then(|| list_tree(ctx, &facts.commit)), tree: None },
+            Some(l) => Listing { handle: None, tree: Some(l), kept: false },
+            None => Listing { handle: facts.sha1.then(|| list_tree(ctx, facts, kept)), tree: None, kept: false },
         }
     }
 
     /// The listing, waiting for it if need be.
     fn get(&mut self) -> Result<Option<&Listed>> {
         if let Some(h) = self.handle.take() {
-            let t = h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
-            self.tree = Some(t);
+            let (t, kept) =
+                h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
+            (self.tree, self.kept) = (Some(t), kept);
         }
         Ok(self.tree.as_ref())
     }
 
-    /// The listing, taken.
-    fn take(mut self) -> Result<Option<Listed>> {
+    /// The listing, taken, and whether it was read from a kept file.
+    fn take(mut self) -> Result<Option<(Listed, bool)>> {
         self.get()?;
-        Ok(self.tree)
+        Ok(self.tree.map(|t| (t, self.kept)))
     }
 }
 
@@ -738,12 +743,15 @@ pub fn cached_checkout(store: &Store, repo: &Path, rev: &str, tree: &str) -> Res
     cached(store, &cache_ref(&ctx, &facts, tree)?)
 }
 
-/// The tree of `commit` as `git ls-tree -r -t` lists it, read in a thread of its own so that
-/// it runs while the worktree is registered and mounted (it writes nothing, so it holds no
-/// lock of the root: see [`Ctx::git`]).
-fn list_tree(ctx: &Ctx, commit: &str) -> std::thread::JoinHandle<Result<Listed>> {
-    let (ctx, commit) = (ctx.unheld(), commit.to_string());
-    std::thread::spawn(move || list(&ctx, &commit))
+/// The tree of the commit of `facts` as `git ls-tree -r -t` lists it (or as the file `kept`
+/// keeps it), read in a thread of its own so that it runs while the worktree is registered
+/// and mounted (it writes nothing, so it holds no lock of the root: see [`Ctx::git`]).
+fn list_tree(ctx: &Ctx, facts: &Facts, kept: Option<PathBuf>) -> std::thread::JoinHandle<Result<(Listed, bool)>> {
+    let (ctx, commit, tree) = (ctx.unheld(), facts.commit.clone(), facts.tree.clone());
+    std::thread::spawn(move || match kept.and_then(|k| kept_listing(&k, &tree)) {
+        Some(l) => Ok((l, true)),
+        None => Ok((list(&ctx, &commit)?, false)),
+    })
 }
 
 /// The blobs and trees of `commit` (`git ls-tree -r -t`).
@@ -752,6 +760,57 @@ fn list(ctx: &Ctx, commit: &str) -> Result<Listed> {
     let all = parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))?;
     let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
     Ok(Listed { blobs, trees })
+}
+
+/// Where a checkout snapshot keeps the listing of its commit's tree (docs/format.md,
+/// "Checkout cache"): `git ls-tree` of a tree takes tens of milliseconds at 25k entries, and
+/// a tree's listing never changes.
+fn listing_path(store: &Store, snap: &Hash) -> PathBuf {
+    store.snapshot_dir(snap).join("git-listing")
+}
+
+/// The first line of a kept listing.
+const LISTING_MAGIC: &[u8] = b"execroot git listing v1\n";
+
+/// The listing of `tree` kept in the file `path` ([`listing_path`]), if it is there, for that
+/// tree, and intact (its BLAKE3 sum checks): what is not is ignored (and written again), since the
+/// index's blob ids come from it.
+fn kept_listing(path: &Path, tree: &str) -> Option<Listed> {
+    let bytes = std::fs::read(path).ok()?;
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if Hash::of(body).0 != sum {
+        tracing::warn!(path = %path.display(), "the kept git listing is damaged: listing again");
+        return None;
+    }
+    let rest = body.strip_prefix(LISTING_MAGIC)?;
+    let rest = rest.strip_prefix(tree.as_bytes())?.strip_prefix(b"\n")?;
+    let all = parse_ls_tree(rest).ok()?;
+    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
+    Some(Listed { blobs, trees })
+}
+
+/// Keep `listed`, the listing of `tree`, with snapshot `snap` (written aside, then renamed).
+/// A cache: failing to keep it costs the next root a `git ls-tree`, nothing else.
+fn keep_listing(store: &Store, snap: &Hash, tree: &str, listed: &Listed) {
+    let mut body = Vec::with_capacity(LISTING_MAGIC.len() + 41 + (listed.blobs.len() + listed.trees.len()) * 100);
+    body.extend_from_slice(LISTING_MAGIC);
+    body.extend_from_slice(tree.as_bytes());
+    body.push(b'\n');
+    for e in listed.trees.iter().chain(&listed.blobs) {
+        let kind = if e.mode == TREE_MODE { "tree" } else { "blob" };
+        body.extend_from_slice(format!("{:06o} {kind} {}\t", e.mode, crate::sys::gitindex::oid_hex(&e.oid)).as_bytes());
+        body.extend_from_slice(&e.path);
+        body.push(0);
+    }
+    let sum = Hash::of(&body);
+    body.extend_from_slice(&sum.0);
+    let path = listing_path(store, snap);
+    let tmp = path.with_file_name(format!(".git-listing-{:016x}", rand::random::<u64>()));
+    let r = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(snapshot = %snap, "could not keep the git listing: {e}");
+    }
 }
 
 /// The administrative directory of the worktree at `wt`, from its `.git` link (`link`, which
@@ -836,7 +895,7 @@ fn write_index(
     wt: &Path,
     dir: &Path,
     top: &str,
-    tree: Listed,
+    tree: &Listed,
     from: &StatFrom,
     extras: Extras,
 ) -> Result<()> {
@@ -1072,11 +1131,17 @@ impl Backend for GitOverlay {
             }
         };
         let commit = facts.commit.clone();
-        // The blob ids, listed while the snapshot is found and the worktree registered.
-        let mut listing = Listing::start(&ctx, &facts, listed);
+        let name = cache_ref(&ctx, &facts, &facts.tree)?;
+        // The blob ids: kept with a cached checkout, else listed while the snapshot is found
+        // and the worktree registered.
+        let kept = match (&listed, cached(store, &name)?) {
+            (None, Some(snap)) => Some(listing_path(store, &snap)),
+            _ => None,
+        };
+        let mut listing = Listing::start(&ctx, &facts, listed, kept);
         // Dropped last: a temporary checkout is removed while the root is made.
         let mut pending = None;
-        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &mut listing, &mut pending)?;
+        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &name, &mut listing, &mut pending)?;
         let path_s = wst.worktree_path.to_string_lossy().into_owned();
         // Registered locked at once where git can (`--reason` with `--lock`: git 2.36), so
         // that git's prune never sees it unlocked; else locked right after.
@@ -1136,11 +1201,14 @@ impl Backend for GitOverlay {
             false => StatFrom::Overlay(above_checkout(store, &root.snapshots)?),
         };
         match listing.take()? {
-            Some(tree) => {
+            Some((tree, kept)) => {
                 tracing::trace!(step = "git-overlay.index.listed", "reached");
                 let extras = Extras { untracked: untracked_header(&facts, root, wt), fsmonitor };
                 let dir = admin_dir(&ctx, wt, &link)?;
-                write_index(&ctx, wt, &dir, &facts.tree, tree, &from, extras)?
+                write_index(&ctx, wt, &dir, &facts.tree, &tree, &from, extras)?;
+                if !kept {
+                    keep_listing(store, &snap, &facts.tree, &tree);
+                }
             }
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;

@@ -484,7 +484,7 @@ fn blob_sha1(tree: &Tree, rel: &[u8]) -> std::io::Result<String> {
     let mut f = tree.open_file(rel)?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
-    Ok(crate::sys::gitindex::blob_oid(&data).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::sys::gitindex::oid_hex(&crate::sys::gitindex::blob_oid(&data)))
 }
 
 /// Why repository `repo` is gone, if it is: its path is not there (deleted or moved) or,

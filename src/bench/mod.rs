@@ -144,6 +144,22 @@ pub struct GitFigures {
     pub new_commit_files: usize,
     /// Destroy of a root nobody changed (the runs' own roots hold a commit when destroyed).
     pub destroy_untouched_ms: Stats,
+    /// The same roots with execroot's fsmonitor (`extensions.worktreeConfig` on, which the
+    /// bench turns on in its own fixture repository only, and off again); `None` for the
+    /// user's repository (whose roots get it in every run if it is on there).
+    pub fsmonitor: Option<FsmonitorFigures>,
+}
+
+/// git-overlay roots with execroot's fsmonitor (docs/roots.md, "fsmonitor").
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsmonitorFigures {
+    /// Warm time-to-ready (create and a first clean `git status`).
+    pub ready_ms: Stats,
+    /// That first `git status`.
+    pub first_status_ms: Stats,
+    /// Time-to-ready at a new commit, as [`GitFigures::new_commit_ready_ms`].
+    pub new_commit_ready_ms: Stats,
 }
 
 /// The provision path of previews: `root create --class preview --provision CMD`.
@@ -887,6 +903,10 @@ fn measure(
             ctx.destroy(&m)?;
         }
     }
+    let fsmonitor = match way == Way::GitOverlay && ctx.opts.repo.is_none() {
+        true => Some(with_fsmonitor(ctx, class0, base, progress)?),
+        false => None,
+    };
     let scale = n_target as f64 / n.max(1) as f64;
     let concurrent = Concurrent {
         n: n_target,
@@ -914,6 +934,7 @@ fn measure(
             new_commit_ready_ms: (!new_commit.is_empty()).then(|| Stats::of(&new_commit)),
             new_commit_files: if new_commit.is_empty() { 0 } else { NEW_COMMIT_FILES },
             destroy_untouched_ms: Stats::of(&untouched_destroy),
+            fsmonitor: fsmonitor.clone(),
         });
         let provision = (way == Way::OverlayProvision).then(|| ProvisionFigures {
             command: ctx.opts.provision.clone().unwrap_or_default(),
@@ -944,6 +965,50 @@ fn measure(
         );
     }
     Ok(out)
+}
+
+/// git-overlay roots of the bench's own fixture repository with `extensions.worktreeConfig`
+/// turned on for the while (and off again, whatever happens): warm, then at new commits
+/// (others than the default runs'). Each root's index must carry the fsmonitor's extension.
+fn with_fsmonitor(ctx: &Ctx, class: Class, base: &Base, progress: &dyn BenchProgress) -> Result<FsmonitorFigures> {
+    let way = Way::GitOverlay;
+    git(&base.repo, &["config", "extensions.worktreeConfig", "true"])?;
+    let r = (|| -> Result<FsmonitorFigures> {
+        let one = |rev: &str| -> Result<(f64, f64)> {
+            let m = ctx.create_at(way, class, base, rev)?;
+            let has = m
+                .index
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .is_some_and(|b| b.windows(4).any(|w| w == b"FSMN"));
+            ctx.destroy(&m)?;
+            if !has {
+                return Err(Error::Conflict(
+                    "git-overlay: a root of a repository with extensions.worktreeConfig has no fsmonitor".into(),
+                ));
+            }
+            Ok((m.ready_ms, m.status_ms.unwrap_or_default()))
+        };
+        let (mut ready, mut status, mut new_commit) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..ctx.opts.runs {
+            progress.step(&format!("{}: with fsmonitor, run {}/{}", way.name(), i + 1, ctx.opts.runs));
+            let (r, s) = one("HEAD")?;
+            ready.push(r);
+            status.push(s);
+        }
+        for i in 0..ctx.opts.runs {
+            progress.step(&format!("{}: with fsmonitor, new commit {}/{}", way.name(), i + 1, ctx.opts.runs));
+            let rev = child_commit(ctx, &base.repo, ctx.opts.runs + i, NEW_COMMIT_FILES)?;
+            new_commit.push(one(&rev)?.0);
+        }
+        Ok(FsmonitorFigures {
+            ready_ms: Stats::of(&ready),
+            first_status_ms: Stats::of(&status),
+            new_commit_ready_ms: Stats::of(&new_commit),
+        })
+    })();
+    git(&base.repo, &["config", "--unset", "extensions.worktreeConfig"])?;
+    r
 }
 
 fn unavailable(way: Way, reason: String) -> BackendResult {
@@ -1267,6 +1332,16 @@ fn repo_edit_verdict(r: &BackendResult, b: &BackendResult, th: Thresholds) -> Ve
         t(g.destroy_untouched_ms.p50),
         met(g.destroy_untouched_ms.p50 <= 50.0)
     ));
+    if let Some(f) = &g.fsmonitor {
+        targets.push(format!(
+            "with execroot's fsmonitor (the repository's extensions.worktreeConfig on): warm time-to-ready p50 {} (≤ 100 ms: {}), first git status {}, at a new commit {} (≤ 300 ms: {})",
+            t(f.ready_ms.p50),
+            met(f.ready_ms.p50 <= 100.0),
+            t(f.first_status_ms.p50),
+            t(f.new_commit_ready_ms.p50),
+            met(f.new_commit_ready_ms.p50 <= 300.0)
+        ));
+    }
     Verdict {
         benefits: ok,
         reason: format!(

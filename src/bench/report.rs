@@ -99,7 +99,7 @@ fn git_table(c: &ClassResult, s: &mut String) {
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(s, "Time-to-ready of the git ways is the create plus a first `git status` that is clean.\n");
+    let _ = writeln!(s, "Time-to-ready of the git ways is the create plus a first `git status` that is clean. A row \"with fsmonitor\" is the same roots of a repository whose `extensions.worktreeConfig` is on, where each gets execroot's fsmonitor (docs/roots.md).\n");
     let _ = writeln!(s, "| backend | ready p50 (warm) | first root of the commit | ready at a new commit p50 / p95 | first `git status` p50 | index | disk per untouched root besides the index | destroy of an untouched root p50 / p95 |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for (b, g) in rows {
@@ -118,6 +118,18 @@ fn git_table(c: &ClassResult, s: &mut String) {
             human_ms(g.destroy_untouched_ms.p50),
             human_ms(g.destroy_untouched_ms.p95),
         );
+        if let Some(f) = &g.fsmonitor {
+            let _ = writeln!(
+                s,
+                "| {} with fsmonitor | {} | | {} / {} ({} files changed) | {} | | | |",
+                b.backend,
+                human_ms(f.ready_ms.p50),
+                human_ms(f.new_commit_ready_ms.p50),
+                human_ms(f.new_commit_ready_ms.p95),
+                g.new_commit_files,
+                human_ms(f.first_status_ms.p50),
+            );
+        }
     }
     s.push('\n');
 }

@@ -406,6 +406,17 @@ pub fn blob_oid(data: &[u8]) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// The 40 lowercase hex digits of object id `oid`, as git prints it.
+pub fn oid_hex(oid: &[u8; 20]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(40);
+    for b in oid {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
 /// A hexadecimal SHA-1 object id as bytes; `None` unless it is 40 hex digits.
 pub fn parse_oid(hex: &[u8]) -> Option<[u8; 20]> {
     if hex.len() != 40 {
