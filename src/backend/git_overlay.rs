@@ -343,7 +343,7 @@ fn snapshot_of(
         return Ok((id, false));
     }
     let tmp = checkout_dir(st);
-    remove_checkout(ctx, &tmp)?;
+    remove_checkout(ctx, &tmp, Some(&facts.common_dir))?;
     if let Some(id) = incremental(store, ctx, &tmp, facts, &name, listing, pending)? {
         return Ok((id, true));
     }
@@ -367,7 +367,7 @@ fn snapshot_of(
             store.ingest_dir_as(ctx.git_owner, vec![ctx.git_owner.gid], &tmp, &opts)
         }
     })();
-    remove_checkout(ctx, &tmp)?;
+    remove_checkout(ctx, &tmp, Some(&facts.common_dir))?;
     Ok((r?.id, true))
 }
 
@@ -384,8 +384,10 @@ fn cached(store: &Store, name: &str) -> Result<Option<Hash>> {
 }
 
 /// `commit`'s checkout as a change snapshot stacked on its first parent's cached checkout:
-/// only the paths git says differ are checked out (into a temporary worktree whose index is
-/// the commit's, so attributes come from the commit as in a full checkout) and ingested.
+/// only the paths git says differ are checked out (`git checkout-index` with the repository's
+/// git directory, into a temporary directory git knows nothing of, from an index of
+/// execroot's holding those paths and the commit's `.gitattributes`, so attributes come from
+/// the commit as in a full checkout) and ingested.
 /// `None` (nothing made) when that cannot be exact or cheap: no parent, or its checkout not
 /// cached, a deep stack, a changed `.gitattributes`, a path that turns from file into
 /// directory or back, a repository owned by another user (whose tree is read with that
@@ -458,22 +460,14 @@ fn incremental(
     else {
         return Ok(None);
     };
-    let tmp_s = tmp.to_string_lossy().into_owned();
+    // Checked out with the repository's own git directory and an index of execroot's, into a
+    // directory git knows nothing of: no worktree to register, and none to prune after.
+    let index = tmp.with_file_name("checkout.index");
+    let git_dir = format!("--git-dir={}", facts.common_dir.display());
+    let work_tree = format!("--work-tree={}", tmp.display());
+    let globals = [git_dir.as_str(), work_tree.as_str(), "-c", "core.fsmonitor=false"];
     let r = (|| -> Result<Hash> {
-        ctx.check(
-            repo,
-            &[
-                "-c",
-                "core.hooksPath=/dev/null",
-                "worktree",
-                "add",
-                "--no-checkout",
-                "--detach",
-                "--end-of-options",
-                &tmp_s,
-                commit,
-            ],
-        )?;
+        std::fs::create_dir(tmp).at(tmp)?;
         // checkout-index converts as a full checkout would when the index holds the paths to
         // check out and every `.gitattributes` of the commit (none changed, see above): such
         // an index is written here, far cheaper than `git read-tree` of the whole tree. A
@@ -483,18 +477,18 @@ fn incremental(
                 let attrs =
                     all.blobs.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
                 let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
-                let link = std::fs::read(tmp.join(".git")).at(tmp.join(".git"))?;
-                let index = admin_dir(ctx, tmp, &link)?.join("index");
                 std::fs::write(&index, crate::sys::gitindex::encode(entries, None, &[])).at(&index)?;
             }
             None => {
-                ctx.check(tmp, &["read-tree", "--end-of-options", commit])?;
+                let args: Vec<&str> =
+                    globals.iter().copied().chain(["read-tree", "--end-of-options", commit]).collect();
+                ctx.check_with_index(repo, &args, &index)?;
             }
         }
         for chunk in paths.chunks(500) {
-            let mut args = vec!["checkout-index", "-f", "--"];
+            let mut args: Vec<&str> = globals.iter().copied().chain(["checkout-index", "-f", "--"]).collect();
             args.extend(chunk.iter().map(String::as_str));
-            ctx.check(tmp, &args)?;
+            ctx.check_with_index(repo, &args, &index)?;
         }
         // The change is recorded in directories that exist: those holding each deletion.
         for d in &top {
@@ -510,13 +504,14 @@ fn incremental(
         let opts = IngestOptions { name: Some(name.to_string()), labels, skip_special: false, exclude: vec![] };
         Ok(store.ingest_change(tmp, &written, &top, vec![psnap], &opts)?.id)
     })();
+    let _ = std::fs::remove_file(&index);
     match r {
         Ok(id) => {
-            *pending = discard_checkout(ctx, tmp)?;
+            *pending = discard_checkout(ctx, tmp, &facts.common_dir)?;
             Ok(Some(id))
         }
         Err(e) => {
-            remove_checkout(ctx, tmp)?;
+            remove_checkout(ctx, tmp, Some(&facts.common_dir))?;
             Err(e)
         }
     }
@@ -542,18 +537,18 @@ fn trash_dir(tmp: &Path) -> PathBuf {
 
 /// [`remove_checkout`], except that the files are renamed aside and removed in a thread:
 /// git's record is gone when this returns, the files once the [`Pending`] is finished.
-fn discard_checkout(ctx: &Ctx, tmp: &Path) -> Result<Option<Pending>> {
+fn discard_checkout(ctx: &Ctx, tmp: &Path, common: &Path) -> Result<Option<Pending>> {
     let trash = trash_dir(tmp);
     remove_trash(&trash)?;
     match std::fs::rename(tmp, &trash) {
         Ok(()) => {}
         // Removed the slow way, then.
         Err(_) => {
-            remove_checkout(ctx, tmp)?;
+            remove_checkout(ctx, tmp, Some(common))?;
             return Ok(None);
         }
     }
-    forget_checkout(ctx, tmp)?;
+    forget_checkout(ctx, tmp, Some(common))?;
     Ok(Some(Pending(Some(std::thread::spawn(move || std::fs::remove_dir_all(&trash))))))
 }
 
@@ -613,16 +608,57 @@ impl Listing {
 
 /// Remove the temporary checkout worktree `tmp` and git's record of it, however far its making
 /// or removal got (a killed `git worktree add` leaves its record locked `initializing`).
-fn remove_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
+fn remove_checkout(ctx: &Ctx, tmp: &Path, common: Option<&Path>) -> Result<()> {
     remove_trash(&trash_dir(tmp))?;
-    forget_checkout(ctx, tmp)
+    let index = tmp.with_file_name("checkout.index");
+    match std::fs::remove_file(&index) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&index, e)),
+        _ => {}
+    }
+    forget_checkout(ctx, tmp, common)
+}
+
+/// Whether git may have a record of a worktree at `tmp`: a directory of
+/// `$GIT_COMMON_DIR/worktrees` (`common` given) whose `gitdir` names `tmp/.git`; true when
+/// that cannot be read (`git worktree list` decides then) or `common` is not given.
+fn maybe_registered(tmp: &Path, common: Option<&Path>) -> bool {
+    let Some(common) = common else { return true };
+    let dir = common.join("worktrees");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    let link = tmp.join(".git");
+    let real =
+        tmp.parent().and_then(|p| p.canonicalize().ok()).zip(tmp.file_name()).map(|(p, n)| p.join(n).join(".git"));
+    for e in entries {
+        let Ok(e) = e else { return true };
+        match std::fs::read(e.path().join("gitdir")) {
+            Ok(g) => {
+                let g = Path::new(std::ffi::OsStr::from_bytes(g.trim_ascii_end()));
+                if g == link || real.as_deref() == Some(g) {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// Git's record of the temporary checkout `tmp`, and its files if they are still there (not
 /// those a [`discard_checkout`] moved aside).
-fn forget_checkout(ctx: &Ctx, tmp: &Path) -> Result<()> {
+fn forget_checkout(ctx: &Ctx, tmp: &Path, common: Option<&Path>) -> Result<()> {
     let tmp_s = tmp.to_string_lossy().into_owned();
     let exists = std::fs::symlink_metadata(tmp).is_ok();
+    if !maybe_registered(tmp, common) {
+        return match std::fs::remove_dir_all(tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(tmp, e)),
+            _ => Ok(()),
+        };
+    }
     let listed = worktree::listed(ctx, tmp)?;
     if !exists && listed.is_none() {
         return Ok(());
@@ -1327,7 +1363,7 @@ impl Backend for GitOverlay {
             // checkout, on disk or only in git's records; one that finished removed it.
             let checkout = checkout_dir(wst);
             if root.snapshots.is_empty() || std::fs::symlink_metadata(&checkout).is_ok() {
-                remove_checkout(&ctx, &checkout)?;
+                remove_checkout(&ctx, &checkout, None)?;
             }
             // Only execroot's own lock is lifted; anyone else's stops the destroy (below). It
             // is read from git's admin directory, which the `.git` link in the upper names,

@@ -165,6 +165,16 @@ impl Ctx {
         self.git(dir, args)?.stdout_if_ok(dir, args)
     }
 
+    /// [`Ctx::check`] with `GIT_INDEX_FILE` set to `index`.
+    pub(super) fn check_with_index(&self, dir: &Path, args: &[&str], index: &Path) -> Result<Vec<u8>> {
+        let safe = format!("safe.directory={}", dir.display());
+        let mut all = vec!["-c", safe.as_str()];
+        all.extend_from_slice(args);
+        let held = self.hold()?;
+        git::run_with_index(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()), index)?
+            .stdout_if_ok(dir, args)
+    }
+
     /// [`Ctx::check`] with `input` on git's standard input.
     pub(super) fn check_input(&self, dir: &Path, args: &[&str], input: Vec<u8>) -> Result<Vec<u8>> {
         let safe = format!("safe.directory={}", dir.display());

@@ -59,9 +59,25 @@ pub fn run_with_input(
     input: Option<Vec<u8>>,
 ) -> Result<GitOutput> {
     require_version()?;
-    let mut cmd = Command::new("git");
+    let mut cmd = clean_command("git");
     cmd.arg("-C").arg(dir).args(args);
     run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, input)
+}
+
+/// [`run_holding`] with `GIT_INDEX_FILE` set to `index` (an index of execroot's own, which no
+/// worktree of the repository uses), the rest of the environment cleaned as ever.
+pub fn run_with_index(
+    dir: &Path,
+    owner: Owner,
+    args: &[&str],
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+    index: &Path,
+) -> Result<GitOutput> {
+    require_version()?;
+    let mut cmd = clean_command("git");
+    cmd.env("GIT_INDEX_FILE", index).arg("-C").arg(dir).args(args);
+    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, None)
 }
 
 /// Run the hook `program` with `args` in `dir` as git runs its hooks, with everything a git
@@ -69,13 +85,33 @@ pub fn run_with_input(
 /// `GIT_WORK_TREE` and friends cleared, as `git worktree add` clears them for
 /// `post-checkout`), and killed after `timeout`.
 pub fn run_hook(program: &Path, dir: &Path, owner: Owner, args: &[&str], timeout: Duration) -> Result<GitOutput> {
-    let mut cmd = Command::new(program);
+    let mut cmd = clean_command(program);
     cmd.current_dir(dir).args(args);
     run_command(cmd, dir, owner, format!("{} {}", program.display(), args.join(" ")), timeout, None, None)
 }
 
-/// The common part of [`run_with_input`] and [`run_hook`]: environment, user, timeout, and
-/// `input` (if any) on standard input, else `/dev/null`.
+/// A command for `program` with the environment every git command here gets: `GIT_DIR`,
+/// `GIT_WORK_TREE` and friends cleared (as `git worktree add` clears them for its hooks), no
+/// prompt, the C locale.
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for v in [
+        "GIT_DIR",
+        "GIT_INDEX_FILE",
+        "GIT_WORK_TREE",
+        "GIT_COMMON_DIR",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_CEILING_DIRECTORIES",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
+    cmd
+}
+
+/// The common part of [`run_with_input`], [`run_with_index`] and [`run_hook`] (whose command
+/// comes from [`clean_command`]): user, timeout, and `input` (if any) on standard input, else
+/// `/dev/null`.
 fn run_command(
     mut cmd: Command,
     dir: &Path,
@@ -97,17 +133,6 @@ fn run_command(
             });
         }
     }
-    for v in [
-        "GIT_DIR",
-        "GIT_INDEX_FILE",
-        "GIT_WORK_TREE",
-        "GIT_COMMON_DIR",
-        "GIT_OBJECT_DIRECTORY",
-        "GIT_CEILING_DIRECTORIES",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
     if owner != Owner::current() {
         cmd.uid(owner.uid).gid(owner.gid);
         if let Ok(Some(u)) = nix::unistd::User::from_uid(owner.uid.into()) {
