@@ -1405,3 +1405,37 @@ impl Backend for GitOverlay {
         Worktree.git_status(store, root, &st.worktree)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kept listing reads back as it was written, and one that names another tree, is cut
+    /// short or has a byte changed is not read at all.
+    #[test]
+    fn a_kept_listing_is_read_only_intact_and_for_its_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("store")).unwrap();
+        let snap = store.empty_snapshot().unwrap();
+        let e = |p: &str, mode: u32, b: u8| TreeEntry { path: p.as_bytes().to_vec(), mode, oid: [b; 20] };
+        let listed = Listed {
+            blobs: vec![e("a.txt", 0o100644, 1), e("dir/run", 0o100755, 2), e("dir/link", 0o120000, 3)],
+            trees: vec![e("dir", TREE_MODE, 4)],
+        };
+        let tree = "ab".repeat(20);
+        keep_listing(&store, &snap, &tree, &listed);
+        let path = listing_path(&store, &snap);
+        let back = kept_listing(&path, &tree).expect("read back");
+        assert_eq!((back.blobs, back.trees), (listed.blobs.clone(), listed.trees.clone()));
+        assert!(kept_listing(&path, &"cd".repeat(20)).is_none(), "read for another tree");
+        let bytes = std::fs::read(&path).unwrap();
+        for bad in [bytes[..bytes.len() - 1].to_vec(), {
+            let mut b = bytes.clone();
+            b[LISTING_MAGIC.len() + 45] ^= 1;
+            b
+        }] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(kept_listing(&path, &tree).is_none(), "a damaged listing was read");
+        }
+    }
+}
