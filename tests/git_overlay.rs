@@ -507,7 +507,8 @@ fn plain_status(wt: &Path, args: &[&str]) -> String {
 /// of the create, its own config naming the hook), its first `git status` reads no file and
 /// no directory but the top, and the hook never hides a change: after each of these steps,
 /// `git status` (default, `-uall`, `--ignored`) says what it says with neither fsmonitor nor
-/// untracked cache. A repository whose `core.fsmonitor` is set keeps its own.
+/// untracked cache. A repository whose `core.fsmonitor` is set keeps its own; one whose main
+/// worktree has its own `config.worktree` (which git copies) gets it all the same.
 #[test]
 fn the_fsmonitor_never_hides_a_change() {
     if !can_mount() {
@@ -568,6 +569,15 @@ fn the_fsmonitor_never_hides_a_change() {
     status(&wt, true, &[]);
     assert!(!status_trace(&wt).contains("trivial-response:1"), "a quiet worktree answered \"everything\"");
 
+    // git copies the main worktree's own config.worktree into the new worktree's: execroot
+    // adds to it.
+    let copied = attr_repo(&env, "copied", "");
+    git(&copied, &["config", "extensions.worktreeConfig", "true"]);
+    git(&copied, &["config", "--worktree", "color.ui", "auto"]);
+    let r = create(&env, &copied, "f");
+    assert!(has_extension(&cwd(&r), b"FSMN"));
+    assert_eq!(git(&cwd(&r), &["config", "color.ui"]).trim(), "auto");
+    assert_eq!(status(&cwd(&r), true, &[]), "");
     let own = attr_repo(&env, "own", "");
     git(&own, &["config", "extensions.worktreeConfig", "true"]);
     git(&own, &["config", "core.fsmonitor", "false"]);

@@ -714,7 +714,7 @@ fn upper_paths(upper: &Path, root: &RootSpec) -> Result<Vec<Vec<u8>>> {
 fn mounted_status(store: &Store, ctx: &Ctx, root: &RootSpec, st: &GitOverlayState) -> Result<GitStatus> {
     let wt = &st.worktree.worktree_path;
     let paths = upper_paths(&st.overlay.upper, root)?;
-    let staged = ctx.git(wt, &["diff-index", "--cached", "--quiet", "HEAD", "--"])?;
+    let staged = ctx.git(wt, &["-c", "core.fsmonitor=false", "diff-index", "--cached", "--quiet", "HEAD", "--"])?;
     if !staged.ok() {
         // Rare: git status of everything tells the staged changes and the rest at once.
         return Ok(worktree::tally(worktree::status_of(store, ctx, root, wt, &["."])?));
@@ -986,9 +986,12 @@ fn write_index(
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(c) = config {
-            // A fresh worktree has none: one found is refused, never overwritten.
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&config_path)?;
-            f.write_all(c.as_bytes())?;
+            // `git worktree add` copies the main worktree's own config here (with
+            // extensions.worktreeConfig on): added to, last, so that these values win.
+            let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", config_path.display()));
+            let mut f =
+                std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(&config_path).map_err(named)?;
+            f.write_all(format!("\n{c}").as_bytes()).map_err(named)?;
         }
         let _ = std::fs::remove_file(&t);
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&t)?;
@@ -1214,7 +1217,16 @@ impl Backend for GitOverlay {
         std::fs::set_permissions(&upper_link, std::fs::Permissions::from_mode(0o644)).at(&upper_link)?;
         std::os::unix::fs::lchown(&upper_link, Some(root.owner.uid), Some(root.owner.gid)).at(&upper_link)?;
         let wt = &st.worktree.worktree_path;
-        let fsmonitor = match fsmonitor_hook(&facts, root, &st.overlay.upper) {
+        // The hook compares ctimes with a clock read to the nanosecond: an upper filesystem
+        // that keeps whole seconds (ext4 with 128-byte inodes, ext3) would hide a change made
+        // in the token's second. The link just written tells: its nanoseconds are 0 there
+        // (elsewhere only when its stamp falls on a whole second, which costs the fsmonitor
+        // alone).
+        let fine_times = std::fs::symlink_metadata(&upper_link).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ctime_nsec() != 0
+        });
+        let fsmonitor = match fsmonitor_hook(&facts, root, &st.overlay.upper).filter(|_| fine_times) {
             Some(cmd) => {
                 // overlayfs (6.6 and later) stores a uuid on the upper's top at the first
                 // mount, which changes its ctime after the token: one given ahead is kept.
@@ -1239,12 +1251,19 @@ impl Backend for GitOverlay {
         match listing.take()? {
             Some((tree, kept)) => {
                 tracing::trace!(step = "git-overlay.index.listed", "reached");
+                let tree = std::sync::Arc::new(tree);
+                // Kept for the next roots while this one's index is made (megabytes written).
+                let keeping = (!kept).then(|| {
+                    let (store, snap, id, tree) = (store.clone(), snap, facts.tree.clone(), tree.clone());
+                    std::thread::spawn(move || keep_listing(&store, &snap, &id, &tree))
+                });
                 let extras = Extras { untracked: untracked_header(&facts, root, wt), fsmonitor };
                 let dir = admin_dir(&ctx, wt, &link)?;
-                write_index(&ctx, wt, &dir, &facts.tree, &tree, &from, extras)?;
-                if !kept {
-                    keep_listing(store, &snap, &facts.tree, &tree);
+                let written = write_index(&ctx, wt, &dir, &facts.tree, &tree, &from, extras);
+                if let Some(h) = keeping {
+                    let _ = h.join();
                 }
+                written?;
             }
             None => {
                 ctx.check(wt, &["read-tree", "--end-of-options", &commit])?;

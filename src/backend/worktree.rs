@@ -212,7 +212,18 @@ pub(super) fn status_of(
     // unmounted, so that inspecting a live root never pulls a mount from under its run
     // (destroy unmounts them before its own check).
     let excludes = exclude_pathspecs(root);
-    let mut args = vec!["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--"];
+    // Judged from the files themselves, never from an fsmonitor's answer (execroot's own or
+    // the user's): what a destroy decides to discard must not hang on a hook's word.
+    let mut args = vec![
+        "-c",
+        "core.fsmonitor=false",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=matching",
+        "--",
+    ];
     args.extend_from_slice(pathspecs);
     args.extend(excludes.iter().map(String::as_str));
     let out = ctx.check(wt, &args)?;

@@ -835,6 +835,10 @@ fn measure(
     progress: &dyn BenchProgress,
 ) -> Result<BTreeMap<String, BackendResult>> {
     let class0 = classes[0];
+    // What the ways before left to the disk (unlinked worktrees: writeback, and on a
+    // filesystem mounted with `discard` the discards of every freed block) is theirs: it
+    // slowed the next way's directory creation up to tenfold.
+    ctx.store.sync()?;
     // The first root of a way that builds something once (a commit's checkout, a provision
     // layer): timed apart, before the correctness checks make more.
     let mut cold_ready = None;
@@ -972,6 +976,7 @@ fn measure(
 /// (others than the default runs'). Each root's index must carry the fsmonitor's extension.
 fn with_fsmonitor(ctx: &Ctx, class: Class, base: &Base, progress: &dyn BenchProgress) -> Result<FsmonitorFigures> {
     let way = Way::GitOverlay;
+    ctx.store.sync()?;
     git(&base.repo, &["config", "extensions.worktreeConfig", "true"])?;
     let r = (|| -> Result<FsmonitorFigures> {
         let one = |rev: &str| -> Result<(f64, f64)> {

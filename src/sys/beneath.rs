@@ -322,6 +322,27 @@ impl Tree {
         list(fd.as_ref().map(|f| f.as_fd()).unwrap_or(self.fd.as_fd()))
     }
 
+    /// The entries of the directory `rel` (empty: the top) with their full `lstat` data
+    /// (ctime included), each stat-ed relative to the directory's handle; an entry removed
+    /// between the listing and its `lstat` is left out.
+    pub fn stat_entries(&self, rel: &[u8]) -> io::Result<Vec<(Vec<u8>, rustix::fs::Stat)>> {
+        let fd = if rel.is_empty() {
+            None
+        } else {
+            Some(self.resolve(rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, Mode::empty())?)
+        };
+        let dir = fd.as_ref().map(|f| f.as_fd()).unwrap_or(self.fd.as_fd());
+        let mut out = Vec::new();
+        for name in list(dir)? {
+            match rustix::fs::statat(dir, OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => out.push((name, st)),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
     /// The extended attribute `name` of the directory `rel`, if set.
     pub fn dir_xattr(&self, rel: &[u8], name: &str) -> io::Result<Option<Vec<u8>>> {
         use xattr::FileExt;

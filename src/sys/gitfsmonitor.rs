@@ -19,9 +19,7 @@
 //! What the hook cannot read, a token it did not make, a protocol version but 2: `/`, or a
 //! failure, which git also takes as "everything". docs/roots.md says what this relies on.
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// The prefix of every token the hook makes.
@@ -30,6 +28,10 @@ const TOKEN_PREFIX: &str = "execroot:";
 /// The name reported inside a changed directory so that git's untracked cache looks at it
 /// again (any name does; this one names what put it there).
 const PROBE: &[u8] = b".execroot-fsmonitor";
+
+/// Seconds for which a changed file is reported again after its ctime (see [`changes`]): a
+/// write(2) that lasts longer while git stages the file mid-write stays unseen.
+pub const FILE_LAG: i64 = 30;
 
 /// The oldest git whose fsmonitor handles what the hook reports as this module says: a path
 /// with a trailing `/` invalidates everything below it from 2.31, a path naming a directory
@@ -135,7 +137,13 @@ pub fn answer(merged: &Path, upper: &Path, version: &str, token: &str) -> std::i
         out.extend_from_slice(b"/\0");
         out
     };
-    let Some(since) = Instant::parse(token) else { return Ok(everything(out)) };
+    // A token from the future: the clock was stepped back, and times say nothing.
+    let Some(since) = Instant::parse(token).filter(|t| *t <= now) else { return Ok(everything(out)) };
+    // The upper says what changed only while it is the upper of the overlay git is in (not
+    // once unmounted, nor in a mount namespace without the root's mount).
+    if !overlay_of(merged, upper) {
+        return Ok(everything(out));
+    }
     match changes(merged, upper, since, &mut out) {
         Ok(true) => Ok(out),
         Ok(false) => {
@@ -150,28 +158,45 @@ pub fn answer(merged: &Path, upper: &Path, version: &str, token: &str) -> std::i
     }
 }
 
+/// `merged` is the mount point of an overlay whose upper directory is `upper`.
+fn overlay_of(merged: &Path, upper: &Path) -> bool {
+    let Ok(mounts) = crate::sys::mount::mounts_under(merged) else { return false };
+    mounts.iter().any(|m| {
+        m.target == merged && m.fstype == "overlay" && m.option("upperdir").is_some_and(|u| Path::new(u) == upper)
+    })
+}
+
 /// Append to `out` the paths changed at or after `since` ([module docs](self)); false when
 /// the top directory changed (the answer is then "everything").
 fn changes(merged: &Path, upper: &Path, since: Instant, out: &mut Vec<u8>) -> std::io::Result<bool> {
-    let top = rustix::fs::lstat(upper)?;
-    if Instant::ctime(&top) >= since {
+    use crate::sys::beneath::Tree;
+    // Read beneath their handles, no symlink followed: a run may swap a directory for one
+    // while the hook reads.
+    let (merged, upper) = (Tree::open(merged)?, Tree::open(upper)?);
+    if Instant::ctime(&upper.stat_dir(b"")?) >= since {
         return Ok(false);
     }
+    // A file's ctime is stamped when a write starts, and one long write can go on after git
+    // hashed what was there: files are reported for FILE_LAG after their last stamp.
+    let file_since = Instant(since.0 - FILE_LAG, since.1);
     let mut changed_dirs: Vec<Vec<u8>> = Vec::new();
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    while let Some(dir) = stack.pop() {
-        // Below a directory already reported, everything is reported with it.
-        let covered = changed_dirs.iter().any(|d| under(&dir, d));
-        for (name, st) in read_dir(upper, &dir)? {
+    // Each directory with whether one above it is reported already (everything below a
+    // reported directory is reported with it).
+    let mut stack: Vec<(Vec<u8>, bool)> = vec![(Vec::new(), false)];
+    while let Some((dir, covered)) = stack.pop() {
+        for (name, st) in upper.stat_entries(&dir)? {
+            if dir.is_empty() && name == b".git" {
+                continue;
+            }
             let rel = join(&dir, &name);
-            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            let new = Instant::ctime(&st) >= since;
-            if kind == rustix::fs::FileType::Directory {
-                if new && !covered {
+            let ctime = Instant::ctime(&st);
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                let new = !covered && ctime >= since;
+                if new {
                     changed_dirs.push(rel.clone());
                 }
-                stack.push(rel);
-            } else if new && !covered {
+                stack.push((rel, covered || new));
+            } else if !covered && ctime >= file_since {
                 push(out, &rel);
             }
         }
@@ -184,7 +209,7 @@ fn changes(merged: &Path, upper: &Path, since: Instant, out: &mut Vec<u8>) -> st
         let mut walk = vec![d.clone()];
         while let Some(dir) = walk.pop() {
             push(out, &join(&dir, PROBE));
-            for (name, st) in read_dir(merged, &dir)? {
+            for (name, st) in merged.stat_entries(&dir)? {
                 if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory && name != b".git"
                 {
                     walk.push(join(&dir, &name));
@@ -193,11 +218,6 @@ fn changes(merged: &Path, upper: &Path, since: Instant, out: &mut Vec<u8>) -> st
         }
     }
     Ok(true)
-}
-
-/// `p` is `d` or below it.
-fn under(p: &[u8], d: &[u8]) -> bool {
-    p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'))
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -213,29 +233,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 fn push(out: &mut Vec<u8>, path: &[u8]) {
     out.extend_from_slice(path);
     out.push(0);
-}
-
-/// The entries of directory `rel` beneath `top` with their lstat, reached without following
-/// a symlink (a run could swap a directory for one while the hook reads).
-fn read_dir(top: &Path, rel: &[u8]) -> std::io::Result<Vec<(Vec<u8>, rustix::fs::Stat)>> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let open = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut fd = rustix::fs::open(top, open, Mode::empty())?;
-    for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
-        fd = rustix::fs::openat(&fd, OsStr::from_bytes(part), open, Mode::empty())?;
-    }
-    let mut out = Vec::new();
-    let mut dir = rustix::fs::Dir::read_from(&fd)?;
-    while let Some(e) = dir.read() {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let st = rustix::fs::statat(&fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
-        out.push((name.to_vec(), st));
-    }
-    Ok(out)
 }
 
 /// Run the hook: `args` are what follows `git-fsmonitor` on its command line (the upper
@@ -283,8 +280,9 @@ mod tests {
         );
     }
 
-    /// A plain directory stands for the upper here (the answer reads ctimes, nothing of
-    /// overlayfs); the overlay itself is tested with git in tests/git_overlay.rs.
+    /// Plain directories stand for the upper and the merged view here ([`changes`] reads
+    /// ctimes, nothing of overlayfs); the hook on a real overlay, with git, is tested in
+    /// tests/git_overlay.rs.
     #[test]
     fn the_answer_names_what_changed_since_the_token() {
         let d = tempfile::tempdir().unwrap();
@@ -295,27 +293,38 @@ mod tests {
         }
         std::fs::create_dir_all(merged.join("a/b/c/deep")).unwrap();
         std::fs::write(upper.join("old/f"), "f").unwrap();
+        std::fs::write(upper.join(".git"), "gitdir: x").unwrap();
         let since = settled_token(&upper).unwrap();
-        // Nothing since: the token alone.
-        let quiet = answer(&merged, &upper, "2", &since.token()).unwrap();
-        assert_eq!(quiet.iter().filter(|&&b| b == 0).count(), 1, "{:?}", String::from_utf8_lossy(&quiet));
-        std::fs::write(upper.join("old/f"), "changed").unwrap();
+        let paths_of = |since: Instant| {
+            let mut out = Vec::new();
+            let whole = changes(&merged, &upper, since, &mut out).unwrap();
+            let paths: Vec<Vec<u8>> = out.split(|&b| b == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect();
+            (whole, paths)
+        };
+        // Nothing but a file changed within FILE_LAG (and never the top's `.git`).
+        assert_eq!(paths_of(since), (true, vec![b"old/f".to_vec()]));
         std::fs::write(upper.join("a/b/new"), "n").unwrap();
-        let got = answer(&merged, &upper, "2", &since.token()).unwrap();
-        let paths: Vec<&[u8]> = got.split(|&b| b == 0).skip(1).filter(|p| !p.is_empty()).collect();
+        let (whole, paths) = paths_of(since);
+        assert!(whole);
         for want in [&b"old/f"[..], b"a/b/", b"a/b/.execroot-fsmonitor", b"a/b/c/.execroot-fsmonitor"] {
-            assert!(paths.contains(&want), "{:?} not in {:?}", String::from_utf8_lossy(want), got);
+            assert!(paths.iter().any(|p| p == want), "{:?} not in {paths:?}", String::from_utf8_lossy(want));
         }
-        assert!(paths.contains(&&b"a/b/c/deep/.execroot-fsmonitor"[..]), "the merged view's directories too");
-        assert!(!paths.contains(&&b"a/b/new"[..]), "covered by a/b/");
+        assert!(paths.iter().any(|p| p == b"a/b/c/deep/.execroot-fsmonitor"), "the merged view's directories too");
+        assert!(!paths.iter().any(|p| p == b"a/b/new"), "covered by a/b/");
+        // A file older than FILE_LAG before the token is not named.
+        let later = Instant(since.0 + FILE_LAG + 1, since.1);
+        assert!(!paths_of(later).1.iter().any(|p| p == b"old/f"));
         // The top changed: everything.
         std::fs::write(upper.join("top"), "t").unwrap();
-        let all = answer(&merged, &upper, "2", &since.token()).unwrap();
-        assert!(all.ends_with(b"\0/\0"), "{:?}", String::from_utf8_lossy(&all));
-        // A token it did not make, another version, an unreadable upper.
-        assert!(answer(&merged, &upper, "2", "1796349606").unwrap().ends_with(b"\0/\0"));
+        assert!(!paths_of(since).0);
+        // Not an overlay with that upper, a token it did not make or from the future, another
+        // version, an unreadable upper: everything, or a failure.
+        let everything = |a: Vec<u8>| a.ends_with(b"\0/\0");
+        let now = Instant::now().unwrap();
+        assert!(everything(answer(&merged, &upper, "2", &since.token()).unwrap()));
+        assert!(everything(answer(&merged, &upper, "2", "1796349606").unwrap()));
+        assert!(everything(answer(&merged, &upper, "2", &Instant(now.0 + 60, 0).token()).unwrap()));
         assert!(answer(&merged, &upper, "1", &since.token()).is_err());
-        let gone = d.path().join("nothing");
-        assert!(answer(&merged, &gone, "2", &since.token()).unwrap().ends_with(b"\0/\0"));
+        assert!(everything(answer(&merged, &d.path().join("nothing"), "2", &since.token()).unwrap()));
     }
 }
