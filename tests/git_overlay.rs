@@ -667,3 +667,36 @@ fn the_untracked_cache_never_hides_a_file() {
     let r = create(&env, &watched, "u");
     assert!(!has_untracked_cache(&cwd(&r)), "written although the repository has an fsmonitor");
 }
+
+/// The `.git` link of a root is its owner's to change: execroot's own git runs (status for
+/// `root show` and destroy) name the worktree's git directory and never follow the link, so
+/// a link to a repository of the owner's making runs none of its config (here an fsmonitor
+/// command that would leave a file behind) and decides nothing (its excludes would hide the
+/// run's new file from the destroy's check).
+#[test]
+fn a_roots_git_link_is_never_followed() {
+    if !can_mount() {
+        return;
+    }
+    let env = Env::new();
+    for (backend, repo) in [("git-overlay", attr_repo(&env, "r1", "")), ("worktree", attr_repo(&env, "r2", ""))] {
+        let r = env.repo_root(backend, repo.to_str().unwrap(), &["--branch", "b"]);
+        let wt = cwd(&r);
+        let evil = env.path(&format!("evil-{backend}"));
+        git(&env.path("."), &["init", "-q", evil.to_str().unwrap()]);
+        let pwned = env.path(&format!("pwned-{backend}"));
+        git(&evil, &["config", "core.fsmonitor", &format!("touch {}; false", pwned.display())]);
+        // Read through the link, the run's new file would be ignored.
+        std::fs::write(evil.join(".git/info/exclude"), "untracked-file\n").unwrap();
+        std::fs::write(wt.join("untracked-file"), "u").unwrap();
+        std::fs::write(wt.join(".git"), format!("gitdir: {}\n", evil.join(".git").display())).unwrap();
+        let id = r["id"].as_str().unwrap();
+        let shown = env.ok(&["root", "show", id]);
+        assert!(!pwned.exists(), "{backend}: git followed the root's .git link");
+        // The worktree as it is: one new file, nothing ignored, every tracked file there.
+        assert_eq!(shown["git"]["untrackedEntryCount"], 1, "{backend}: {shown}");
+        assert_eq!(shown["git"]["ignoredEntryCount"], 0, "{backend}: {shown}");
+        env.ok(&["root", "destroy", "--force", id]);
+        assert!(!pwned.exists(), "{backend}: the destroy followed the root's .git link");
+    }
+}

@@ -714,7 +714,15 @@ fn upper_paths(upper: &Path, root: &RootSpec) -> Result<Vec<Vec<u8>>> {
 fn mounted_status(store: &Store, ctx: &Ctx, root: &RootSpec, st: &GitOverlayState) -> Result<GitStatus> {
     let wt = &st.worktree.worktree_path;
     let paths = upper_paths(&st.overlay.upper, root)?;
-    let staged = ctx.git(wt, &["-c", "core.fsmonitor=false", "diff-index", "--cached", "--quiet", "HEAD", "--"])?;
+    let staged = worktree::WorktreeGit::of(ctx, wt)?.git(&[
+        "-c",
+        "core.fsmonitor=false",
+        "diff-index",
+        "--cached",
+        "--quiet",
+        "HEAD",
+        "--",
+    ])?;
     if !staged.ok() {
         // Rare: git status of everything tells the staged changes and the rest at once.
         return Ok(worktree::tally(worktree::status_of(store, ctx, root, wt, &["."])?));

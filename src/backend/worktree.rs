@@ -165,6 +165,12 @@ impl Ctx {
         self.git(dir, args)?.stdout_if_ok(dir, args)
     }
 
+    /// [`Ctx::check`] in the worktree `wt`, with its git directory named
+    /// ([`WorktreeGit`]).
+    pub(super) fn check_in(&self, wt: &Path, args: &[&str]) -> Result<Vec<u8>> {
+        WorktreeGit::of(self, wt)?.check(args)
+    }
+
     /// [`Ctx::check`] with `GIT_INDEX_FILE` set to `index`.
     pub(super) fn check_with_index(&self, dir: &Path, args: &[&str], index: &Path) -> Result<Vec<u8>> {
         let safe = format!("safe.directory={}", dir.display());
@@ -184,6 +190,92 @@ impl Ctx {
         git::run_with_input(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()), Some(input))?
             .stdout_if_ok(dir, args)
     }
+}
+
+/// git run in a worktree of the repository with `--git-dir` and `--work-tree` named, never
+/// found through the worktree's `.git` link: that file is the root owner's (in the worktree,
+/// or in the upper of a git-overlay root), and a link to a repository of its owner's making
+/// would have git, run as the repository's owner (root, say), take that repository's config
+/// (an fsmonitor or pager command) and run it. The git directory is the one of
+/// `$GIT_COMMON_DIR/worktrees` whose `gitdir` names `wt/.git`: written by git, in the
+/// repository, read without running git.
+pub(super) struct WorktreeGit<'c> {
+    ctx: &'c Ctx,
+    wt: PathBuf,
+    git_dir: String,
+    work_tree: String,
+}
+
+impl<'c> WorktreeGit<'c> {
+    /// The worktree `wt` of the repository of `ctx`; an error when the repository has no
+    /// record of it.
+    pub(super) fn of(ctx: &'c Ctx, wt: &Path) -> Result<WorktreeGit<'c>> {
+        let admin = registered_admin_dir(&ctx.repo, wt)?
+            .ok_or_else(|| Error::Conflict(format!("{} is not a worktree of {}", wt.display(), ctx.repo.display())))?;
+        Ok(WorktreeGit {
+            ctx,
+            wt: wt.to_path_buf(),
+            git_dir: format!("--git-dir={}", admin.display()),
+            work_tree: format!("--work-tree={}", wt.display()),
+        })
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        [self.git_dir.as_str(), self.work_tree.as_str()].into_iter().chain(args.iter().copied()).collect()
+    }
+
+    /// [`Ctx::git`] in the worktree.
+    pub(super) fn git(&self, args: &[&str]) -> Result<git::GitOutput> {
+        self.ctx.git(&self.wt, &self.args(args))
+    }
+
+    /// [`Ctx::check`] in the worktree.
+    pub(super) fn check(&self, args: &[&str]) -> Result<Vec<u8>> {
+        self.ctx.check(&self.wt, &self.args(args))
+    }
+}
+
+/// The administrative directory git keeps for the worktree `wt` of `repo`, read from the
+/// repository alone (its `.git`, and `commondir` when `repo` is itself a linked worktree):
+/// the directory of `worktrees/` whose `gitdir` names `wt/.git` (or its real path).
+pub(super) fn registered_admin_dir(repo: &Path, wt: &Path) -> Result<Option<PathBuf>> {
+    let dot = repo.join(".git");
+    let md = std::fs::symlink_metadata(&dot).at(&dot)?;
+    let own = if md.is_dir() {
+        dot
+    } else {
+        let text = std::fs::read(&dot).at(&dot)?;
+        let Some(p) = text.strip_prefix(b"gitdir: ") else { return Ok(None) };
+        repo.join(std::ffi::OsStr::from_bytes(p.trim_ascii_end()))
+    };
+    let common = match std::fs::read(own.join("commondir")) {
+        Ok(c) => own.join(std::ffi::OsStr::from_bytes(c.trim_ascii_end())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => own,
+        Err(e) => return Err(Error::io(own.join("commondir"), e)),
+    };
+    let dir = common.join("worktrees");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let link = wt.join(".git");
+    let real = wt.canonicalize().ok();
+    for e in entries {
+        let e = e.at(&dir)?;
+        match std::fs::read(e.path().join("gitdir")) {
+            Ok(g) => {
+                // Relative to the admin directory with worktree.useRelativePaths.
+                let g = e.path().join(std::ffi::OsStr::from_bytes(g.trim_ascii_end()));
+                if g == link || (real.is_some() && g.parent().and_then(|p| p.canonicalize().ok()) == real) {
+                    return Ok(Some(e.path()));
+                }
+            }
+            Err(x) if x.kind() == std::io::ErrorKind::NotFound => {}
+            Err(x) => return Err(Error::io(e.path().join("gitdir"), x)),
+        }
+    }
+    Ok(None)
 }
 
 /// One entry of `git status --porcelain=v1`: its two-letter code and its path.
@@ -226,7 +318,7 @@ pub(super) fn status_of(
     ];
     args.extend_from_slice(pathspecs);
     args.extend(excludes.iter().map(String::as_str));
-    let out = ctx.check(wt, &args)?;
+    let out = ctx.check_in(wt, &args)?;
     let mut entries = Vec::new();
     let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
     while let Some(f) = fields.next() {
@@ -266,15 +358,16 @@ fn status(store: &Store, ctx: &Ctx, root: &RootSpec, wst: &WorktreeState) -> Res
     let wt = &wst.worktree_path;
     let mut st = tally(status_entries(store, ctx, root, wt)?);
     {
+        let g = WorktreeGit::of(ctx, wt)?;
         let base = &wst.base_ref;
         let range = format!("{base}...HEAD");
-        if let Ok(out) = ctx.check(wt, &["rev-list", "--left-right", "--count", "--end-of-options", &range]) {
+        if let Ok(out) = g.check(&["rev-list", "--left-right", "--count", "--end-of-options", &range]) {
             let text = String::from_utf8_lossy(&out);
             let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
             st.behind_count = it.next().unwrap_or(0);
             st.ahead_count = it.next().unwrap_or(0);
         }
-        st.is_merged_into_base = ctx.git(wt, &["merge-base", "--is-ancestor", "--end-of-options", "HEAD", base])?.ok();
+        st.is_merged_into_base = g.git(&["merge-base", "--is-ancestor", "--end-of-options", "HEAD", base])?.ok();
     }
     Ok(st)
 }
@@ -718,7 +811,7 @@ fn removal_view(store: &Store, ctx: &Ctx, root: &RootSpec, wt: &Path) -> Result<
     }
     let mut args = vec!["checkout-index", "--"];
     args.extend(ignores);
-    ctx.check(wt, &args)?;
+    ctx.check_in(wt, &args)?;
     Ok(status_entries(store, ctx, root, wt).ok())
 }
 
@@ -970,10 +1063,11 @@ impl Backend for Worktree {
         let mut args =
             vec!["diff", "--no-renames", "--name-status", "-z", "--end-of-options", base.as_str(), "--", "."];
         args.extend(excludes.iter().map(String::as_str));
-        let tracked = ctx.check(&wt, &args)?;
+        let g = WorktreeGit::of(&ctx, &wt)?;
+        let tracked = g.check(&args)?;
         let mut args = vec!["ls-files", "--others", "--exclude-standard", "-z", "--", "."];
         args.extend(excludes.iter().map(String::as_str));
-        let untracked = ctx.check(&wt, &args)?;
+        let untracked = g.check(&args)?;
         let describe = |path: &[u8]| {
             let md = std::fs::symlink_metadata(wt.join(std::ffi::OsStr::from_bytes(path))).ok();
             let kind = md.as_ref().map(|m| EntryKind::of(m.file_type())).unwrap_or(EntryKind::File);
