@@ -144,48 +144,58 @@ pub fn stat_entries_in_layers<P: AsRef<Path>>(
     layers: &[P],
     tree: &[TreeEntry],
 ) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
-    let mut found: Vec<Option<IndexEntry>> = vec![None; tree.len()];
-    let mut pending: Vec<usize> = (0..tree.len()).collect();
-    let mut dirs = DirStats::new();
-    for (i, layer) in layers.iter().enumerate() {
-        let last = i + 1 == layers.len();
-        let (got, seen) = stat_pass(layer.as_ref(), tree, &pending, !last)?;
-        // A directory in several layers shows the topmost one's data.
-        for (d, st) in seen {
-            dirs.entry(d).or_insert(st);
-        }
-        let mut rest = Vec::new();
-        for (k, e) in pending.into_iter().zip(got) {
-            match e {
-                Some(e) => found[k] = Some(e),
-                None => rest.push(k),
+    let Some((bottom, above)) = layers.split_last() else { return stat_entries_and_dirs(top, tree) };
+    // The layers above the bottom one (a commit's change over its parent's checkout: a few
+    // paths) are walked whole, topmost first, rather than asked for every entry; the bottom
+    // one is asked for the rest.
+    let mut over = DirStats::new();
+    for layer in above {
+        let t = crate::sys::beneath::Tree::open(layer.as_ref())?;
+        let mut todo = vec![Vec::new()];
+        while let Some(dir) = todo.pop() {
+            for (name, st) in t.stat_entries(&dir)? {
+                let rel = if dir.is_empty() { name } else { [&dir[..], b"/", &name].concat() };
+                if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                    todo.push(rel.clone());
+                }
+                over.entry(rel).or_insert(st);
             }
         }
-        pending = rest;
+    }
+    let pending: Vec<usize> = (0..tree.len()).filter(|&k| !over.contains_key(&tree[k].path)).collect();
+    let (got, seen) = stat_pass(bottom.as_ref(), tree, &pending)?;
+    let mut found: Vec<Option<IndexEntry>> = vec![None; tree.len()];
+    for (k, e) in pending.into_iter().zip(got) {
+        found[k] = Some(e);
+    }
+    for (k, e) in tree.iter().enumerate() {
+        if let Some(st) = over.get(&e.path) {
+            found[k] = Some(IndexEntry::new(e.path.clone(), e.mode, e.oid, st));
+        }
+    }
+    // A directory in several layers shows the topmost one's data.
+    let mut dirs: DirStats = over
+        .into_iter()
+        .filter(|(_, st)| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
+        .collect();
+    for (d, st) in seen {
+        dirs.entry(d).or_insert(st);
     }
     let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     dirs.insert(Vec::new(), rustix::fs::fstat(&top_fd)?);
-    // Only without layers can an entry be left: then none was looked up.
-    let out: Option<Vec<IndexEntry>> = found.into_iter().collect();
-    Ok((out.unwrap_or_default(), dirs))
+    // Every entry was found: the bottom layer's pass fails on any other.
+    Ok((found.into_iter().flatten().collect(), dirs))
 }
 
-/// lstat of the entries `which` of `tree` beneath `top`, split between a few threads; `None`
-/// for an entry absent there when `missing_ok`, else an absent entry is an error.
-fn stat_pass(
-    top: &Path,
-    tree: &[TreeEntry],
-    which: &[usize],
-    missing_ok: bool,
-) -> std::io::Result<(Vec<Option<IndexEntry>>, DirStats)> {
+/// lstat of the entries `which` of `tree` beneath `top`, split between a few threads; an
+/// entry absent there is an error naming it.
+fn stat_pass(top: &Path, tree: &[TreeEntry], which: &[usize]) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
     let top_fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
     let per = which.len().div_ceil(threads).max(1);
-    let parts: Vec<std::io::Result<(Vec<Option<IndexEntry>>, DirStats)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = which
-            .chunks(per)
-            .map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), tree, chunk, missing_ok)))
-            .collect();
+    let parts: Vec<std::io::Result<(Vec<IndexEntry>, DirStats)>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            which.chunks(per).map(|chunk| s.spawn(|| stat_chunk(top, top_fd.as_fd(), tree, chunk))).collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("lstat thread panicked"))))
@@ -208,39 +218,29 @@ fn stat_pass(
 pub type DirStats = std::collections::HashMap<Vec<u8>, rustix::fs::Stat>;
 
 /// [`stat_pass`] of one run of entries, keeping the handles of the directories on the way
-/// to the current one (a stack: the entries come directory by directory, depth first), and
-/// with `missing_ok`, the directory found absent last (every entry below it is too).
+/// to the current one (a stack: the entries come directory by directory, depth first).
 fn stat_chunk(
     top: &Path,
     top_fd: BorrowedFd<'_>,
     tree: &[TreeEntry],
     which: &[usize],
-    missing_ok: bool,
-) -> std::io::Result<(Vec<Option<IndexEntry>>, DirStats)> {
-    use rustix::io::Errno;
+) -> std::io::Result<(Vec<IndexEntry>, DirStats)> {
     let mut stack: Vec<(Vec<u8>, OwnedFd)> = Vec::new();
-    let mut absent: Option<Vec<u8>> = None;
     let mut out = Vec::with_capacity(which.len());
     let mut dirs = DirStats::new();
-    let err = |rel: &[u8], e: Errno| {
+    let err = |rel: &[u8], e: rustix::io::Errno| {
         std::io::Error::new(
             std::io::Error::from(e).kind(),
             format!("{}: {e}", top.join(OsStr::from_bytes(rel)).display()),
         )
     };
     let below = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
-    // In a layer, a name that is not there, or not a directory where one is needed.
-    let missing = |e: Errno| missing_ok && matches!(e, Errno::NOENT | Errno::NOTDIR);
-    'entries: for &k in which {
+    for &k in which {
         let e = &tree[k];
         let (dir, name) = match e.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&e.path[..i], &e.path[i + 1..]),
             None => (&e.path[..0], &e.path[..]),
         };
-        if absent.as_deref().is_some_and(|a| below(dir, a)) {
-            out.push(None);
-            continue;
-        }
         // Keep the handles of the directories that hold this one; open the rest below them.
         while let Some((d, _)) = stack.last() {
             if below(dir, d) {
@@ -253,30 +253,21 @@ fn stat_chunk(
             let start = if stack.is_empty() { 0 } else { have + 1 };
             let end = dir[start..].iter().position(|&b| b == b'/').map(|i| start + i).unwrap_or(dir.len());
             let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
-            let fd = match rustix::fs::openat(
+            let fd = rustix::fs::openat(
                 at,
                 OsStr::from_bytes(&dir[start..end]),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(x) if missing(x) => {
-                    absent = Some(dir[..end].to_vec());
-                    out.push(None);
-                    continue 'entries;
-                }
-                Err(x) => return Err(err(&dir[..end], x)),
-            };
+            )
+            .map_err(|x| err(&dir[..end], x))?;
             dirs.insert(dir[..end].to_vec(), rustix::fs::fstat(&fd).map_err(|x| err(&dir[..end], x))?);
             stack.push((dir[..end].to_vec(), fd));
             have = end;
         }
         let at = stack.last().map(|(_, f)| f.as_fd()).unwrap_or(top_fd);
-        match rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => out.push(Some(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st))),
-            Err(x) if missing(x) => out.push(None),
-            Err(x) => return Err(err(&e.path, x)),
-        }
+        let st =
+            rustix::fs::statat(at, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW).map_err(|x| err(&e.path, x))?;
+        out.push(IndexEntry::new(e.path.clone(), e.mode, e.oid, &st));
     }
     Ok((out, dirs))
 }
