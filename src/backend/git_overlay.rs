@@ -622,30 +622,7 @@ fn remove_checkout(ctx: &Ctx, tmp: &Path, common: Option<&Path>) -> Result<()> {
 /// `$GIT_COMMON_DIR/worktrees` (`common` given) whose `gitdir` names `tmp/.git`; true when
 /// that cannot be read (`git worktree list` decides then) or `common` is not given.
 fn maybe_registered(tmp: &Path, common: Option<&Path>) -> bool {
-    let Some(common) = common else { return true };
-    let dir = common.join("worktrees");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        Err(_) => return true,
-    };
-    let link = tmp.join(".git");
-    let real =
-        tmp.parent().and_then(|p| p.canonicalize().ok()).zip(tmp.file_name()).map(|(p, n)| p.join(n).join(".git"));
-    for e in entries {
-        let Ok(e) = e else { return true };
-        match std::fs::read(e.path().join("gitdir")) {
-            Ok(g) => {
-                let g = Path::new(std::ffi::OsStr::from_bytes(g.trim_ascii_end()));
-                if g == link || real.as_deref() == Some(g) {
-                    return true;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => return true,
-        }
-    }
-    false
+    common.is_none_or(|c| worktree::admin_dir_in(c, tmp).map_or(true, |d| d.is_some()))
 }
 
 /// Git's record of the temporary checkout `tmp`, and its files if they are still there (not

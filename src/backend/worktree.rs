@@ -253,6 +253,13 @@ pub(super) fn registered_admin_dir(repo: &Path, wt: &Path) -> Result<Option<Path
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => own,
         Err(e) => return Err(Error::io(own.join("commondir"), e)),
     };
+    admin_dir_in(&common, wt)
+}
+
+/// The directory of `$GIT_COMMON_DIR/worktrees` (`common` the common directory) whose
+/// `gitdir` names `wt/.git` (or its real path; relative to that directory with
+/// `worktree.useRelativePaths`), if any.
+pub(super) fn admin_dir_in(common: &Path, wt: &Path) -> Result<Option<PathBuf>> {
     let dir = common.join("worktrees");
     let entries = match std::fs::read_dir(&dir) {
         Ok(d) => d,
