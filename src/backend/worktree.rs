@@ -154,11 +154,21 @@ impl Ctx {
     /// whose execroot was killed goes on writing until it ends, and whoever comes next (doctor,
     /// a destroy) waits for it instead of judging a tree that is still changing.
     pub(super) fn git(&self, dir: &Path, args: &[&str]) -> Result<git::GitOutput> {
+        self.run(dir, args, |all, held| git::run_holding(dir, self.git_owner, all, self.timeout, held))
+    }
+
+    /// `run` with `args` behind `-c safe.directory=DIR` and the root's lock held ([`Ctx::git`]).
+    fn run(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        run: impl FnOnce(&[&str], Option<std::os::fd::BorrowedFd<'_>>) -> Result<git::GitOutput>,
+    ) -> Result<git::GitOutput> {
         let safe = format!("safe.directory={}", dir.display());
         let mut all = vec!["-c", safe.as_str()];
         all.extend_from_slice(args);
         let held = self.hold()?;
-        git::run_holding(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()))
+        run(&all, held.as_ref().map(|l| l.as_fd()))
     }
 
     pub(super) fn check(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -173,21 +183,13 @@ impl Ctx {
 
     /// [`Ctx::check`] with `GIT_INDEX_FILE` set to `index`.
     pub(super) fn check_with_index(&self, dir: &Path, args: &[&str], index: &Path) -> Result<Vec<u8>> {
-        let safe = format!("safe.directory={}", dir.display());
-        let mut all = vec!["-c", safe.as_str()];
-        all.extend_from_slice(args);
-        let held = self.hold()?;
-        git::run_with_index(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()), index)?
+        self.run(dir, args, |all, held| git::run_with_index(dir, self.git_owner, all, self.timeout, held, index))?
             .stdout_if_ok(dir, args)
     }
 
     /// [`Ctx::check`] with `input` on git's standard input.
     pub(super) fn check_input(&self, dir: &Path, args: &[&str], input: Vec<u8>) -> Result<Vec<u8>> {
-        let safe = format!("safe.directory={}", dir.display());
-        let mut all = vec!["-c", safe.as_str()];
-        all.extend_from_slice(args);
-        let held = self.hold()?;
-        git::run_with_input(dir, self.git_owner, &all, self.timeout, held.as_ref().map(|l| l.as_fd()), Some(input))?
+        self.run(dir, args, |all, held| git::run_with_input(dir, self.git_owner, all, self.timeout, held, Some(input)))?
             .stdout_if_ok(dir, args)
     }
 }

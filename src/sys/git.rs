@@ -58,10 +58,7 @@ pub fn run_with_input(
     hold: Option<BorrowedFd<'_>>,
     input: Option<Vec<u8>>,
 ) -> Result<GitOutput> {
-    require_version()?;
-    let mut cmd = clean_command("git");
-    cmd.arg("-C").arg(dir).args(args);
-    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, input)
+    run_git(dir, owner, args, timeout, hold, input, None)
 }
 
 /// [`run_holding`] with `GIT_INDEX_FILE` set to `index` (an index of execroot's own, which no
@@ -74,10 +71,26 @@ pub fn run_with_index(
     hold: Option<BorrowedFd<'_>>,
     index: &Path,
 ) -> Result<GitOutput> {
+    run_git(dir, owner, args, timeout, hold, None, Some(index))
+}
+
+/// `git -C dir ARGS` for [`run_with_input`] and [`run_with_index`].
+fn run_git(
+    dir: &Path,
+    owner: Owner,
+    args: &[&str],
+    timeout: Duration,
+    hold: Option<BorrowedFd<'_>>,
+    input: Option<Vec<u8>>,
+    index: Option<&Path>,
+) -> Result<GitOutput> {
     require_version()?;
     let mut cmd = clean_command("git");
-    cmd.env("GIT_INDEX_FILE", index).arg("-C").arg(dir).args(args);
-    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, None)
+    if let Some(i) = index {
+        cmd.env("GIT_INDEX_FILE", i);
+    }
+    cmd.arg("-C").arg(dir).args(args);
+    run_command(cmd, dir, owner, format!("git {}", args.join(" ")), timeout, hold, input)
 }
 
 /// Run the hook `program` with `args` in `dir` as git runs its hooks, with everything a git
