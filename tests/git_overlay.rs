@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -350,7 +351,7 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
         return;
     }
     let env = Env::new();
-    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n");
+    let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n*.id ident\n");
     std::fs::create_dir_all(repo.join("gone/deeper")).unwrap();
     std::fs::write(repo.join("gone/deeper/x"), "x\n").unwrap();
     git(&repo, &["add", "-A"]);
@@ -367,6 +368,11 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     std::fs::set_permissions(repo.join("bin.dat"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_file(repo.join("link")).unwrap();
     std::os::unix::fs::symlink("a.txt", repo.join("link")).unwrap();
+    // A new symlink, a name that is not UTF-8 and an `ident` expansion, in new directories.
+    std::os::unix::fs::symlink("b.txt", repo.join("new/dir/to-b")).unwrap();
+    std::fs::create_dir_all(repo.join("new/raw")).unwrap();
+    std::fs::write(repo.join("new/raw").join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")), "latin-1\n").unwrap();
+    std::fs::write(repo.join("new/v.id"), "$Id$\n").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "change"]);
     let before = snapshot_count(&env);
@@ -379,6 +385,8 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     git(&repo, &["worktree", "add", "-q", "--detach", real.to_str().unwrap(), "main"]);
     let wt = cwd(&r);
     assert_eq!(listing(&wt), listing(&real));
+    let id = std::fs::read_to_string(wt.join("new/v.id")).unwrap();
+    assert!(id.starts_with("$Id: ") && id.len() > 45, "ident not expanded: {id:?}");
     assert!(!wt.join("gone").exists());
     assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
     assert_eq!(git(&wt, &["status", "--porcelain"]), "");

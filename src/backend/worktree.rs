@@ -181,10 +181,19 @@ impl Ctx {
         WorktreeGit::of(self, wt)?.check(args)
     }
 
-    /// [`Ctx::check`] with `GIT_INDEX_FILE` set to `index`.
-    pub(super) fn check_with_index(&self, dir: &Path, args: &[&str], index: &Path) -> Result<Vec<u8>> {
-        self.run(dir, args, |all, held| git::run_with_index(dir, self.git_owner, all, self.timeout, held, index))?
-            .stdout_if_ok(dir, args)
+    /// [`Ctx::check`] with `GIT_INDEX_FILE` set to `index`, and `input` (if any) on git's
+    /// standard input.
+    pub(super) fn check_with_index(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        index: &Path,
+        input: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        self.run(dir, args, |all, held| {
+            git::run_with_index(dir, self.git_owner, all, self.timeout, held, index, input)
+        })?
+        .stdout_if_ok(dir, args)
     }
 
     /// [`Ctx::check`] with `input` on git's standard input.

@@ -351,6 +351,63 @@ impl Store {
     }
 }
 
+/// One path of a staged change ([`Store::ingest_staged_change`]): a file or symlink whose
+/// content was written apart from its path, in a flat staging directory (no directory to make
+/// per path: on a slow filesystem each mkdir costs what a dozen small files do).
+pub struct Staged {
+    /// The path it takes in the tree.
+    pub path: Vec<u8>,
+    /// The staged file's name in the staging directory: the content of a file, or the target
+    /// of a symlink.
+    pub source: Vec<u8>,
+    /// A symlink (whose target is the staged file's content), else a regular file.
+    pub symlink: bool,
+    /// The permission bits the path takes (a symlink's are ignored).
+    pub mode: u32,
+}
+
+/// The entries of a change snapshot: `top` (the tree's root), every entry of `written`, a
+/// whiteout at each path of `deleted` that is not below another deletion nor below something
+/// that is no longer a directory (`is_dir` of its parent false), and each directory leading
+/// to them, as `ancestor` makes it.
+fn change_entries(
+    top: Entry,
+    written: impl IntoIterator<Item = Result<Entry>>,
+    deleted: &[Vec<u8>],
+    ancestor: &dyn Fn(&[u8]) -> Result<Entry>,
+    is_dir: &dyn Fn(&[u8]) -> bool,
+) -> Result<Vec<Entry>> {
+    use std::collections::btree_map;
+    let sort_key = crate::store::manifest::canonical_sort_key;
+    let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    let mut with_ancestors = |e: Entry| -> Result<()> {
+        let mut a = e.path.as_slice();
+        while !a.is_empty() {
+            a = parent_of(a);
+            if let btree_map::Entry::Vacant(v) = entries.entry(sort_key(a)) {
+                v.insert(ancestor(a)?);
+            }
+        }
+        entries.insert(sort_key(&e.path), e);
+        Ok(())
+    };
+    with_ancestors(top)?;
+    for e in written {
+        with_ancestors(e?)?;
+    }
+    let deleted_set: std::collections::HashSet<&[u8]> = deleted.iter().map(Vec::as_slice).collect();
+    for rel in deleted {
+        let parent = parent_of(rel);
+        // Below a deleted directory, or under something that is no longer a directory: the
+        // change at the parent already hides it.
+        if deleted_set.contains(parent) || !is_dir(parent) {
+            continue;
+        }
+        with_ancestors(Entry { path: rel.to_vec(), mode: 0, mtime_sec: 0, mtime_nsec: 0, node: Node::Whiteout })?;
+    }
+    Ok(entries.into_values().collect())
+}
+
 impl Store {
     /// Record a change to a tree as a snapshot on top of `parents`: every path of `written` as
     /// found in `cwd` (file contents stored as objects), a whiteout at each topmost path of
@@ -364,10 +421,8 @@ impl Store {
         parents: Vec<Hash>,
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
-        use std::collections::BTreeMap;
         let tree = Tree::open(cwd).at(cwd)?;
         let session = Session::begin(self, opts)?;
-        let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         crate::sys::failpoint::hit("change.reading");
         // Every path is read beneath `cwd`'s handle: a run that swaps a directory for a symlink
         // while its change is recorded makes the commit fail or record the symlink, never read
@@ -390,36 +445,52 @@ impl Store {
             };
             Ok(Entry { path: rel.to_vec(), mode: md.mode, mtime_sec: md.mtime_sec, mtime_nsec: md.mtime_nsec, node })
         };
-        let sort_key = crate::store::manifest::canonical_sort_key;
-        let with_ancestors = |rel: &[u8], e: Entry, entries: &mut BTreeMap<Vec<u8>, Entry>| -> Result<()> {
-            let mut a = rel;
-            while !a.is_empty() {
-                a = parent_of(a);
-                if let std::collections::btree_map::Entry::Vacant(v) = entries.entry(sort_key(a)) {
-                    v.insert(entry_at(a)?);
-                }
-            }
-            entries.insert(sort_key(rel), e);
-            Ok(())
+        let is_dir = |rel: &[u8]| tree.lstat(rel).ok().flatten().is_some_and(|m| m.is_dir());
+        let entries = change_entries(entry_at(b"")?, written.iter().map(|r| entry_at(r)), deleted, &entry_at, &is_dir)?;
+        session.finish_with_parents(entries, parents, format!("root:{}", cwd.display()), opts)
+    }
+
+    /// [`Store::ingest_change`] of a change staged flat in `dir` ([`Staged`]): each path of
+    /// `written` takes its staged file's content (a file's stored as an object) and the mode
+    /// given; the root and every directory leading to a path is recorded as `dir_entry`
+    /// (whose path is ignored) says, and a whiteout goes at each topmost path of `deleted`.
+    pub fn ingest_staged_change(
+        &self,
+        dir: &Path,
+        written: &[Staged],
+        deleted: &[Vec<u8>],
+        dir_entry: &Entry,
+        parents: Vec<Hash>,
+        opts: &IngestOptions,
+    ) -> Result<IngestReport> {
+        let tree = Tree::open(dir).at(dir)?;
+        let session = Session::begin(self, opts)?;
+        crate::sys::failpoint::hit("change.reading");
+        let staged = |s: &Staged| -> Result<Entry> {
+            let p = tree.display(&s.source);
+            let md = tree.lstat(&s.source).at(&p)?.filter(|m| m.kind == Kind::File).ok_or_else(|| {
+                Error::Conflict(format!("{}: the staged file is missing or not a regular file", p.display()))
+            })?;
+            let f = tree.open_file(&s.source).at(&p)?;
+            let node = if s.symlink {
+                let mut target = Vec::new();
+                (&f).read_to_end(&mut target).at(&p)?;
+                target_problem(&target)
+                    .map_or(Ok(()), |why| Err(Error::BadInput(format!("{}: {why}", show(&s.path)))))?;
+                Node::Symlink { target }
+            } else {
+                let (hash, stored) = self.put_file(&session.lease, f, &p, md.size)?;
+                session.tally.add(stored, md.size);
+                Node::File { size: md.size, hash }
+            };
+            let mode = if s.symlink { 0o777 } else { s.mode & 0o7777 };
+            Ok(Entry { path: s.path.clone(), mode, mtime_sec: md.mtime_sec, mtime_nsec: md.mtime_nsec, node })
         };
-        entries.insert(Vec::new(), entry_at(b"")?);
-        for rel in written {
-            let e = entry_at(rel)?;
-            with_ancestors(rel, e, &mut entries)?;
-        }
-        let deleted_set: std::collections::HashSet<&[u8]> = deleted.iter().map(Vec::as_slice).collect();
-        for rel in deleted {
-            let rel = rel.as_slice();
-            let parent = parent_of(rel);
-            // Below a deleted directory, or under something that is no longer a directory: the
-            // change at the parent already hides it.
-            if deleted_set.contains(parent) || !tree.lstat(parent).ok().flatten().is_some_and(|m| m.is_dir()) {
-                continue;
-            }
-            let e = Entry { path: rel.to_vec(), mode: 0, mtime_sec: 0, mtime_nsec: 0, node: Node::Whiteout };
-            with_ancestors(rel, e, &mut entries)?;
-        }
-        session.finish_with_parents(entries.into_values().collect(), parents, format!("root:{}", cwd.display()), opts)
+        let ancestor = |rel: &[u8]| Ok(Entry { path: rel.to_vec(), node: Node::Dir, ..dir_entry.clone() });
+        let files: std::collections::HashSet<&[u8]> = written.iter().map(|s| s.path.as_slice()).collect();
+        let is_dir = |rel: &[u8]| !files.contains(rel);
+        let entries = change_entries(ancestor(b"")?, written.iter().map(staged), deleted, &ancestor, &is_dir)?;
+        session.finish_with_parents(entries, parents, format!("staged:{}", dir.display()), opts)
     }
 
     /// The empty snapshot: a root directory (mode 0755, mtime 0) and nothing else, without

@@ -61,8 +61,8 @@ pub fn run_with_input(
     run_git(dir, owner, args, timeout, hold, input, None)
 }
 
-/// [`run_holding`] with `GIT_INDEX_FILE` set to `index` (an index of execroot's own, which no
-/// worktree of the repository uses), the rest of the environment cleaned as ever.
+/// [`run_with_input`] with `GIT_INDEX_FILE` set to `index` (an index of execroot's own, which
+/// no worktree of the repository uses), the rest of the environment cleaned as ever.
 pub fn run_with_index(
     dir: &Path,
     owner: Owner,
@@ -70,8 +70,9 @@ pub fn run_with_index(
     timeout: Duration,
     hold: Option<BorrowedFd<'_>>,
     index: &Path,
+    input: Option<Vec<u8>>,
 ) -> Result<GitOutput> {
-    run_git(dir, owner, args, timeout, hold, None, Some(index))
+    run_git(dir, owner, args, timeout, hold, input, Some(index))
 }
 
 /// `git -C dir ARGS` for [`run_with_input`] and [`run_with_index`].
@@ -155,6 +156,7 @@ fn run_command(
     }
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|e| Error::io(dir, std::io::Error::other(format!("{what}: {e}"))))?;
     if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
         // Written beside the readers: git may answer before it has read everything.
@@ -186,6 +188,8 @@ fn run_command(
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).trim().to_string();
+    // Each git run costs milliseconds: `-vv` shows where a create's time goes.
+    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, code = status.code(), "{what}");
     Ok(GitOutput { code: status.code(), stdout, stderr })
 }
 
