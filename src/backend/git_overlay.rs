@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::git_listing::{self, keep_listing, listing_path, Changed, Listed, Listing, Source};
 use super::worktree::{self, Ctx, GitStatus, Worktree, WorktreeState};
 use super::{overlay, WorktreeRequest};
 use super::{tree_usage, Backend, BackendKind, BackendState, Capabilities, Interrupted, Made, Plan, RootSpec, Usage};
@@ -26,7 +27,7 @@ use crate::hash::Hash;
 use crate::store::ingest::{IngestOptions, NoProgress, Staged};
 use crate::sys::beneath::{Kind, Tree};
 use crate::sys::failpoint::hit;
-use crate::sys::gitindex::{parse_ls_tree, TreeEntry, Trees, TREE_MODE};
+use crate::sys::gitindex::{TreeEntry, Trees};
 use crate::sys::mount::{self, OverlayDirs, Place, Unmounted};
 use crate::Store;
 
@@ -57,9 +58,23 @@ pub struct GitOverlayState {
 pub struct Planned(Option<std::sync::Arc<PlanRead>>);
 
 /// See [`Planned`].
+#[derive(Clone)]
 struct PlanRead {
     facts: Facts,
     listing: Option<Listed>,
+    change: Option<ParentChange>,
+}
+
+/// A commit's change from its first parent, whose checkout is cached: what a checkout of the
+/// commit is made from ([`incremental`]), and its listing ([`git_listing::derive`]).
+#[derive(Clone)]
+struct ParentChange {
+    /// The parent's cached checkout.
+    snap: Hash,
+    /// The parent's tree.
+    tree: String,
+    /// `git diff-tree -r -t` from the parent to the commit.
+    records: std::sync::Arc<Vec<Changed>>,
 }
 
 impl PartialEq for Planned {
@@ -100,7 +115,7 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
     // An existing branch is used as is: its tip is what the worktree shows.
     let rev = if p.state.created_branch { p.state.base_ref.clone() } else { p.state.branch_name.clone() };
     let facts = Facts::of(&ctx, &rev)?;
-    let (why, listing) = unreproducible(store, &ctx, &facts)?;
+    let (why, listing, change) = unreproducible(store, &ctx, &facts)?;
     if let Some(why) = why {
         let mut warnings = p.warnings;
         warnings.push(format!("using the worktree backend: git-overlay cannot reproduce this checkout ({why})"));
@@ -111,7 +126,7 @@ pub fn plan_or_fallback(store: &Store, root: &RootSpec, req: &WorktreeRequest) -
         owner: p.owner,
         state: BackendState::GitOverlay(GitOverlayState {
             // An existing branch is read again under the repository's lock by the create.
-            planned: Planned(p.state.created_branch.then(|| std::sync::Arc::new(PlanRead { facts, listing }))),
+            planned: Planned(p.state.created_branch.then(|| std::sync::Arc::new(PlanRead { facts, listing, change }))),
             worktree: p.state,
             overlay: overlay::fresh_dirs(&root.dir),
         }),
@@ -237,24 +252,36 @@ impl Facts {
 /// it cannot: sparse checkout, submodules (gitlinks), or a smudge or process filter configured
 /// for a path of the tree (git LFS and the like run per checkout, and may fetch). A tree whose
 /// checkout is cached has no gitlink (none is ever cached), so with no filter configured a
-/// warm create lists nothing. The listing, when one was made (and the tree can be
-/// reproduced), goes with the answer: the create needs it too.
-fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<(Option<String>, Option<Listed>)> {
+/// warm create lists nothing, and one whose first parent's checkout is cached needs only the
+/// change from it (gitlinks in the tree are those the change adds). What was read to tell
+/// (the tree's listing, or that change) goes with the answer: the create needs it too.
+type Reproducible = (Option<String>, Option<Listed>, Option<ParentChange>);
+
+fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<Reproducible> {
     let repo = &ctx.repo;
     if facts.sparse() {
-        return Ok((Some("the repository uses sparse checkout (core.sparseCheckout)".into()), None));
+        return Ok((Some("the repository uses sparse checkout (core.sparseCheckout)".into()), None, None));
     }
     let names = facts.filters();
-    if names.is_empty() && cached(store, &cache_ref(ctx, facts, &facts.tree)?)?.is_some() {
-        return Ok((None, None));
+    let submodule = |path: &[u8]| format!("the tree has a submodule at {}", String::from_utf8_lossy(path));
+    if names.is_empty() {
+        if cached(store, &cache_ref(ctx, facts, &facts.tree)?)?.is_some() {
+            return Ok((None, None, None));
+        }
+        if let Some(change) = parent_change(store, ctx, facts)? {
+            if let Some(g) = change.records.iter().find(|c| c.mode == 0o160000) {
+                return Ok((Some(submodule(&g.path)), None, None));
+            }
+            return Ok((None, None, Some(change)));
+        }
     }
     let commit = &facts.commit;
-    let listed = list(ctx, commit)?;
+    let listed = git_listing::list(ctx, commit)?;
     if let Some(g) = listed.blobs.iter().find(|e| e.mode == 0o160000) {
-        return Ok((Some(format!("the tree has a submodule at {}", String::from_utf8_lossy(&g.path))), None));
+        return Ok((Some(submodule(&g.path)), None, None));
     }
     if names.is_empty() {
-        return Ok((None, facts.sha1.then_some(listed)));
+        return Ok((None, facts.sha1.then_some(listed), None));
     }
     let paths: Vec<String> = listed.blobs.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();
     for chunk in paths.chunks(500) {
@@ -265,6 +292,7 @@ fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<(Option<Str
         if !out.ok() {
             return Ok((
                 Some(format!("cannot tell which paths use the smudge filters configured: {}", out.stderr)),
+                None,
                 None,
             ));
         }
@@ -279,11 +307,41 @@ fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<(Option<Str
                         String::from_utf8_lossy(t[0])
                     )),
                     None,
+                    None,
                 ));
             }
         }
     }
-    Ok((None, facts.sha1.then_some(listed)))
+    Ok((None, facts.sha1.then_some(listed), None))
+}
+
+/// The change from the first parent of the commit of `facts` to it, when the parent's
+/// checkout is cached (with the settings of `facts`), its stack is not deep, and the
+/// repository's objects are SHA-1; `None` otherwise (no parent, say).
+fn parent_change(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<Option<ParentChange>> {
+    if !facts.sha1 {
+        return Ok(None);
+    }
+    let (repo, commit) = (&ctx.repo, facts.commit.as_str());
+    // The first parent and its tree, at once; no parent fails.
+    let (first, first_tree) = (format!("{commit}^1"), format!("{commit}^1^{{tree}}"));
+    let out = ctx.git(repo, &["rev-parse", "--end-of-options", &first, &first_tree])?;
+    if !out.ok() {
+        return Ok(None);
+    }
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.len() >= 40 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    let [parent, ptree] = &lines[..] else { return Ok(None) };
+    let Some(snap) = cached(store, &cache_ref(ctx, facts, ptree)?)? else { return Ok(None) };
+    if store.layer_stack(&[snap])?.len() >= crate::store::layer::MAX_STACK / 2 {
+        return Ok(None);
+    }
+    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", parent, commit])?;
+    let Some(records) = git_listing::parse_diff_tree(&out) else { return Ok(None) };
+    Ok(Some(ParentChange { snap, tree: ptree.clone(), records: std::sync::Arc::new(records) }))
 }
 
 /// The key of `tree`'s checkout: the repository owner's uid, its tree id and every setting that changes the bytes git
@@ -334,8 +392,7 @@ fn snapshot_of(
     st: &WorktreeState,
     facts: &Facts,
     name: &str,
-    listing: &mut Listing,
-    pending: &mut Option<Pending>,
+    making: &mut Making,
 ) -> Result<(Hash, bool)> {
     let (commit, tree) = (facts.commit.as_str(), facts.tree.as_str());
     let name = name.to_string();
@@ -344,7 +401,7 @@ fn snapshot_of(
     }
     let tmp = checkout_dir(st);
     remove_checkout(ctx, &tmp, Some(&facts.common_dir))?;
-    if let Some(id) = incremental(store, ctx, &tmp, facts, &name, listing, pending)? {
+    if let Some(id) = incremental(store, ctx, &tmp, facts, &name, making)? {
         return Ok((id, true));
     }
     let tmp_s = tmp.to_string_lossy().into_owned();
@@ -398,54 +455,34 @@ fn incremental(
     tmp: &Path,
     facts: &Facts,
     name: &str,
-    listing: &mut Listing,
-    pending: &mut Option<Pending>,
+    making: &mut Making,
 ) -> Result<Option<Hash>> {
     if ctx.git_owner != crate::sys::Owner::current() {
         return Ok(None);
     }
     let (repo, commit, tree) = (&ctx.repo, facts.commit.as_str(), facts.tree.as_str());
-    // The first parent and its tree, at once; no parent fails.
-    let (first, first_tree) = (format!("{commit}^1"), format!("{commit}^1^{{tree}}"));
-    let out = ctx.git(repo, &["rev-parse", "--end-of-options", &first, &first_tree])?;
-    if !out.ok() {
-        return Ok(None);
-    }
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.len() >= 40 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string)
-        .collect();
-    let [parent, ptree] = &lines[..] else { return Ok(None) };
-    let Some(psnap) = cached(store, &cache_ref(ctx, facts, ptree)?)? else { return Ok(None) };
-    if store.layer_stack(&[psnap])?.len() >= crate::store::layer::MAX_STACK / 2 {
-        return Ok(None);
-    }
-    let parent = parent.as_str();
-    // ":<src mode> <dst mode> <src id> <dst id> <status>" NUL "<path>" NUL, trees too (-t).
-    let out = ctx.check(repo, &["diff-tree", "-r", "-t", "--no-renames", "-z", "--end-of-options", parent, commit])?;
-    let mut fields = out.split(|&b| b == 0);
+    let change = match making.change.take() {
+        Some(c) => c,
+        None => match parent_change(store, ctx, facts)? {
+            Some(c) => c,
+            None => return Ok(None),
+        },
+    };
+    let psnap = change.snap;
     let (mut written, mut deleted) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
-    // The blobs to check out, for the temporary worktree's index.
+    // The blobs to check out, for the temporary checkout's index.
     let mut blobs = Vec::<TreeEntry>::new();
-    while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
-        let meta: Vec<&[u8]> = meta.split(|&b| b == b' ').collect();
-        let (Some(dst), Some(status)) = (meta.get(1), meta.last()) else { break };
-        if path == b".gitattributes" || path.ends_with(b"/.gitattributes") || *dst == b"160000" {
+    for c in change.records.iter() {
+        let path = c.path.as_slice();
+        if path == b".gitattributes" || path.ends_with(b"/.gitattributes") || c.mode == 0o160000 {
             return Ok(None);
         }
-        match status.first() {
-            Some(b'D') => deleted.push(path.to_vec()),
+        if c.deleted() {
+            deleted.push(c.path.clone());
+        } else if !c.is_tree() {
             // Directories come with the files checked out into them.
-            _ if *dst == b"040000" => {}
-            _ => {
-                let mode = std::str::from_utf8(dst).ok().and_then(|m| u32::from_str_radix(m, 8).ok());
-                match (mode, meta.get(3).and_then(|o| crate::sys::gitindex::parse_oid(o))) {
-                    (Some(mode), Some(oid)) => blobs.push(TreeEntry { path: path.to_vec(), mode, oid }),
-                    _ => return Ok(None),
-                }
-                written.push(path.to_vec());
-            }
+            blobs.push(TreeEntry { path: c.path.clone(), mode: c.mode, oid: c.oid });
+            written.push(c.path.clone());
         }
     }
     let under = |p: &[u8], d: &[u8]| p == d || (p.starts_with(d) && p.get(d.len()) == Some(&b'/'));
@@ -467,7 +504,7 @@ fn incremental(
         // check out and every `.gitattributes` of the commit (none changed, see above): such
         // an index is written here, far cheaper than `git read-tree` of the whole tree. A
         // SHA-256 repository gets git's read-tree.
-        match listing.get()? {
+        match making.listing.get()? {
             Some(all) => {
                 let attrs =
                     all.blobs.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
@@ -531,7 +568,7 @@ fn incremental(
     let _ = std::fs::remove_file(&index);
     match r {
         Ok(id) => {
-            *pending = discard_checkout(ctx, tmp, &facts.common_dir)?;
+            making.pending = discard_checkout(ctx, tmp, &facts.common_dir)?;
             Ok(Some(id))
         }
         Err(e) => {
@@ -545,6 +582,15 @@ fn incremental(
 /// `/proc` (setting it to read it would race with other threads), else the usual 022.
 fn umask() -> u32 {
     procfs::process::Process::myself().ok().and_then(|p| p.status().ok()).and_then(|s| s.umask).unwrap_or(0o022)
+}
+
+/// What a create carries while it makes the commit's checkout: the tree's listing (under way),
+/// the change from the first parent when the plan read it, and the removal of a temporary
+/// checkout (dropped last: the root is made meanwhile).
+struct Making {
+    listing: Listing,
+    change: Option<ParentChange>,
+    pending: Option<Pending>,
 }
 
 /// The removal of a temporary checkout's files, under way in a thread of its own (unlinking
@@ -588,51 +634,6 @@ fn remove_trash(trash: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(trash, e)),
-    }
-}
-
-/// The blobs and trees of a commit's tree (`git ls-tree -r -t`), listed in a thread from the
-/// start of a create and joined where first needed: by an incremental ingest (for the
-/// `.gitattributes` files), else by the root's index. `None` inside for a repository whose
-/// objects are not SHA-1 (git's own read-tree serves those).
-struct Listing {
-    handle: Option<std::thread::JoinHandle<Result<(Listed, bool)>>>,
-    tree: Option<Listed>,
-    kept: bool,
-}
-
-/// What [`list_tree`] lists: the commit's blobs (every entry that is not a tree) and its
-/// trees, each in `git ls-tree` order.
-#[derive(Clone)]
-struct Listed {
-    blobs: Vec<TreeEntry>,
-    trees: Vec<TreeEntry>,
-}
-
-impl Listing {
-    /// The listing `listed` when given, else read in a thread: from the file `kept` (a
-    /// cached checkout's [`kept_listing`]) when given and intact, else by `git ls-tree`.
-    fn start(ctx: &Ctx, facts: &Facts, listed: Option<Listed>, kept: Option<PathBuf>) -> Listing {
-        match listed {
-            Some(l) => Listing { handle: None, tree: Some(l), kept: false },
-            None => Listing { handle: facts.sha1.then(|| list_tree(ctx, facts, kept)), tree: None, kept: false },
-        }
-    }
-
-    /// The listing, waiting for it if need be.
-    fn get(&mut self) -> Result<Option<&Listed>> {
-        if let Some(h) = self.handle.take() {
-            let (t, kept) =
-                h.join().map_err(|_| Error::io(".", std::io::Error::other("the ls-tree thread panicked")))??;
-            (self.tree, self.kept) = (Some(t), kept);
-        }
-        Ok(self.tree.as_ref())
-    }
-
-    /// The listing, taken, and whether it was read from a kept file.
-    fn take(mut self) -> Result<Option<(Listed, bool)>> {
-        self.get()?;
-        Ok(self.tree.map(|t| (t, self.kept)))
     }
 }
 
@@ -792,76 +793,6 @@ pub fn cached_checkout(store: &Store, repo: &Path, rev: &str, tree: &str) -> Res
         )));
     }
     cached(store, &cache_ref(&ctx, &facts, tree)?)
-}
-
-/// The tree of the commit of `facts` as `git ls-tree -r -t` lists it (or as the file `kept`
-/// keeps it), read in a thread of its own so that it runs while the worktree is registered
-/// and mounted (it writes nothing, so it holds no lock of the root: see [`Ctx::git`]).
-fn list_tree(ctx: &Ctx, facts: &Facts, kept: Option<PathBuf>) -> std::thread::JoinHandle<Result<(Listed, bool)>> {
-    let (ctx, commit, tree) = (ctx.unheld(), facts.commit.clone(), facts.tree.clone());
-    std::thread::spawn(move || match kept.and_then(|k| kept_listing(&k, &tree)) {
-        Some(l) => Ok((l, true)),
-        None => Ok((list(&ctx, &commit)?, false)),
-    })
-}
-
-/// The blobs and trees of `commit` (`git ls-tree -r -t`).
-fn list(ctx: &Ctx, commit: &str) -> Result<Listed> {
-    let out = ctx.check(&ctx.repo, &["ls-tree", "-r", "-t", "-z", "--full-tree", "--end-of-options", commit])?;
-    let all = parse_ls_tree(&out).map_err(|e| Error::Corrupt(format!("git ls-tree {commit}: {e}")))?;
-    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
-    Ok(Listed { blobs, trees })
-}
-
-/// Where a checkout snapshot keeps the listing of its commit's tree (docs/format.md,
-/// "Checkout cache"): `git ls-tree` of a tree takes tens of milliseconds at 25k entries, and
-/// a tree's listing never changes.
-fn listing_path(store: &Store, snap: &Hash) -> PathBuf {
-    store.snapshot_dir(snap).join("git-listing")
-}
-
-/// The first line of a kept listing.
-const LISTING_MAGIC: &[u8] = b"execroot git listing v1\n";
-
-/// The listing of `tree` kept in the file `path` ([`listing_path`]), if it is there, for that
-/// tree, and intact (its BLAKE3 sum checks): what is not is ignored (and written again), since the
-/// index's blob ids come from it.
-fn kept_listing(path: &Path, tree: &str) -> Option<Listed> {
-    let bytes = std::fs::read(path).ok()?;
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if Hash::of(body).0 != sum {
-        tracing::warn!(path = %path.display(), "the kept git listing is damaged: listing again");
-        return None;
-    }
-    let rest = body.strip_prefix(LISTING_MAGIC)?;
-    let rest = rest.strip_prefix(tree.as_bytes())?.strip_prefix(b"\n")?;
-    let all = parse_ls_tree(rest).ok()?;
-    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
-    Some(Listed { blobs, trees })
-}
-
-/// Keep `listed`, the listing of `tree`, with snapshot `snap` (written aside, then renamed).
-/// A cache: failing to keep it costs the next root a `git ls-tree`, nothing else.
-fn keep_listing(store: &Store, snap: &Hash, tree: &str, listed: &Listed) {
-    let mut body = Vec::with_capacity(LISTING_MAGIC.len() + 41 + (listed.blobs.len() + listed.trees.len()) * 100);
-    body.extend_from_slice(LISTING_MAGIC);
-    body.extend_from_slice(tree.as_bytes());
-    body.push(b'\n');
-    for e in listed.trees.iter().chain(&listed.blobs) {
-        let kind = if e.mode == TREE_MODE { "tree" } else { "blob" };
-        body.extend_from_slice(format!("{:06o} {kind} {}\t", e.mode, crate::sys::gitindex::oid_hex(&e.oid)).as_bytes());
-        body.extend_from_slice(&e.path);
-        body.push(0);
-    }
-    let sum = Hash::of(&body);
-    body.extend_from_slice(&sum.0);
-    let path = listing_path(store, snap);
-    let tmp = path.with_file_name(format!(".git-listing-{:016x}", rand::random::<u64>()));
-    let r = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!(snapshot = %snap, "could not keep the git listing: {e}");
-    }
 }
 
 /// The administrative directory of the worktree at `wt`, from its `.git` link (`link`, which
@@ -1172,30 +1103,34 @@ impl Backend for GitOverlay {
         let mut made = Made::default();
         // The plan's reading when it had the branch to make (a branch made meanwhile fails
         // `git worktree add -b` below), else read now.
-        let planned = st.planned.0.take().map(|p| {
-            std::sync::Arc::try_unwrap(p)
-                .unwrap_or_else(|p| PlanRead { facts: p.facts.clone(), listing: p.listing.clone() })
-        });
+        let planned = st.planned.0.take().map(|p| std::sync::Arc::try_unwrap(p).unwrap_or_else(|p| (*p).clone()));
         let wst = &mut st.worktree;
-        let (existing, facts, listed) = match planned {
-            Some(p) => (false, p.facts, p.listing),
+        let (existing, facts, listed, change) = match planned {
+            Some(p) => (false, p.facts, p.listing, p.change),
             None => {
                 let existing = worktree::branch_exists(&ctx, &repo, &branch)?;
-                (existing, Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?, None)
+                (existing, Facts::of(&ctx, if existing { &branch } else { &wst.base_ref })?, None, None)
             }
         };
         let commit = facts.commit.clone();
         let name = cache_ref(&ctx, &facts, &facts.tree)?;
-        // The blob ids: kept with a cached checkout, else listed while the snapshot is found
-        // and the worktree registered.
-        let kept = match (&listed, cached(store, &name)?) {
-            (None, Some(snap)) => Some(listing_path(store, &snap)),
-            _ => None,
+        // The blob ids: kept with a cached checkout, else derived from the parent's, else
+        // listed, while the snapshot is found and the worktree registered.
+        let source = match (listed, cached(store, &name)?, &change) {
+            (Some(l), _, _) => Source::Listed(l),
+            (None, Some(snap), _) => Source::Kept(listing_path(store, &snap)),
+            (None, None, Some(c)) => Source::Derived {
+                parent: listing_path(store, &c.snap),
+                parent_tree: c.tree.clone(),
+                change: c.records.clone(),
+            },
+            (None, None, None) => Source::Git,
         };
-        let mut listing = Listing::start(&ctx, &facts, listed, kept);
+        let listing = Listing::start(&ctx, &facts.commit, &facts.tree, facts.sha1, source);
+        let mut making = Making { listing, change, pending: None };
+        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &name, &mut making)?;
         // Dropped last: a temporary checkout is removed while the root is made.
-        let mut pending = None;
-        let (snap, _ingested) = snapshot_of(store, &ctx, wst, &facts, &name, &mut listing, &mut pending)?;
+        let Making { listing, pending: _pending, .. } = making;
         let path_s = wst.worktree_path.to_string_lossy().into_owned();
         // Registered locked at once where git can (`--reason` with `--lock`: git 2.36), so
         // that git's prune never sees it unlocked; else locked right after.
@@ -1437,39 +1372,5 @@ impl Backend for GitOverlay {
 
     fn git_status(&self, store: &Store, root: &RootSpec, st: &GitOverlayState) -> Result<Option<GitStatus>> {
         Worktree.git_status(store, root, &st.worktree)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A kept listing reads back as it was written, and one that names another tree, is cut
-    /// short or has a byte changed is not read at all.
-    #[test]
-    fn a_kept_listing_is_read_only_intact_and_for_its_tree() {
-        let d = tempfile::tempdir().unwrap();
-        let store = Store::open(d.path().join("store")).unwrap();
-        let snap = store.empty_snapshot().unwrap();
-        let e = |p: &str, mode: u32, b: u8| TreeEntry { path: p.as_bytes().to_vec(), mode, oid: [b; 20] };
-        let listed = Listed {
-            blobs: vec![e("a.txt", 0o100644, 1), e("dir/run", 0o100755, 2), e("dir/link", 0o120000, 3)],
-            trees: vec![e("dir", TREE_MODE, 4)],
-        };
-        let tree = "ab".repeat(20);
-        keep_listing(&store, &snap, &tree, &listed);
-        let path = listing_path(&store, &snap);
-        let back = kept_listing(&path, &tree).expect("read back");
-        assert_eq!((back.blobs, back.trees), (listed.blobs.clone(), listed.trees.clone()));
-        assert!(kept_listing(&path, &"cd".repeat(20)).is_none(), "read for another tree");
-        let bytes = std::fs::read(&path).unwrap();
-        for bad in [bytes[..bytes.len() - 1].to_vec(), {
-            let mut b = bytes.clone();
-            b[LISTING_MAGIC.len() + 45] ^= 1;
-            b
-        }] {
-            std::fs::write(&path, bad).unwrap();
-            assert!(kept_listing(&path, &tree).is_none(), "a damaged listing was read");
-        }
     }
 }

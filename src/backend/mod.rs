@@ -22,6 +22,7 @@
 //! sub-mounts are the same for every backend and live in [`submount`].
 
 pub mod copy;
+mod git_listing;
 pub mod git_overlay;
 pub mod overlay;
 pub mod submount;
