@@ -189,6 +189,14 @@ fn unreproducible_trees_fall_back_to_worktree() {
     assert_eq!(r["backend"], "worktree", "{r}");
     assert!(r["warnings"].to_string().contains("submodule at vendor"), "{r}");
     env.ok(&["root", "destroy", r["id"].as_str().unwrap(), "--force"]);
+
+    // Attributes from another tree than the commit's (git's attr.tree).
+    let repo = attr_repo(&env, "attrtree", "*.txt text eol=crlf\n");
+    git(&repo, &["config", "attr.tree", "HEAD"]);
+    let r = create(&env, &repo, "f3");
+    assert_eq!(r["backend"], "worktree", "{r}");
+    assert!(r["warnings"].to_string().contains("attr.tree is set"), "{r}");
+    env.ok(&["root", "destroy", r["id"].as_str().unwrap(), "--force"]);
 }
 
 #[test]

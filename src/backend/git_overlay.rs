@@ -155,7 +155,7 @@ struct Facts {
 /// key), sparse checkout, and smudge or process filters (which a snapshot cannot reproduce).
 /// Also what decides whether and how the root's index gets an untracked cache and an fsmonitor
 /// ([`untracked_header`], [`fsmonitor_hook`]).
-const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile|fsmonitor)|status\.showuntrackedfiles|extensions\.worktreeconfig|filter\..+\.(smudge|process))$";
+const CONFIG_READ: &str = r"^(core\.(sparsecheckout|autocrlf|eol|symlinks|checkroundtripencoding|attributesfile|hookspath|untrackedcache|excludesfile|fsmonitor)|attr\.tree|status\.showuntrackedfiles|extensions\.worktreeconfig|filter\..+\.(smudge|process))$";
 
 /// The settings of [`CONFIG_READ`] that are part of the checkout's key.
 const KEY_SETTINGS: [&str; 5] =
@@ -261,6 +261,11 @@ fn unreproducible(store: &Store, ctx: &Ctx, facts: &Facts) -> Result<Reproducibl
     let repo = &ctx.repo;
     if facts.sparse() {
         return Ok((Some("the repository uses sparse checkout (core.sparseCheckout)".into()), None, None));
+    }
+    // A checkout's snapshot is its tree's; attributes from another tree (git 2.46's
+    // `attr.tree`, which names a revision that moves) would make it a product of two.
+    if facts.get("attr.tree").is_some() {
+        return Ok((Some("attr.tree is set: attributes come from another tree than the commit's".into()), None, None));
     }
     let names = facts.filters();
     let submodule = |path: &[u8]| format!("the tree has a submodule at {}", String::from_utf8_lossy(path));
@@ -502,8 +507,9 @@ fn incremental(
         std::fs::create_dir(tmp).at(tmp)?;
         // checkout-index converts as a full checkout would when the index holds the paths to
         // check out and every `.gitattributes` of the commit (none changed, see above): such
-        // an index is written here, far cheaper than `git read-tree` of the whole tree. A
-        // SHA-256 repository gets git's read-tree.
+        // an index is written here, far cheaper than `git read-tree` of the whole tree. (Git's
+        // `--attr-source=COMMIT`, which would spare the listing, reads trees per path: 70 ms
+        // for 100 paths against 15.) A SHA-256 repository gets git's read-tree.
         match making.listing.get()? {
             Some(all) => {
                 let attrs =
