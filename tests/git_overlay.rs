@@ -362,6 +362,8 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     let repo = attr_repo(&env, "repo", "*.txt eol=crlf\n*.id ident\n");
     std::fs::create_dir_all(repo.join("gone/deeper")).unwrap();
     std::fs::write(repo.join("gone/deeper/x"), "x\n").unwrap();
+    // Attributes below the top too: the change's checkout reads every `.gitattributes`.
+    std::fs::write(repo.join("src/.gitattributes"), "*.rs eol=crlf\n").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "more"]);
     let first = create(&env, &repo, "at-parent");
@@ -369,6 +371,7 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     // A commit that modifies, adds (in a new directory), deletes a file and a whole
     // directory, makes a file executable and re-points a symlink.
     std::fs::write(repo.join("a.txt"), "changed\n").unwrap();
+    std::fs::write(repo.join("src/lib.rs"), "fn changed() {}\n").unwrap();
     std::fs::create_dir_all(repo.join("new/dir")).unwrap();
     std::fs::write(repo.join("new/dir/b.txt"), "b\n").unwrap();
     std::fs::remove_file(repo.join("secret.cfg")).unwrap();
@@ -395,6 +398,7 @@ fn a_new_commit_is_ingested_as_a_change_on_its_parents_checkout() {
     assert_eq!(listing(&wt), listing(&real));
     let id = std::fs::read_to_string(wt.join("new/v.id")).unwrap();
     assert!(id.starts_with("$Id: ") && id.len() > 45, "ident not expanded: {id:?}");
+    assert_eq!(std::fs::read(wt.join("src/lib.rs")).unwrap(), b"fn changed() {}\r\n", "src/.gitattributes");
     assert!(!wt.join("gone").exists());
     assert_eq!(git(&wt, &["diff-files", "--name-only"]), "");
     assert_eq!(git(&wt, &["status", "--porcelain"]), "");

@@ -166,17 +166,45 @@ const LISTING_MAGIC: &[u8] = b"execroot git listing v1\n";
 /// tree, and intact (its BLAKE3 sum checks): what is not is ignored (and written again), since the
 /// index's blob ids come from it.
 pub(super) fn kept_listing(path: &Path, tree: &str) -> Option<Listed> {
-    let bytes = std::fs::read(path).ok()?;
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    let all = parse_ls_tree(&kept_body(path, tree)?).ok()?;
+    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
+    Some(Listed { blobs, trees })
+}
+
+/// The body of the kept listing of `tree` in the file `path` after its header, if the file is
+/// there, for that tree, and intact (its BLAKE3 sum checks).
+fn kept_body(path: &Path, tree: &str) -> Option<Vec<u8>> {
+    let mut bytes = std::fs::read(path).ok()?;
+    let body_len = bytes.len().checked_sub(32)?;
+    let (body, sum) = bytes.split_at_checked(body_len)?;
     if Hash::of(body).0 != sum {
         tracing::warn!(path = %path.display(), "the kept git listing is damaged: listing again");
         return None;
     }
-    let rest = body.strip_prefix(LISTING_MAGIC)?;
-    let rest = rest.strip_prefix(tree.as_bytes())?.strip_prefix(b"\n")?;
-    let all = parse_ls_tree(rest).ok()?;
-    let (trees, blobs) = all.into_iter().partition(|e| e.mode == TREE_MODE);
-    Some(Listed { blobs, trees })
+    let header = body.strip_prefix(LISTING_MAGIC)?.strip_prefix(tree.as_bytes())?.strip_prefix(b"\n")?;
+    let start = body_len - header.len();
+    bytes.truncate(body_len);
+    bytes.drain(..start);
+    Some(bytes)
+}
+
+/// The `.gitattributes` files in the kept listing of `tree` (as [`kept_listing`] reads it),
+/// found without parsing the other records: a checkout of a commit that changes none of them
+/// needs these alone, long before the commit's own listing is derived.
+pub(super) fn kept_attributes(path: &Path, tree: &str) -> Option<Vec<TreeEntry>> {
+    const NAME: &[u8] = b".gitattributes\0";
+    let body = kept_body(path, tree)?;
+    let mut found = Vec::new();
+    for at in memchr::memmem::find_iter(&body, NAME) {
+        // The whole last component of a path: after the record's tab or a slash.
+        if !matches!(at.checked_sub(1).map(|i| body[i]), Some(b'\t' | b'/')) {
+            continue;
+        }
+        let start = memchr::memrchr(0, &body[..at]).map_or(0, |i| i + 1);
+        let mut record = parse_ls_tree(&body[start..at + NAME.len()]).ok()?;
+        found.extend(record.pop().filter(|e| e.mode != TREE_MODE));
+    }
+    Some(found)
 }
 
 /// Keep `listed`, the listing of `tree`, with snapshot `snap` (written aside, then renamed).
@@ -313,6 +341,7 @@ mod tests {
         }] {
             std::fs::write(&path, bad).unwrap();
             assert!(kept_listing(&path, &tree).is_none(), "a damaged listing was read");
+            assert!(kept_attributes(&path, &tree).is_none(), "a damaged listing was read");
         }
     }
 
@@ -347,7 +376,21 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, c).unwrap();
         };
-        for p in ["a", "a-b", "a0", "dir/x", "dir/sub/y", "dir/sub/deep/z", "gone/g/h", "f2d", "keep/k", "d2f/q"] {
+        for p in [
+            ".gitattributes",
+            "a",
+            "a-b",
+            "a0",
+            "dir/x",
+            "dir/.gitattributes",
+            "dir/sub/y",
+            "dir/sub/deep/z",
+            "gone/g/h",
+            "f2d",
+            "keep/k",
+            "keep/not.gitattributes",
+            "d2f/q",
+        ] {
             write(p, p);
         }
         git(r, &["add", "-A"]);
@@ -372,6 +415,20 @@ mod tests {
             parse_oid(String::from_utf8(git(r, &["rev-parse", "HEAD^{tree}"])).unwrap().trim().as_bytes()).unwrap();
         let want = ls_tree(r, "HEAD");
         let got = derive(ls_tree(r, "HEAD^"), &change, &top).expect("derived");
+        // The `.gitattributes` files of a kept listing, read alone, are the listing's.
+        let store = Store::open(d.path().join("store")).unwrap();
+        let snap = store.empty_snapshot().unwrap();
+        let tree = String::from_utf8(git(r, &["rev-parse", "HEAD^{tree}"])).unwrap().trim().to_string();
+        keep_listing(&store, &snap, &tree, &want);
+        let attrs: Vec<TreeEntry> = want
+            .blobs
+            .iter()
+            .filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"))
+            .cloned()
+            .collect();
+        let names: Vec<&[u8]> = attrs.iter().map(|e| &e.path[..]).collect();
+        assert_eq!(names, [&b".gitattributes"[..], b"dir/.gitattributes"]);
+        assert_eq!(kept_attributes(&listing_path(&store, &snap), &tree).unwrap(), attrs);
         assert_eq!(got.blobs, want.blobs);
         assert_eq!(got.trees, want.trees);
         for i in 0..change.len() {

@@ -510,11 +510,22 @@ fn incremental(
         // an index is written here, far cheaper than `git read-tree` of the whole tree. (Git's
         // `--attr-source=COMMIT`, which would spare the listing, reads trees per path: 70 ms
         // for 100 paths against 15.) A SHA-256 repository gets git's read-tree.
-        match making.listing.get()? {
-            Some(all) => {
-                let attrs =
-                    all.blobs.iter().filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"));
-                let entries = blobs.iter().chain(attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
+        // Those of the commit are the parent's: read from its kept listing at once, while the
+        // commit's listing is derived from the rest of it.
+        let kept = facts.sha1.then(|| git_listing::kept_attributes(&listing_path(store, &psnap), &change.tree));
+        let attrs = match kept.flatten() {
+            Some(a) => Some(a),
+            None => making.listing.get()?.map(|all| {
+                all.blobs
+                    .iter()
+                    .filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"))
+                    .cloned()
+                    .collect()
+            }),
+        };
+        match attrs {
+            Some(attrs) => {
+                let entries = blobs.iter().chain(&attrs).map(crate::sys::gitindex::IndexEntry::unstat).collect();
                 std::fs::write(&index, crate::sys::gitindex::encode(entries, None, &[])).at(&index)?;
             }
             None => {
