@@ -202,7 +202,9 @@ pub(super) fn kept_attributes(path: &Path, tree: &str) -> Option<Vec<TreeEntry>>
         }
         let start = memchr::memrchr(0, &body[..at]).map_or(0, |i| i + 1);
         let mut record = parse_ls_tree(&body[start..at + NAME.len()]).ok()?;
-        found.extend(record.pop().filter(|e| e.mode != TREE_MODE));
+        // (A name holding a tab, `x\t.gitattributes`, is found above too.)
+        let is_attrs = |p: &[u8]| p == &NAME[..NAME.len() - 1] || p.ends_with(&b"/.gitattributes"[..]);
+        found.extend(record.pop().filter(|e| e.mode != TREE_MODE && is_attrs(&e.path)));
     }
     Some(found)
 }
@@ -389,6 +391,7 @@ mod tests {
             "f2d",
             "keep/k",
             "keep/not.gitattributes",
+            "keep/tab\t.gitattributes",
             "d2f/q",
         ] {
             write(p, p);
