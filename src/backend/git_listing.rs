@@ -188,6 +188,11 @@ fn kept_body(path: &Path, tree: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// A `.gitattributes` file's path: that name, at the top or below a directory.
+pub(super) fn is_attributes(path: &[u8]) -> bool {
+    path == b".gitattributes" || path.ends_with(b"/.gitattributes")
+}
+
 /// The `.gitattributes` files in the kept listing of `tree` (as [`kept_listing`] reads it),
 /// found without parsing the other records: a checkout of a commit that changes none of them
 /// needs these alone, long before the commit's own listing is derived.
@@ -203,8 +208,7 @@ pub(super) fn kept_attributes(path: &Path, tree: &str) -> Option<Vec<TreeEntry>>
         let start = memchr::memrchr(0, &body[..at]).map_or(0, |i| i + 1);
         let mut record = parse_ls_tree(&body[start..at + NAME.len()]).ok()?;
         // (A name holding a tab, `x\t.gitattributes`, is found above too.)
-        let is_attrs = |p: &[u8]| p == &NAME[..NAME.len() - 1] || p.ends_with(&b"/.gitattributes"[..]);
-        found.extend(record.pop().filter(|e| e.mode != TREE_MODE && is_attrs(&e.path)));
+        found.extend(record.pop().filter(|e| e.mode != TREE_MODE && is_attributes(&e.path)));
     }
     Some(found)
 }
@@ -423,12 +427,7 @@ mod tests {
         let snap = store.empty_snapshot().unwrap();
         let tree = String::from_utf8(git(r, &["rev-parse", "HEAD^{tree}"])).unwrap().trim().to_string();
         keep_listing(&store, &snap, &tree, &want);
-        let attrs: Vec<TreeEntry> = want
-            .blobs
-            .iter()
-            .filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"))
-            .cloned()
-            .collect();
+        let attrs: Vec<TreeEntry> = want.blobs.iter().filter(|e| is_attributes(&e.path)).cloned().collect();
         let names: Vec<&[u8]> = attrs.iter().map(|e| &e.path[..]).collect();
         assert_eq!(names, [&b".gitattributes"[..], b"dir/.gitattributes"]);
         assert_eq!(kept_attributes(&listing_path(&store, &snap), &tree).unwrap(), attrs);

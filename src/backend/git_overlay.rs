@@ -479,7 +479,7 @@ fn incremental(
     let mut blobs = Vec::<TreeEntry>::new();
     for c in change.records.iter() {
         let path = c.path.as_slice();
-        if path == b".gitattributes" || path.ends_with(b"/.gitattributes") || c.mode == 0o160000 {
+        if git_listing::is_attributes(path) || c.mode == 0o160000 {
             return Ok(None);
         }
         if c.deleted() {
@@ -515,13 +515,10 @@ fn incremental(
         let kept = facts.sha1.then(|| git_listing::kept_attributes(&listing_path(store, &psnap), &change.tree));
         let attrs = match kept.flatten() {
             Some(a) => Some(a),
-            None => making.listing.get()?.map(|all| {
-                all.blobs
-                    .iter()
-                    .filter(|e| e.path == b".gitattributes" || e.path.ends_with(b"/.gitattributes"))
-                    .cloned()
-                    .collect()
-            }),
+            None => making
+                .listing
+                .get()?
+                .map(|all| all.blobs.iter().filter(|e| git_listing::is_attributes(&e.path)).cloned().collect()),
         };
         match attrs {
             Some(attrs) => {
